@@ -1,0 +1,1 @@
+//! Integration tests, compiled into one binary to keep link time down.
