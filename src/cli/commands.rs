@@ -1,0 +1,316 @@
+//! What each CLI command does.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use ipld_core::ipld::Ipld;
+
+use super::tokens::{Tokens, split_tokens};
+use super::{Alg, Cli, Command, ContainerFormat, DelegateArgs, InspectArgs, InvokeArgs, KeyCommand, VerifyArgs};
+use crate::did::{KeyAlg, PublicKey, SigningKey};
+use crate::ipld::{from_dag_json, to_dag_json};
+use crate::ucan::container::{Container, Format};
+use crate::ucan::delegation::DelegationBuilder;
+use crate::ucan::envelope::{Envelope, Kind};
+use crate::ucan::invocation::InvocationBuilder;
+use crate::ucan::validate::{self, NoCache, NoRevocations, Options, unix_now};
+use crate::ucan::{Command as UcanCommand, Policy};
+
+/// Runs a parsed command line.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Key(KeyCommand::Generate { alg, output }) => key_generate(alg, output.as_deref()),
+        Command::Key(KeyCommand::Did { file }) => {
+            println!("{}", read_key(&file)?.did());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delegate(args) => delegate(args),
+        Command::Invoke(args) => invoke(args),
+        Command::Verify(args) => verify(args),
+        Command::Inspect(args) => inspect(args),
+    }
+}
+
+fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    SigningKey::from_key_file(&text).with_context(|| format!("in key file {}", path.display()))
+}
+
+fn key_generate(alg: Alg, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let alg = match alg {
+        Alg::Ed25519 => KeyAlg::Ed25519,
+        Alg::P256 => KeyAlg::P256,
+        Alg::Secp256k1 => KeyAlg::Secp256k1,
+    };
+    let key = SigningKey::generate(alg);
+    let text = format!("{}\n", key.to_key_file());
+    match output {
+        Some(path) => {
+            write_private(path, text.as_bytes())?;
+            eprintln!("{}", key.did());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a file only its owner can read (it holds a private key).
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+fn write_output(output: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+/// `never` → no expiry; otherwise a duration from now (`30m`, `12h`, `7d`).
+fn parse_expiry(text: &str, now: i64) -> anyhow::Result<Option<i64>> {
+    if text == "never" {
+        return Ok(None);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| anyhow!("--exp {text:?}: {e} (use a duration such as 30m, 12h, 7d, or \"never\")"))?;
+    Ok(Some(now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))))
+}
+
+/// A Unix timestamp, or a duration from now.
+fn parse_time(text: &str, now: i64) -> anyhow::Result<i64> {
+    if let Ok(ts) = text.parse::<i64>() {
+        return Ok(ts);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| anyhow!("{text:?}: {e} (use a Unix timestamp or a duration such as 1h)"))?;
+    Ok(now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
+}
+
+fn parse_map(text: &str, what: &str) -> anyhow::Result<BTreeMap<String, Ipld>> {
+    match from_dag_json(text).map_err(|e| anyhow!("{what}: not DAG-JSON: {e}"))? {
+        Ipld::Map(map) => Ok(map),
+        _ => bail!("{what}: must be a map, e.g. '{{\"key\": 1}}'"),
+    }
+}
+
+fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
+    let key = read_key(&args.key)?;
+    let now = unix_now();
+    let cmd = UcanCommand::parse(&args.cmd)?;
+    let policy = match &args.policy {
+        Some(text) => Policy::from_json(text)?,
+        None => Policy::empty(),
+    };
+    PublicKey::from_did(&args.to).context("--to")?;
+
+    // With proofs, check the new link extends a chain that really reaches this key, so a third party
+    // is not handed a delegation that can never validate.
+    let proofs = Tokens::read(&args.proofs)?;
+    let chain = proofs.chain_to(&key.did());
+    let mut chain_subject = None;
+    if let Some(last) = chain.last() {
+        let last = &proofs.delegations[last];
+        if last.payload.aud != key.did() {
+            bail!("the --proof delegations do not lead to this key ({})", key.did());
+        }
+        for cid in &chain {
+            let d = &proofs.delegations[cid];
+            if !d.payload.cmd.proves(&cmd) {
+                bail!("proof {cid} delegates {} only, which does not cover {cmd}", d.payload.cmd);
+            }
+        }
+        chain_subject = proofs.delegations[&chain[0]].payload.sub.clone();
+    }
+
+    let sub = if args.powerline {
+        None
+    } else {
+        Some(args.sub.or(chain_subject).unwrap_or_else(|| key.did()))
+    };
+    if let Some(sub) = &sub {
+        PublicKey::from_did(sub).context("--sub")?;
+    }
+    let exp = parse_expiry(&args.exp, now)?;
+    let nbf = args.nbf.as_deref().map(|t| parse_time(t, now)).transpose()?;
+    let dlg = DelegationBuilder::new(args.to, sub, cmd)
+        .policy(policy)
+        .expires(exp)
+        .not_before(nbf)
+        .sign(&key)?;
+    eprintln!("delegation {}", dlg.cid());
+    write_output(args.output.as_deref(), dlg.bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let key = read_key(&args.key)?;
+    let now = unix_now();
+    let cmd = UcanCommand::parse(&args.cmd)?;
+    let inv_args = parse_map(&args.args, "--args")?;
+    let proofs = Tokens::read(&args.proofs)?;
+    let chain = proofs.chain_to(&key.did());
+    let root_subject = chain.first().and_then(|cid| proofs.delegations[cid].payload.sub.clone());
+    let sub = args.sub.or(root_subject).unwrap_or_else(|| key.did());
+
+    let mut builder = InvocationBuilder::new(sub, cmd, inv_args)
+        .proofs(chain.clone())
+        .expires(parse_expiry(&args.exp, now)?)
+        .issued_at(Some(now));
+    if let Some(aud) = args.aud {
+        PublicKey::from_did(&aud).context("--aud")?;
+        builder = builder.audience(aud);
+    }
+    if let Some(meta) = &args.meta {
+        builder = builder.meta(parse_map(meta, "--meta")?);
+    }
+    if args.idempotent {
+        builder = builder.nonce(Vec::new());
+    }
+    let inv = builder.sign(&key)?;
+    eprintln!("invocation {} (task {})", inv.cid(), inv.payload.task_id());
+
+    let mut container = Container::default();
+    container.tokens.push(inv.bytes().to_vec());
+    for cid in &chain {
+        container.tokens.push(proofs.delegations[cid].bytes().to_vec());
+    }
+    let mut bytes = container.encode(container_format(args.format));
+    if !matches!(args.format, ContainerFormat::Raw | ContainerFormat::RawGzip) && args.output.is_none() {
+        bytes.push(b'\n');
+    }
+    write_output(args.output.as_deref(), &bytes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn container_format(format: ContainerFormat) -> Format {
+    match format {
+        ContainerFormat::Raw => Format::Raw,
+        ContainerFormat::Base64 => Format::Base64Std,
+        ContainerFormat::Base64url => Format::Base64Url,
+        ContainerFormat::RawGzip => Format::RawGzip,
+        ContainerFormat::Base64Gzip => Format::Base64StdGzip,
+        ContainerFormat::Base64urlGzip => Format::Base64UrlGzip,
+    }
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut files = vec![args.invocation.clone()];
+    files.extend(args.proofs.iter().cloned());
+    files.extend(args.container.iter().cloned());
+    // Missing or unreadable files are usage errors (exit 2); undecodable tokens are invalid input (exit 1).
+    let mut contents = Vec::with_capacity(files.len());
+    for path in &files {
+        contents.push(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let mut tokens = Tokens::default();
+    for bytes in &contents {
+        if let Err(e) = tokens.add_bytes(bytes) {
+            return Ok(print_verify_error("MalformedToken", &format!("{e:#}")));
+        }
+    }
+    let invocation = match tokens.one_invocation() {
+        Ok(inv) => inv,
+        Err(e) => return Ok(print_verify_error("MalformedToken", &e.to_string())),
+    };
+    let now = args.at.unwrap_or_else(unix_now);
+    let opts = if args.strict {
+        Options::strict(now)
+    } else {
+        Options {
+            now,
+            leeway: args.leeway.max(0),
+        }
+    };
+    match validate::validate(invocation, &tokens.delegations, opts, &NoRevocations, &NoCache) {
+        Ok(authorized) => {
+            println!("{}", serde_json::json!({ "ok": authorized.to_json() }));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let mut error = serde_json::json!({ "name": e.kind.name(), "message": e.message });
+            if let Some(proof) = e.proof {
+                error["proof"] = serde_json::Value::String(proof.to_string());
+            }
+            println!("{}", serde_json::json!({ "error": error }));
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn print_verify_error(name: &str, message: &str) -> ExitCode {
+    println!("{}", serde_json::json!({ "error": { "name": name, "message": message } }));
+    ExitCode::from(1)
+}
+
+fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let mut all_valid = true;
+    for token in split_tokens(&bytes)? {
+        let report = match Envelope::decode(&token) {
+            Ok(envelope) => {
+                let (report, valid) = describe(&envelope)?;
+                all_valid &= valid;
+                report
+            }
+            Err(e) => {
+                all_valid = false;
+                serde_json::json!({ "error": e.to_string(), "bytes": token.len() })
+            }
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A readable view of one envelope and whether its signature verifies against its issuer.
+fn describe(envelope: &Envelope) -> anyhow::Result<(serde_json::Value, bool)> {
+    let issuer = match &envelope.payload {
+        Ipld::Map(map) => match map.get("iss") {
+            Some(Ipld::String(iss)) => Some(iss.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let signature = match issuer.as_deref().map(PublicKey::from_did) {
+        Some(Ok(key)) => match envelope.verify(&key) {
+            Ok(()) => "valid".to_owned(),
+            Err(e) => format!("invalid: {e}"),
+        },
+        Some(Err(e)) => format!("unverifiable: {e}"),
+        None => "unverifiable: no issuer".to_owned(),
+    };
+    let kind = match envelope.kind {
+        Kind::Delegation => "delegation",
+        Kind::Invocation => "invocation",
+    };
+    let payload_json = to_dag_json(&envelope.payload).map_err(|e| anyhow!(e))?;
+    let payload: serde_json::Value = serde_json::from_str(&payload_json)?;
+    let report = serde_json::json!({
+        "kind": kind,
+        "cid": envelope.cid.to_string(),
+        "tag": envelope.tag,
+        "alg": format!("{:?}", envelope.header.alg),
+        "signature": signature,
+        "payload": payload,
+    });
+    Ok((report, signature == "valid"))
+}

@@ -1,0 +1,188 @@
+//! The command-line interface: key tooling, delegation, invocation, verification and inspection.
+//!
+//! This is the application edge, so errors are `anyhow` here (and only here and in `main.rs`); the
+//! library modules below keep typed errors.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod commands;
+pub mod tokens;
+
+/// Capability-secured invocation gateway: UCAN 1.0 tokens in, signed receipts out.
+#[derive(Debug, Parser)]
+#[command(name = "ucan-gateway", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create key files and show their DIDs.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Delegate a command on a subject to another principal (prints the delegation token).
+    Delegate(DelegateArgs),
+    /// Create a signed invocation and bundle it with its proofs in a container.
+    Invoke(InvokeArgs),
+    /// Check an invocation and its proof chain; prints one JSON line. Exit status: 0 valid, 1 invalid, 2 usage error.
+    Verify(VerifyArgs),
+    /// Show any token or container as readable DAG-JSON, with CIDs and signature status.
+    Inspect(InspectArgs),
+}
+
+/// `key …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a new private key file (base64 of the multicodec-prefixed key).
+    Generate {
+        /// Signature algorithm.
+        #[arg(long, value_enum, default_value_t = Alg::Ed25519)]
+        alg: Alg,
+        /// Write the key here instead of standard output (created with owner-only permissions).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the did:key of a key file.
+    Did {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+/// Signature algorithms for new keys.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Alg {
+    Ed25519,
+    P256,
+    Secp256k1,
+}
+
+/// `delegate` arguments.
+#[derive(Debug, Args)]
+pub struct DelegateArgs {
+    /// The delegator's key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The DID receiving the authority.
+    #[arg(long)]
+    pub to: String,
+    /// The command delegated (it also covers every command below it), e.g. /wasm/run, or / for all.
+    #[arg(long)]
+    pub cmd: String,
+    /// The subject. Defaults to the subject of the --proof chain, or to the delegator itself (a root delegation).
+    #[arg(long, conflicts_with = "powerline")]
+    pub sub: Option<String>,
+    /// Delegate for any subject (sub: null). Powerful: the audience inherits everything the delegator is later given.
+    #[arg(long)]
+    pub powerline: bool,
+    /// A policy on invocation arguments, as DAG-JSON, e.g. '[["==", ".func", "add"]]'.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Expiry: a duration from now (30m, 12h, 7d) or "never".
+    #[arg(long, default_value = "30d")]
+    pub exp: String,
+    /// Not before: a duration from now or a Unix timestamp.
+    #[arg(long)]
+    pub nbf: Option<String>,
+    /// Delegations that give the delegator its authority (checked to lead to the delegator).
+    #[arg(long = "proof")]
+    pub proofs: Vec<PathBuf>,
+    /// Write the token here instead of standard output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// `invoke` arguments.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The invoker's key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The subject whose authority is used. Defaults to the root of the --proof chain, or the invoker.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// The command to run, e.g. /wasm/run.
+    #[arg(long)]
+    pub cmd: String,
+    /// The arguments, a DAG-JSON map.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    /// The executor the invocation is for (e.g. the gateway's DID), if not the subject.
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// Delegations proving the invoker's authority (token files or containers, any order).
+    #[arg(long = "proof")]
+    pub proofs: Vec<PathBuf>,
+    /// Expiry: a duration from now or "never".
+    #[arg(long, default_value = "5m")]
+    pub exp: String,
+    /// Metadata map as DAG-JSON (e.g. execution limits).
+    #[arg(long)]
+    pub meta: Option<String>,
+    /// Use an empty nonce, so equal invocations share a task id (for idempotent work).
+    #[arg(long)]
+    pub idempotent: bool,
+    /// Container encoding.
+    #[arg(long, value_enum, default_value_t = ContainerFormat::Base64)]
+    pub format: ContainerFormat,
+    /// Write the container here instead of standard output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Container encodings offered on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ContainerFormat {
+    /// Raw CBOR bytes (header `@`).
+    Raw,
+    /// Base64, standard alphabet, padded (header `B`).
+    Base64,
+    /// Base64, URL alphabet, unpadded (header `C`).
+    Base64url,
+    /// Gzipped raw bytes (header `M`).
+    RawGzip,
+    /// Gzipped, base64 standard (header `O`).
+    Base64Gzip,
+    /// Gzipped, base64 URL (header `P`).
+    Base64urlGzip,
+}
+
+/// `verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The invocation: a token file, or a container holding it (and possibly its proofs).
+    #[arg(long)]
+    pub invocation: PathBuf,
+    /// Delegation token files or containers.
+    #[arg(long = "proof")]
+    pub proofs: Vec<PathBuf>,
+    /// A further container of proofs.
+    #[arg(long)]
+    pub container: Option<PathBuf>,
+    /// Validate as of this Unix time instead of now.
+    #[arg(long)]
+    pub at: Option<i64>,
+    /// Allowed clock skew in seconds for nbf/exp.
+    #[arg(long, default_value_t = crate::ucan::validate::DEFAULT_LEEWAY_SECS)]
+    pub leeway: i64,
+    /// No clock-skew allowance at all (same as --leeway 0).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `inspect` arguments.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A token file or container.
+    pub file: PathBuf,
+}
+
+/// Parses the command line and runs it, returning the process exit code.
+pub fn run() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    commands::dispatch(cli)
+}
