@@ -284,9 +284,7 @@ impl SigningKey {
                 raw.extend_from_slice(&sk.to_bytes());
             }
         }
-        let text = STANDARD.encode(&raw);
-        raw.fill(0);
-        text
+        STANDARD.encode(&raw)
     }
 
     /// The public half.
