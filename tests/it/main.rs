@@ -1,1 +1,2 @@
 //! Integration tests, compiled into one binary to keep link time down.
+mod envelope;
