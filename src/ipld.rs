@@ -38,3 +38,122 @@ pub fn to_dag_json(value: &Ipld) -> Result<String, String> {
 pub fn from_dag_json(text: &str) -> Result<Ipld, String> {
     serde_ipld_dagjson::from_slice(text.as_bytes()).map_err(|e| e.to_string())
 }
+
+/// Deepest nesting of arrays and maps accepted in untrusted DAG-CBOR (the outermost container is
+/// level 1). `serde_ipld_dagcbor` 0.7 stops by itself at 127 levels for `Ipld`, but decoding and
+/// re-encoding that deep takes more than 512 KiB of stack in debug builds, and every consumer that
+/// walks a payload inherits the depth; 64 leaves ample room for real arguments.
+pub const MAX_DEPTH: usize = 64;
+
+/// Largest integer magnitude allowed in a UCAN (2^53 − 1), so every value is exact in JavaScript.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Decodes untrusted DAG-CBOR strictly: one item, no trailing bytes, nesting at most [`MAX_DEPTH`],
+/// every integer within ±[`MAX_SAFE_INTEGER`], and canonical (re-encoding gives the same bytes, which
+/// rules out unsorted or duplicate map keys, non-minimal lengths and integers, and short floats).
+pub fn from_dag_cbor_strict(bytes: &[u8]) -> Result<Ipld, String> {
+    // The structural scan runs first so the recursive decoder never sees deep input.
+    scan_dag_cbor(bytes, MAX_DEPTH)?;
+    let value: Ipld =
+        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| format!("invalid DAG-CBOR: {e}"))?;
+    let canonical = to_dag_cbor(&value)?;
+    if canonical != bytes {
+        return Err("not canonical DAG-CBOR".to_owned());
+    }
+    Ok(value)
+}
+
+/// Checks, without recursion, that `value` nests at most `max_depth` levels of lists and maps and that
+/// every integer lies within ±[`MAX_SAFE_INTEGER`]: what [`from_dag_cbor_strict`] would demand of it.
+pub fn check_limits(value: &Ipld, max_depth: usize) -> Result<(), String> {
+    let max = i128::from(MAX_SAFE_INTEGER);
+    let mut pending = vec![(value, 1usize)];
+    while let Some((item, depth)) = pending.pop() {
+        match item {
+            Ipld::Integer(n) if !(-max..=max).contains(n) => {
+                return Err(format!("integer {n} outside ±(2^53−1)"));
+            }
+            Ipld::List(_) | Ipld::Map(_) if depth > max_depth => {
+                return Err(format!("nesting deeper than {max_depth} levels"));
+            }
+            Ipld::List(items) => pending.extend(items.iter().map(|v| (v, depth + 1))),
+            Ipld::Map(entries) => pending.extend(entries.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Walks the CBOR item heads of `bytes` iteratively, without decoding values: exactly one complete
+/// item, definite lengths only, only tag 42 (CIDs), integers within ±[`MAX_SAFE_INTEGER`], and at most
+/// `max_depth` nested arrays/maps.
+fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
+    let truncated = || "truncated DAG-CBOR".to_owned();
+    let mut pos = 0usize;
+    // Items still expected in each open array/map (a map entry counts as two items).
+    let mut open: Vec<u64> = Vec::new();
+    loop {
+        let head = *bytes.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        let (major, info) = (head >> 5, head & 0x1f);
+        let arg_len = match info {
+            0..=23 => 0,
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            31 => return Err("indefinite-length item".to_owned()),
+            _ => return Err(format!("reserved CBOR head {head:#04x}")),
+        };
+        let arg_bytes = bytes.get(pos..pos + arg_len).ok_or_else(truncated)?;
+        pos += arg_len;
+        let arg = if arg_len == 0 {
+            u64::from(info)
+        } else {
+            arg_bytes
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        };
+        let remaining = (bytes.len() - pos) as u64;
+        let children = match major {
+            0 if arg > MAX_SAFE_INTEGER => return Err(format!("integer {arg} above 2^53−1")),
+            // A negative integer is −1 − arg.
+            1 if arg >= MAX_SAFE_INTEGER => return Err("integer below −(2^53−1)".to_owned()),
+            2 | 3 => {
+                if arg > remaining {
+                    return Err(truncated());
+                }
+                pos += arg as usize;
+                0
+            }
+            // Every child takes at least one byte, so a count above what is left is a lie; checking
+            // it here also keeps the map doubling below from overflowing.
+            4 | 5 if arg > remaining => return Err(truncated()),
+            4 => arg,
+            5 => 2 * arg,
+            6 if arg != 42 => return Err(format!("CBOR tag {arg} (only 42, CID, is allowed)")),
+            // The tagged item follows and fills this slot.
+            6 => continue,
+            _ => 0,
+        };
+        if let Some(slots) = open.last_mut() {
+            *slots -= 1;
+        }
+        if matches!(major, 4 | 5) {
+            if open.len() >= max_depth {
+                return Err(format!("nesting deeper than {max_depth} levels"));
+            }
+            open.push(children);
+        }
+        while open.last() == Some(&0) {
+            open.pop();
+        }
+        if open.is_empty() {
+            break;
+        }
+    }
+    if pos != bytes.len() {
+        return Err("trailing bytes after DAG-CBOR item".to_owned());
+    }
+    Ok(())
+}

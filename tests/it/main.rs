@@ -1,4 +1,5 @@
 //! Integration tests, compiled into one binary to keep link time down.
 
-mod validate;
 mod cli;
+mod envelope;
+mod validate;
