@@ -2,4 +2,6 @@
 
 mod cli;
 mod envelope;
+mod fixtures;
+mod policy;
 mod validate;

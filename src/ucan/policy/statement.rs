@@ -1,0 +1,313 @@
+//! The statement tree, and its conversion from and to the IPLD form (the spec's `Statement` schema).
+//!
+//! Parsing is the one place untrusted structure is walked recursively, so it counts depth and stops
+//! at [`MAX_DEPTH`](super::MAX_DEPTH); every tree it returns is therefore shallow enough for the
+//! recursive evaluator and printer. Literal values in `==` and `!=` are bounded the same way (by
+//! [`MAX_LITERAL_DEPTH`](super::MAX_LITERAL_DEPTH)), since equality walks them too.
+
+use ipld_core::ipld::Ipld;
+
+use super::glob::Glob;
+use super::selector::Selector;
+use super::{MAX_DEPTH, MAX_LITERAL_DEPTH, PolicyError};
+
+/// One statement of a policy.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Statement {
+    /// `["==", sel, value]`: deep equality, agnostic to int/float.
+    Equal(Selector, Ipld),
+    /// `["!=", sel, value]`.
+    NotEqual(Selector, Ipld),
+    /// `["<" | "<=" | ">" | ">=", sel, number]`.
+    Compare(Order, Selector, Number),
+    /// `["like", sel, pattern]`.
+    Like(Selector, Glob),
+    /// `["not", statement]`.
+    Not(Box<Statement>),
+    /// `["and", [statement, ...]]`.
+    And(Vec<Statement>),
+    /// `["or", [statement, ...]]`.
+    Or(Vec<Statement>),
+    /// `["all", sel, statement]`.
+    All(Selector, Box<Statement>),
+    /// `["any", sel, statement]`.
+    Any(Selector, Box<Statement>),
+}
+
+/// The numeric inequalities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+/// The right-hand side of an inequality; always finite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Number {
+    Int(i128),
+    Float(f64),
+}
+
+impl Order {
+    fn symbol(self) -> &'static str {
+        match self {
+            Order::Less => "<",
+            Order::LessOrEqual => "<=",
+            Order::Greater => ">",
+            Order::GreaterOrEqual => ">=",
+        }
+    }
+}
+
+/// Parses a whole policy: a list of statements.
+pub(crate) fn parse_policy(value: &Ipld) -> Result<Vec<Statement>, PolicyError> {
+    let mut path = String::new();
+    let Ipld::List(items) = value else {
+        return Err(error(
+            &path,
+            format!(
+                "a policy must be a list of statements, found {}",
+                kind(value)
+            ),
+        ));
+    };
+    parse_list(items, &mut path, 1)
+}
+
+fn parse_list(
+    items: &[Ipld],
+    path: &mut String,
+    depth: usize,
+) -> Result<Vec<Statement>, PolicyError> {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let len = path.len();
+        path.push_str(&format!("[{i}]"));
+        out.push(parse_statement(item, path, depth)?);
+        path.truncate(len);
+    }
+    Ok(out)
+}
+
+/// Parses one statement found at `path`, `depth` statements deep (top-level statements are depth 1).
+fn parse_statement(
+    value: &Ipld,
+    path: &mut String,
+    depth: usize,
+) -> Result<Statement, PolicyError> {
+    if depth > MAX_DEPTH {
+        return Err(error(
+            path,
+            format!("statements are nested more than {MAX_DEPTH} deep"),
+        ));
+    }
+    let Ipld::List(parts) = value else {
+        return Err(error(
+            path,
+            format!("a statement must be a list, found {}", kind(value)),
+        ));
+    };
+    let Some(op) = parts.first() else {
+        return Err(error(path, "a statement must not be empty".into()));
+    };
+    let Ipld::String(op) = op else {
+        return Err(at(
+            path,
+            0,
+            format!("the operator must be a string, found {}", kind(op)),
+        ));
+    };
+    let op = op.as_str();
+    let arity = match op {
+        "not" | "and" | "or" => 2,
+        "==" | "!=" | "<" | "<=" | ">" | ">=" | "like" | "all" | "any" => 3,
+        _ => return Err(at(path, 0, format!("unknown operator {op:?}"))),
+    };
+    if parts.len() != arity {
+        let shape = if arity == 2 {
+            "[op, argument]"
+        } else {
+            "[op, selector, argument]"
+        };
+        return Err(error(
+            path,
+            format!(
+                "{op:?} takes {arity} elements {shape}, found {}",
+                parts.len()
+            ),
+        ));
+    }
+    let arg = &parts[arity - 1];
+    let statement = match op {
+        "not" => Statement::Not(Box::new(nested(arg, path, 1, depth)?)),
+        "and" | "or" => {
+            let Ipld::List(items) = arg else {
+                return Err(at(
+                    path,
+                    1,
+                    format!("{op:?} needs a list of statements, found {}", kind(arg)),
+                ));
+            };
+            let len = path.len();
+            path.push_str("[1]");
+            let list = parse_list(items, path, depth + 1)?;
+            path.truncate(len);
+            if op == "and" {
+                Statement::And(list)
+            } else {
+                Statement::Or(list)
+            }
+        }
+        _ => {
+            let selector = selector(&parts[1], path)?;
+            match op {
+                "==" | "!=" => {
+                    check_literal(arg, path)?;
+                    if op == "==" {
+                        Statement::Equal(selector, arg.clone())
+                    } else {
+                        Statement::NotEqual(selector, arg.clone())
+                    }
+                }
+                "<" | "<=" | ">" | ">=" => {
+                    let number = match arg {
+                        Ipld::Integer(i) => Number::Int(*i),
+                        Ipld::Float(f) if f.is_finite() => Number::Float(*f),
+                        Ipld::Float(_) => {
+                            return Err(at(path, 2, "the number must be finite".into()));
+                        }
+                        other => {
+                            return Err(at(
+                                path,
+                                2,
+                                format!("{op:?} needs a number, found {}", kind(other)),
+                            ));
+                        }
+                    };
+                    let order = match op {
+                        "<" => Order::Less,
+                        "<=" => Order::LessOrEqual,
+                        ">" => Order::Greater,
+                        _ => Order::GreaterOrEqual,
+                    };
+                    Statement::Compare(order, selector, number)
+                }
+                "like" => match arg {
+                    Ipld::String(pattern) => Statement::Like(selector, Glob::new(pattern)),
+                    other => {
+                        return Err(at(
+                            path,
+                            2,
+                            format!("\"like\" needs a string pattern, found {}", kind(other)),
+                        ));
+                    }
+                },
+                "all" => Statement::All(selector, Box::new(nested(arg, path, 2, depth)?)),
+                _ => Statement::Any(selector, Box::new(nested(arg, path, 2, depth)?)),
+            }
+        }
+    };
+    Ok(statement)
+}
+
+/// Parses the statement nested at element `index` of the statement at `path`.
+fn nested(
+    value: &Ipld,
+    path: &mut String,
+    index: usize,
+    depth: usize,
+) -> Result<Statement, PolicyError> {
+    let len = path.len();
+    path.push_str(&format!("[{index}]"));
+    let statement = parse_statement(value, path, depth + 1)?;
+    path.truncate(len);
+    Ok(statement)
+}
+
+fn selector(value: &Ipld, path: &str) -> Result<Selector, PolicyError> {
+    match value {
+        Ipld::String(text) => Selector::parse(text).map_err(|reason| at(path, 1, reason)),
+        other => Err(at(
+            path,
+            1,
+            format!("the selector must be a string, found {}", kind(other)),
+        )),
+    }
+}
+
+/// Rejects literals nested deeper than [`MAX_LITERAL_DEPTH`], without recursing.
+fn check_literal(value: &Ipld, path: &str) -> Result<(), PolicyError> {
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        if depth > MAX_LITERAL_DEPTH {
+            return Err(at(
+                path,
+                2,
+                format!("the value is nested more than {MAX_LITERAL_DEPTH} deep"),
+            ));
+        }
+        match v {
+            Ipld::List(items) => stack.extend(items.iter().map(|i| (i, depth + 1))),
+            Ipld::Map(map) => stack.extend(map.values().map(|i| (i, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn error(path: &str, reason: String) -> PolicyError {
+    let path = if path.is_empty() {
+        "top level".to_owned()
+    } else {
+        path.to_owned()
+    };
+    PolicyError { path, reason }
+}
+
+/// An error about element `index` of the statement at `path`.
+fn at(path: &str, index: usize, reason: String) -> PolicyError {
+    error(&format!("{path}[{index}]"), reason)
+}
+
+/// The IPLD kind's name, for error messages.
+fn kind(value: &Ipld) -> &'static str {
+    match value {
+        Ipld::Null => "null",
+        Ipld::Bool(_) => "a boolean",
+        Ipld::Integer(_) => "an integer",
+        Ipld::Float(_) => "a float",
+        Ipld::String(_) => "a string",
+        Ipld::Bytes(_) => "bytes",
+        Ipld::List(_) => "a list",
+        Ipld::Map(_) => "a map",
+        Ipld::Link(_) => "a link",
+    }
+}
+
+impl Statement {
+    /// The IPLD form, which [`parse_policy`] reads back to an equal statement.
+    pub(crate) fn to_ipld(&self) -> Ipld {
+        let op = |s: &str| Ipld::String(s.to_owned());
+        let sel = |s: &Selector| Ipld::String(s.to_string());
+        let list = |items: &[Statement]| Ipld::List(items.iter().map(Statement::to_ipld).collect());
+        Ipld::List(match self {
+            Statement::Equal(s, v) => vec![op("=="), sel(s), v.clone()],
+            Statement::NotEqual(s, v) => vec![op("!="), sel(s), v.clone()],
+            Statement::Compare(o, s, n) => {
+                let n = match *n {
+                    Number::Int(i) => Ipld::Integer(i),
+                    Number::Float(f) => Ipld::Float(f),
+                };
+                vec![op(o.symbol()), sel(s), n]
+            }
+            Statement::Like(s, g) => vec![op("like"), sel(s), Ipld::String(g.as_str().to_owned())],
+            Statement::Not(inner) => vec![op("not"), inner.to_ipld()],
+            Statement::And(items) => vec![op("and"), list(items)],
+            Statement::Or(items) => vec![op("or"), list(items)],
+            Statement::All(s, inner) => vec![op("all"), sel(s), inner.to_ipld()],
+            Statement::Any(s, inner) => vec![op("any"), sel(s), inner.to_ipld()],
+        })
+    }
+}
