@@ -184,15 +184,18 @@ fn leeway_allows_small_skew_and_strict_mode_does_not() {
 fn not_yet_valid_delegation_is_too_early() {
     let c = Cast::new(KeyAlg::Ed25519);
     let root = delegate(&c.bob, Some(&c.alice), "/wasm")
-        .not_before(Some(NOW + 3600))
+        .not_before(Some(NOW + 1000))
         .sign(&c.alice)
         .unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&root]).sign(&c.bob).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root])
+        .expires(Some(NOW + 2000))
+        .sign(&c.bob)
+        .unwrap();
     let e = expect_err(check(&inv, &[&root]), ErrorKind::TooEarly);
     assert_eq!(e.proof, Some(root.cid()));
     // Once the time comes, the same chain is valid, and the latest nbf is reported.
-    let later = validate::validate(&inv, &proofs(&[&root]), Options::at(NOW + 3600), &NoRevocations, &NoCache);
-    assert_eq!(later.unwrap().not_before, Some(NOW + 3600));
+    let later = validate::validate(&inv, &proofs(&[&root]), Options::at(NOW + 1000), &NoRevocations, &NoCache);
+    assert_eq!(later.unwrap().not_before, Some(NOW + 1000));
 }
 
 #[test]
