@@ -1,1 +1,4 @@
 //! Integration tests, compiled into one binary to keep link time down.
+
+mod container;
+mod fixtures;
