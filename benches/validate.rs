@@ -22,22 +22,28 @@ const NOW: i64 = 1_750_000_000;
 fn chain(links: usize, alg: KeyAlg) -> (Invocation, HashMap<Cid, Delegation>) {
     let keys: Vec<SigningKey> = (0..=links).map(|_| SigningKey::generate(alg)).collect();
     let subject = keys[0].did();
-    let policy = Policy::from_json(r#"[["==", ".func", "add"], ["all", ".args", [">=", ".", 0]]]"#).unwrap();
+    let policy =
+        Policy::from_json(r#"[["==", ".func", "add"], ["all", ".args", [">=", ".", 0]]]"#).unwrap();
     let mut proofs = HashMap::new();
     let mut prf = Vec::new();
     for i in 0..links {
-        let dlg = DelegationBuilder::new(keys[i + 1].did(), Some(subject.clone()), Command::parse("/wasm").unwrap())
-            .policy(policy.clone())
-            .expires(Some(NOW + 3600))
-            .sign(&keys[i])
-            .unwrap();
+        let dlg = DelegationBuilder::new(
+            keys[i + 1].did(),
+            Some(subject.clone()),
+            Command::parse("/wasm").unwrap(),
+        )
+        .policy(policy.clone())
+        .expires(Some(NOW + 3600))
+        .sign(&keys[i])
+        .unwrap();
         prf.push(dlg.cid());
         proofs.insert(dlg.cid(), dlg);
     }
-    let args: BTreeMap<String, Ipld> = match from_dag_json(r#"{"func": "add", "args": [1, 2]}"#).unwrap() {
-        Ipld::Map(m) => m,
-        _ => unreachable!(),
-    };
+    let args: BTreeMap<String, Ipld> =
+        match from_dag_json(r#"{"func": "add", "args": [1, 2]}"#).unwrap() {
+            Ipld::Map(m) => m,
+            _ => unreachable!(),
+        };
     let inv = InvocationBuilder::new(subject, Command::parse("/wasm/run").unwrap(), args)
         .proofs(prf)
         .expires(Some(NOW + 60))
@@ -51,10 +57,24 @@ fn bench_chains(c: &mut Criterion) {
     for alg in [KeyAlg::Ed25519, KeyAlg::P256] {
         for links in [1usize, 3, 8] {
             let (inv, proofs) = chain(links, alg);
-            validate(&inv, &proofs, Options::at(NOW), &NoRevocations, &NoCache).expect("valid chain");
-            group.bench_with_input(BenchmarkId::new(format!("{alg:?}"), links), &links, |b, _| {
-                b.iter(|| validate(black_box(&inv), &proofs, Options::at(NOW), &NoRevocations, &NoCache).unwrap())
-            });
+            validate(&inv, &proofs, Options::at(NOW), &NoRevocations, &NoCache)
+                .expect("valid chain");
+            group.bench_with_input(
+                BenchmarkId::new(format!("{alg:?}"), links),
+                &links,
+                |b, _| {
+                    b.iter(|| {
+                        validate(
+                            black_box(&inv),
+                            &proofs,
+                            Options::at(NOW),
+                            &NoRevocations,
+                            &NoCache,
+                        )
+                        .unwrap()
+                    })
+                },
+            );
         }
     }
     group.finish();
@@ -66,7 +86,10 @@ fn bench_decode(c: &mut Criterion) {
     c.bench_function("decode_invocation_and_3_delegations", |b| {
         b.iter(|| {
             let inv = Invocation::decode(black_box(inv.bytes())).unwrap();
-            let dlgs: Vec<Delegation> = dlg_bytes.iter().map(|d| Delegation::decode(d).unwrap()).collect();
+            let dlgs: Vec<Delegation> = dlg_bytes
+                .iter()
+                .map(|d| Delegation::decode(d).unwrap())
+                .collect();
             (inv, dlgs)
         })
     });
@@ -88,7 +111,9 @@ fn bench_policy(c: &mut Criterion) {
     )
     .unwrap();
     let mut group = c.benchmark_group("policy_check");
-    group.bench_function("one_equality", |b| b.iter(|| simple.check(black_box(&args)).unwrap()));
+    group.bench_function("one_equality", |b| {
+        b.iter(|| simple.check(black_box(&args)).unwrap())
+    });
     group.bench_function("five_statements_with_quantifiers_and_globs", |b| {
         b.iter(|| typical.check(black_box(&args)).unwrap())
     });

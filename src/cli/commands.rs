@@ -9,7 +9,10 @@ use anyhow::{Context, anyhow, bail};
 use ipld_core::ipld::Ipld;
 
 use super::tokens::{Tokens, split_tokens};
-use super::{Alg, Cli, Command, ContainerFormat, DelegateArgs, InspectArgs, InvokeArgs, KeyCommand, VerifyArgs};
+use super::{
+    Alg, Cli, Command, ContainerFormat, DelegateArgs, InspectArgs, InvokeArgs, KeyCommand,
+    VerifyArgs,
+};
 use crate::did::{KeyAlg, PublicKey, SigningKey};
 use crate::ipld::{from_dag_json, to_dag_json};
 use crate::ucan::container::{Container, Format};
@@ -35,7 +38,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
     SigningKey::from_key_file(&text).with_context(|| format!("in key file {}", path.display()))
 }
 
@@ -75,7 +79,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 fn write_output(output: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     match output {
-        Some(path) => std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display())),
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+        }
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(bytes)?;
@@ -90,9 +96,12 @@ fn parse_expiry(text: &str, now: i64) -> anyhow::Result<Option<i64>> {
     if text == "never" {
         return Ok(None);
     }
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| anyhow!("--exp {text:?}: {e} (use a duration such as 30m, 12h, 7d, or \"never\")"))?;
-    Ok(Some(now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))))
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        anyhow!("--exp {text:?}: {e} (use a duration such as 30m, 12h, 7d, or \"never\")")
+    })?;
+    Ok(Some(now.saturating_add(
+        i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+    )))
 }
 
 /// A Unix timestamp, or a duration from now.
@@ -130,12 +139,18 @@ fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
     if let Some(last) = chain.last() {
         let last = &proofs.delegations[last];
         if last.payload.aud != key.did() {
-            bail!("the --proof delegations do not lead to this key ({})", key.did());
+            bail!(
+                "the --proof delegations do not lead to this key ({})",
+                key.did()
+            );
         }
         for cid in &chain {
             let d = &proofs.delegations[cid];
             if !d.payload.cmd.proves(&cmd) {
-                bail!("proof {cid} delegates {} only, which does not cover {cmd}", d.payload.cmd);
+                bail!(
+                    "proof {cid} delegates {} only, which does not cover {cmd}",
+                    d.payload.cmd
+                );
             }
         }
         chain_subject = proofs.delegations[&chain[0]].payload.sub.clone();
@@ -150,7 +165,11 @@ fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
         PublicKey::from_did(sub).context("--sub")?;
     }
     let exp = parse_expiry(&args.exp, now)?;
-    let nbf = args.nbf.as_deref().map(|t| parse_time(t, now)).transpose()?;
+    let nbf = args
+        .nbf
+        .as_deref()
+        .map(|t| parse_time(t, now))
+        .transpose()?;
     let dlg = DelegationBuilder::new(args.to, sub, cmd)
         .policy(policy)
         .expires(exp)
@@ -168,7 +187,9 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let inv_args = parse_map(&args.args, "--args")?;
     let proofs = Tokens::read(&args.proofs)?;
     let chain = proofs.chain_to(&key.did());
-    let root_subject = chain.first().and_then(|cid| proofs.delegations[cid].payload.sub.clone());
+    let root_subject = chain
+        .first()
+        .and_then(|cid| proofs.delegations[cid].payload.sub.clone());
     let sub = args.sub.or(root_subject).unwrap_or_else(|| key.did());
 
     let mut builder = InvocationBuilder::new(sub, cmd, inv_args)
@@ -191,10 +212,14 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let mut container = Container::default();
     container.tokens.push(inv.bytes().to_vec());
     for cid in &chain {
-        container.tokens.push(proofs.delegations[cid].bytes().to_vec());
+        container
+            .tokens
+            .push(proofs.delegations[cid].bytes().to_vec());
     }
     let mut bytes = container.encode(container_format(args.format));
-    if !matches!(args.format, ContainerFormat::Raw | ContainerFormat::RawGzip) && args.output.is_none() {
+    if !matches!(args.format, ContainerFormat::Raw | ContainerFormat::RawGzip)
+        && args.output.is_none()
+    {
         bytes.push(b'\n');
     }
     write_output(args.output.as_deref(), &bytes)?;
@@ -240,14 +265,20 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             leeway: args.leeway.max(0),
         }
     };
-    match validate::validate(invocation, &tokens.delegations, opts, &NoRevocations, &NoCache) {
+    match validate::validate(
+        invocation,
+        &tokens.delegations,
+        opts,
+        &NoRevocations,
+        &NoCache,
+    ) {
         Ok(authorized) => {
             println!("{}", serde_json::json!({ "ok": authorized.to_json() }));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             let mut error = serde_json::json!({ "name": e.kind.name(), "message": e.message });
-            if let Some(proof) = e.proof {
+            if let Some(proof) = e.proof() {
                 error["proof"] = serde_json::Value::String(proof.to_string());
             }
             println!("{}", serde_json::json!({ "error": error }));
@@ -257,12 +288,16 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_verify_error(name: &str, message: &str) -> ExitCode {
-    println!("{}", serde_json::json!({ "error": { "name": name, "message": message } }));
+    println!(
+        "{}",
+        serde_json::json!({ "error": { "name": name, "message": message } })
+    );
     ExitCode::from(1)
 }
 
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let mut all_valid = true;
     for token in split_tokens(&bytes)? {
         let report = match Envelope::decode(&token) {
@@ -278,7 +313,11 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    Ok(if all_valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A readable view of one envelope and whether its signature verifies against its issuer.

@@ -38,7 +38,8 @@ impl Tokens {
         let mut tokens = Tokens::default();
         for path in paths {
             let path = path.as_ref();
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             tokens
                 .add_bytes(&bytes)
                 .with_context(|| format!("in {}", path.display()))?;
@@ -90,7 +91,11 @@ impl Tokens {
         let mut want = holder.to_owned();
         while chain.len() < self.delegations.len() {
             let next = self.delegation_order.iter().find(|cid| {
-                !chain.contains(*cid) && self.delegations.get(*cid).is_some_and(|d| d.payload.aud == want)
+                !chain.contains(*cid)
+                    && self
+                        .delegations
+                        .get(*cid)
+                        .is_some_and(|d| d.payload.aud == want)
             });
             let Some(cid) = next else { break };
             chain.push(*cid);

@@ -87,7 +87,13 @@ mod tests {
         for bad in ["", "wasm/run", "/wasm/", "/Wasm", "/a//b", "/a b"] {
             assert!(Command::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        for good in ["/", "/wasm", "/wasm/run", "/ucan/revoke", "/bacalhau/job/await"] {
+        for good in [
+            "/",
+            "/wasm",
+            "/wasm/run",
+            "/ucan/revoke",
+            "/bacalhau/job/await",
+        ] {
             assert_eq!(c(good).as_str(), good);
         }
     }

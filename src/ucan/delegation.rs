@@ -41,7 +41,10 @@ impl DelegationPayload {
     pub fn from_ipld(payload: &Ipld) -> Result<Self, ValidationError> {
         let f = Fields::new(payload, "delegation")?;
         let pol = Policy::parse(f.raw("pol")?).map_err(|e| {
-            ValidationError::new(ErrorKind::MalformedToken, format!("delegation field `pol`: {e}"))
+            ValidationError::new(
+                ErrorKind::MalformedToken,
+                format!("delegation field `pol`: {e}"),
+            )
         })?;
         Ok(DelegationPayload {
             iss: f.string("iss")?,

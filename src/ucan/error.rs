@@ -62,8 +62,9 @@ pub struct ValidationError {
     pub kind: ErrorKind,
     /// A human-readable explanation.
     pub message: String,
-    /// The CID of the delegation at fault, when the fault is in a proof rather than the invocation.
-    pub proof: Option<Cid>,
+    /// The delegation at fault, when the fault is in a proof rather than the invocation. Boxed: a CID
+    /// is large, and errors travel through every `Result` on the hot path.
+    proof: Option<Box<Cid>>,
 }
 
 impl ValidationError {
@@ -81,8 +82,13 @@ impl ValidationError {
         ValidationError {
             kind,
             message: message.into(),
-            proof: Some(proof),
+            proof: Some(Box::new(proof)),
         }
+    }
+
+    /// The CID of the delegation at fault, when the fault is in a proof rather than the invocation.
+    pub fn proof(&self) -> Option<Cid> {
+        self.proof.as_deref().copied()
     }
 }
 

@@ -82,9 +82,9 @@ impl<'a> Fields<'a> {
     pub(crate) fn opt_int(&self, field: &str) -> Result<Option<i64>, ValidationError> {
         match self.map.get(field) {
             None => Ok(None),
-            Some(Ipld::Integer(i)) => {
-                i64::try_from(*i).map(Some).map_err(|_| self.err(field, "a 53-bit integer"))
-            }
+            Some(Ipld::Integer(i)) => i64::try_from(*i)
+                .map(Some)
+                .map_err(|_| self.err(field, "a 53-bit integer")),
             Some(_) => Err(self.err(field, "an integer")),
         }
     }
@@ -98,7 +98,10 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional string-keyed map.
-    pub(crate) fn opt_map(&self, field: &str) -> Result<Option<BTreeMap<String, Ipld>>, ValidationError> {
+    pub(crate) fn opt_map(
+        &self,
+        field: &str,
+    ) -> Result<Option<BTreeMap<String, Ipld>>, ValidationError> {
         match self.map.get(field) {
             None => Ok(None),
             Some(Ipld::Map(m)) => Ok(Some(m.clone())),

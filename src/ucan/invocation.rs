@@ -68,7 +68,10 @@ impl InvocationPayload {
             .opt("aud", self.aud.clone().map(Ipld::String))
             .set("cmd", Ipld::String(self.cmd.to_string()))
             .set("args", Ipld::Map(self.args.clone()))
-            .set("prf", Ipld::List(self.prf.iter().copied().map(Ipld::Link).collect()))
+            .set(
+                "prf",
+                Ipld::List(self.prf.iter().copied().map(Ipld::Link).collect()),
+            )
             .opt("meta", self.meta.clone().map(Ipld::Map))
             .set("nonce", Ipld::Bytes(self.nonce.clone()))
             .set("exp", int_or_null(self.exp))

@@ -15,7 +15,7 @@
 //!    b. it is within its time bounds (`nbf`, `exp`), with the configured leeway
 //!    c. it is not revoked
 //!    d. the root is issued by its subject and is not a powerline; every other subject is `null`
-//!       (powerline) or the invocation's subject
+//!    (powerline) or the invocation's subject
 //!    e. principal alignment: each `aud` is the next `iss`, the last `aud` is the invoker
 //!    f. its command proves the invoked command
 //!    g. its policy holds on the invocation's `args`
@@ -182,7 +182,8 @@ fn verify_signature(
         Some(cid) => ValidationError::in_proof(ErrorKind::InvalidSignature, cid, message),
         None => ValidationError::new(ErrorKind::InvalidSignature, message),
     };
-    let key = PublicKey::from_did(principal(issuer)).map_err(|e| fail(format!("issuer key: {e}")))?;
+    let key =
+        PublicKey::from_did(principal(issuer)).map_err(|e| fail(format!("issuer key: {e}")))?;
     envelope.verify(&key).map_err(|e| match e {
         EnvelopeError::InvalidSignature => fail(format!("signature by {issuer} does not verify")),
         other => fail(other.to_string()),
@@ -204,20 +205,23 @@ pub fn validate(
     // 1a
     verify_signature(&invocation.envelope, &inv.iss, cache, None)?;
     // 1b
-    if let Some(exp) = inv.exp {
-        if opts.now > exp.saturating_add(opts.leeway) {
-            return Err(ValidationError::new(
-                ErrorKind::Expired,
-                format!("invocation expired at {exp}"),
-            ));
-        }
+    if let Some(exp) = inv.exp
+        && opts.now > exp.saturating_add(opts.leeway)
+    {
+        return Err(ValidationError::new(
+            ErrorKind::Expired,
+            format!("invocation expired at {exp}"),
+        ));
     }
     // 1c
     if inv.prf.is_empty() {
         if !same_principal(&inv.iss, &inv.sub) {
             return Err(ValidationError::new(
                 ErrorKind::InvalidSubject,
-                format!("no proofs, and the invoker {} is not the subject {}", inv.iss, inv.sub),
+                format!(
+                    "no proofs, and the invoker {} is not the subject {}",
+                    inv.iss, inv.sub
+                ),
             ));
         }
         return Ok(authorized(invocation, Vec::new(), None, inv.exp));
@@ -234,7 +238,11 @@ pub fn validate(
     let mut chain: Vec<&Delegation> = Vec::with_capacity(inv.prf.len());
     for cid in &inv.prf {
         let dlg = proofs.get(cid).ok_or_else(|| {
-            ValidationError::in_proof(ErrorKind::UnavailableProof, *cid, format!("proof {cid} was not supplied"))
+            ValidationError::in_proof(
+                ErrorKind::UnavailableProof,
+                *cid,
+                format!("proof {cid} was not supplied"),
+            )
         })?;
         chain.push(dlg);
     }
@@ -261,19 +269,28 @@ pub fn validate(
         // 3b
         if let Some(nbf) = d.nbf {
             if opts.now < nbf.saturating_sub(opts.leeway) {
-                return Err(err(ErrorKind::TooEarly, format!("delegation is not valid before {nbf}")));
+                return Err(err(
+                    ErrorKind::TooEarly,
+                    format!("delegation is not valid before {nbf}"),
+                ));
             }
             not_before = Some(not_before.map_or(nbf, |t| t.max(nbf)));
         }
         if let Some(exp) = d.exp {
             if opts.now > exp.saturating_add(opts.leeway) {
-                return Err(err(ErrorKind::Expired, format!("delegation expired at {exp}")));
+                return Err(err(
+                    ErrorKind::Expired,
+                    format!("delegation expired at {exp}"),
+                ));
             }
             expires = Some(expires.map_or(exp, |t| t.min(exp)));
         }
         // 3c
         if revocations.is_revoked(&cid) {
-            return Err(err(ErrorKind::Revoked, format!("delegation {cid} has been revoked")));
+            return Err(err(
+                ErrorKind::Revoked,
+                format!("delegation {cid} has been revoked"),
+            ));
         }
         // 3d
         match (&d.sub, i) {
@@ -287,13 +304,19 @@ pub fn validate(
                 if !same_principal(sub, &d.iss) {
                     return Err(err(
                         ErrorKind::InvalidSubject,
-                        format!("the root delegation is issued by {}, not by its subject {sub}", d.iss),
+                        format!(
+                            "the root delegation is issued by {}, not by its subject {sub}",
+                            d.iss
+                        ),
                     ));
                 }
                 if !same_principal(sub, &inv.sub) {
                     return Err(err(
                         ErrorKind::InvalidSubject,
-                        format!("the chain is about {sub}, but the invocation's subject is {}", inv.sub),
+                        format!(
+                            "the chain is about {sub}, but the invocation's subject is {}",
+                            inv.sub
+                        ),
                     ));
                 }
             }
@@ -301,7 +324,10 @@ pub fn validate(
                 if !same_principal(sub, &inv.sub) {
                     return Err(err(
                         ErrorKind::InvalidSubject,
-                        format!("delegation subject {sub} is not the invocation's subject {}", inv.sub),
+                        format!(
+                            "delegation subject {sub} is not the invocation's subject {}",
+                            inv.sub
+                        ),
                     ));
                 }
             }
@@ -309,12 +335,21 @@ pub fn validate(
             (None, _) => {}
         }
         // 3e
-        let next_issuer = chain.get(i + 1).map_or(inv.iss.as_str(), |next| next.payload.iss.as_str());
+        let next_issuer = chain
+            .get(i + 1)
+            .map_or(inv.iss.as_str(), |next| next.payload.iss.as_str());
         if !same_principal(&d.aud, next_issuer) {
-            let next = if i + 1 < chain.len() { "next delegation's issuer" } else { "invoker" };
+            let next = if i + 1 < chain.len() {
+                "next delegation's issuer"
+            } else {
+                "invoker"
+            };
             return Err(err(
                 ErrorKind::InvalidAudience,
-                format!("delegation audience {} is not the {next} {next_issuer}", d.aud),
+                format!(
+                    "delegation audience {} is not the {next} {next_issuer}",
+                    d.aud
+                ),
             ));
         }
         // 3f
@@ -328,7 +363,10 @@ pub fn validate(
         if let Err(mismatch) = d.pol.check(&args) {
             return Err(err(
                 ErrorKind::MatchError,
-                format!("arguments fail policy statement {}: {}", mismatch.index, mismatch.statement),
+                format!(
+                    "arguments fail policy statement {}: {}",
+                    mismatch.index, mismatch.statement
+                ),
             ));
         }
     }
@@ -337,7 +375,12 @@ pub fn validate(
     Ok(authorized(invocation, chain, not_before, expires))
 }
 
-fn authorized(invocation: &Invocation, chain: Vec<Cid>, not_before: Option<i64>, expires: Option<i64>) -> Authorized {
+fn authorized(
+    invocation: &Invocation,
+    chain: Vec<Cid>,
+    not_before: Option<i64>,
+    expires: Option<i64>,
+) -> Authorized {
     let inv = &invocation.payload;
     Authorized {
         invocation: invocation.cid(),

@@ -9,7 +9,9 @@ use ipld_core::ipld::Ipld;
 use ucan_gateway::did::{KeyAlg, SigningKey};
 use ucan_gateway::ucan::delegation::DelegationBuilder;
 use ucan_gateway::ucan::invocation::InvocationBuilder;
-use ucan_gateway::ucan::validate::{self, Authorized, NoCache, NoRevocations, Options, SignatureCache};
+use ucan_gateway::ucan::validate::{
+    self, Authorized, NoCache, NoRevocations, Options, SignatureCache,
+};
 use ucan_gateway::ucan::{Command, Delegation, ErrorKind, Invocation, Policy, ValidationError};
 
 const NOW: i64 = 1_750_000_000;
@@ -19,7 +21,10 @@ fn cmd(s: &str) -> Command {
 }
 
 fn args(pairs: &[(&str, Ipld)]) -> BTreeMap<String, Ipld> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 /// Alice owns the subject; Bob, Carol and Dan receive authority in turn.
@@ -56,7 +61,13 @@ fn proofs(chain: &[&Delegation]) -> HashMap<Cid, Delegation> {
 }
 
 fn check(inv: &Invocation, chain: &[&Delegation]) -> Result<Authorized, ValidationError> {
-    validate::validate(inv, &proofs(chain), Options::at(NOW), &NoRevocations, &NoCache)
+    validate::validate(
+        inv,
+        &proofs(chain),
+        Options::at(NOW),
+        &NoRevocations,
+        &NoCache,
+    )
 }
 
 fn expect_err(result: Result<Authorized, ValidationError>, kind: ErrorKind) -> ValidationError {
@@ -71,8 +82,12 @@ fn expect_err(result: Result<Authorized, ValidationError>, kind: ErrorKind) -> V
 
 /// Alice → Bob → Carol, Carol invokes on Alice.
 fn two_link(c: &Cast) -> (Delegation, Delegation) {
-    let root = delegate(&c.bob, Some(&c.alice), "/wasm").sign(&c.alice).unwrap();
-    let mid = delegate(&c.carol, Some(&c.alice), "/wasm/run").sign(&c.bob).unwrap();
+    let root = delegate(&c.bob, Some(&c.alice), "/wasm")
+        .sign(&c.alice)
+        .unwrap();
+    let mid = delegate(&c.carol, Some(&c.alice), "/wasm/run")
+        .sign(&c.bob)
+        .unwrap();
     (root, mid)
 }
 
@@ -81,7 +96,9 @@ fn valid_chains_for_every_key_type() {
     for alg in [KeyAlg::Ed25519, KeyAlg::P256, KeyAlg::Secp256k1] {
         let c = Cast::new(alg);
         let (root, mid) = two_link(&c);
-        let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid]).sign(&c.carol).unwrap();
+        let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+            .sign(&c.carol)
+            .unwrap();
         let ok = check(&inv, &[&root, &mid]).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         assert_eq!(ok.invoker, c.carol.did());
         assert_eq!(ok.subject, c.alice.did());
@@ -107,16 +124,25 @@ fn self_issued_invocation_needs_no_proofs() {
 fn leaf_first_proof_lists_are_accepted() {
     let c = Cast::new(KeyAlg::Ed25519);
     let (root, mid) = two_link(&c);
-    let inv = invoke(&c.alice, "/wasm/run", &[&mid, &root]).sign(&c.carol).unwrap();
-    assert_eq!(check(&inv, &[&root, &mid]).unwrap().chain, vec![root.cid(), mid.cid()]);
+    let inv = invoke(&c.alice, "/wasm/run", &[&mid, &root])
+        .sign(&c.carol)
+        .unwrap();
+    assert_eq!(
+        check(&inv, &[&root, &mid]).unwrap().chain,
+        vec![root.cid(), mid.cid()]
+    );
 }
 
 #[test]
 fn powerline_below_the_root_inherits_the_subject() {
     let c = Cast::new(KeyAlg::Ed25519);
-    let root = delegate(&c.bob, Some(&c.alice), "/").sign(&c.alice).unwrap();
+    let root = delegate(&c.bob, Some(&c.alice), "/")
+        .sign(&c.alice)
+        .unwrap();
     let power = delegate(&c.carol, None, "/").sign(&c.bob).unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &power]).sign(&c.carol).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &power])
+        .sign(&c.carol)
+        .unwrap();
     check(&inv, &[&root, &power]).unwrap();
 }
 
@@ -125,12 +151,17 @@ fn invalid_signature_on_the_invocation_for_every_key_type() {
     for alg in [KeyAlg::Ed25519, KeyAlg::P256, KeyAlg::Secp256k1] {
         let c = Cast::new(alg);
         let (root, mid) = two_link(&c);
-        let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid]).sign(&c.carol).unwrap();
+        let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+            .sign(&c.carol)
+            .unwrap();
         let mut bytes = inv.bytes().to_vec();
         bytes[3 + 10] ^= 0x01; // inside the 64-byte signature (after 0x82 0x58 0x40)
         let tampered = Invocation::decode(&bytes).unwrap();
-        let e = expect_err(check(&tampered, &[&root, &mid]), ErrorKind::InvalidSignature);
-        assert_eq!(e.proof, None);
+        let e = expect_err(
+            check(&tampered, &[&root, &mid]),
+            ErrorKind::InvalidSignature,
+        );
+        assert_eq!(e.proof(), None);
     }
 }
 
@@ -142,9 +173,11 @@ fn invalid_signature_on_a_delegation_names_the_proof() {
         let mut bytes = mid.bytes().to_vec();
         bytes[3 + 20] ^= 0x80;
         let forged = Delegation::decode(&bytes).unwrap();
-        let inv = invoke(&c.alice, "/wasm/run", &[&root, &forged]).sign(&c.carol).unwrap();
+        let inv = invoke(&c.alice, "/wasm/run", &[&root, &forged])
+            .sign(&c.carol)
+            .unwrap();
         let e = expect_err(check(&inv, &[&root, &forged]), ErrorKind::InvalidSignature);
-        assert_eq!(e.proof, Some(forged.cid()));
+        assert_eq!(e.proof(), Some(forged.cid()));
     }
 }
 
@@ -162,9 +195,11 @@ fn expired_invocation_and_expired_delegation() {
         .expires(Some(NOW - 3600))
         .sign(&c.bob)
         .unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &old]).sign(&c.carol).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &old])
+        .sign(&c.carol)
+        .unwrap();
     let e = expect_err(check(&inv, &[&root, &old]), ErrorKind::Expired);
-    assert_eq!(e.proof, Some(old.cid()));
+    assert_eq!(e.proof(), Some(old.cid()));
 }
 
 #[test]
@@ -174,9 +209,17 @@ fn leeway_allows_small_skew_and_strict_mode_does_not() {
         .expires(Some(NOW - 30))
         .sign(&c.alice)
         .unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&root]).sign(&c.bob).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root])
+        .sign(&c.bob)
+        .unwrap();
     check(&inv, &[&root]).expect("30 s past expiry is within the default 60 s leeway");
-    let strict = validate::validate(&inv, &proofs(&[&root]), Options::strict(NOW), &NoRevocations, &NoCache);
+    let strict = validate::validate(
+        &inv,
+        &proofs(&[&root]),
+        Options::strict(NOW),
+        &NoRevocations,
+        &NoCache,
+    );
     expect_err(strict, ErrorKind::Expired);
 }
 
@@ -192,9 +235,15 @@ fn not_yet_valid_delegation_is_too_early() {
         .sign(&c.bob)
         .unwrap();
     let e = expect_err(check(&inv, &[&root]), ErrorKind::TooEarly);
-    assert_eq!(e.proof, Some(root.cid()));
+    assert_eq!(e.proof(), Some(root.cid()));
     // Once the time comes, the same chain is valid, and the latest nbf is reported.
-    let later = validate::validate(&inv, &proofs(&[&root]), Options::at(NOW + 1000), &NoRevocations, &NoCache);
+    let later = validate::validate(
+        &inv,
+        &proofs(&[&root]),
+        Options::at(NOW + 1000),
+        &NoRevocations,
+        &NoCache,
+    );
     assert_eq!(later.unwrap().not_before, Some(NOW + 1000));
 }
 
@@ -203,13 +252,19 @@ fn principal_misalignment_is_invalid_audience() {
     let c = Cast::new(KeyAlg::Ed25519);
     // The chain's last audience is Carol, but Dan invokes.
     let (root, mid) = two_link(&c);
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid]).sign(&c.dan).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+        .sign(&c.dan)
+        .unwrap();
     expect_err(check(&inv, &[&root, &mid]), ErrorKind::InvalidAudience);
     // A gap in the middle: Alice → Bob, then Carol → Dan.
-    let gap = delegate(&c.dan, Some(&c.alice), "/wasm").sign(&c.carol).unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &gap]).sign(&c.dan).unwrap();
+    let gap = delegate(&c.dan, Some(&c.alice), "/wasm")
+        .sign(&c.carol)
+        .unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &gap])
+        .sign(&c.dan)
+        .unwrap();
     let e = expect_err(check(&inv, &[&root, &gap]), ErrorKind::InvalidAudience);
-    assert_eq!(e.proof, Some(root.cid()));
+    assert_eq!(e.proof(), Some(root.cid()));
 }
 
 #[test]
@@ -217,45 +272,69 @@ fn subject_faults_are_invalid_subject() {
     let c = Cast::new(KeyAlg::Ed25519);
     // A powerline may not be the root.
     let power_root = delegate(&c.bob, None, "/").sign(&c.alice).unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&power_root]).sign(&c.bob).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&power_root])
+        .sign(&c.bob)
+        .unwrap();
     expect_err(check(&inv, &[&power_root]), ErrorKind::InvalidSubject);
     // The root must be issued by its subject: Bob cannot hand out Alice's authority on his own.
-    let usurped = delegate(&c.carol, Some(&c.alice), "/").sign(&c.bob).unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&usurped]).sign(&c.carol).unwrap();
+    let usurped = delegate(&c.carol, Some(&c.alice), "/")
+        .sign(&c.bob)
+        .unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&usurped])
+        .sign(&c.carol)
+        .unwrap();
     expect_err(check(&inv, &[&usurped]), ErrorKind::InvalidSubject);
     // The invocation's subject must be the chain's.
-    let root = delegate(&c.bob, Some(&c.alice), "/").sign(&c.alice).unwrap();
+    let root = delegate(&c.bob, Some(&c.alice), "/")
+        .sign(&c.alice)
+        .unwrap();
     let inv = invoke(&c.dan, "/wasm/run", &[&root]).sign(&c.bob).unwrap();
     expect_err(check(&inv, &[&root]), ErrorKind::InvalidSubject);
     // A later delegation may not switch subjects.
     let switch = delegate(&c.carol, Some(&c.dan), "/").sign(&c.bob).unwrap();
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &switch]).sign(&c.carol).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &switch])
+        .sign(&c.carol)
+        .unwrap();
     expect_err(check(&inv, &[&root, &switch]), ErrorKind::InvalidSubject);
 }
 
 #[test]
 fn command_escalation_is_invalid_claim() {
     let c = Cast::new(KeyAlg::Ed25519);
-    let root = delegate(&c.bob, Some(&c.alice), "/crypto").sign(&c.alice).unwrap();
-    let inv = invoke(&c.alice, "/cryptocurrency", &[&root]).sign(&c.bob).unwrap();
+    let root = delegate(&c.bob, Some(&c.alice), "/crypto")
+        .sign(&c.alice)
+        .unwrap();
+    let inv = invoke(&c.alice, "/cryptocurrency", &[&root])
+        .sign(&c.bob)
+        .unwrap();
     expect_err(check(&inv, &[&root]), ErrorKind::InvalidClaim);
-    let inv = invoke(&c.alice, "/crypto/sign", &[&root]).sign(&c.bob).unwrap();
+    let inv = invoke(&c.alice, "/crypto/sign", &[&root])
+        .sign(&c.bob)
+        .unwrap();
     check(&inv, &[&root]).unwrap();
     // Narrowing then widening again does not help: every link must cover the invoked command.
-    let narrow = delegate(&c.bob, Some(&c.alice), "/crypto/sign").sign(&c.alice).unwrap();
-    let wide = delegate(&c.carol, Some(&c.alice), "/crypto").sign(&c.bob).unwrap();
-    let inv = invoke(&c.alice, "/crypto/verify", &[&narrow, &wide]).sign(&c.carol).unwrap();
+    let narrow = delegate(&c.bob, Some(&c.alice), "/crypto/sign")
+        .sign(&c.alice)
+        .unwrap();
+    let wide = delegate(&c.carol, Some(&c.alice), "/crypto")
+        .sign(&c.bob)
+        .unwrap();
+    let inv = invoke(&c.alice, "/crypto/verify", &[&narrow, &wide])
+        .sign(&c.carol)
+        .unwrap();
     let e = expect_err(check(&inv, &[&narrow, &wide]), ErrorKind::InvalidClaim);
-    assert_eq!(e.proof, Some(narrow.cid()));
+    assert_eq!(e.proof(), Some(narrow.cid()));
 }
 
 #[test]
 fn missing_proof_is_unavailable_proof() {
     let c = Cast::new(KeyAlg::Ed25519);
     let (root, mid) = two_link(&c);
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid]).sign(&c.carol).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+        .sign(&c.carol)
+        .unwrap();
     let e = expect_err(check(&inv, &[&root]), ErrorKind::UnavailableProof);
-    assert_eq!(e.proof, Some(mid.cid()));
+    assert_eq!(e.proof(), Some(mid.cid()));
 }
 
 #[test]
@@ -270,35 +349,55 @@ fn policy_violation_is_match_error_anywhere_in_the_chain() {
         .sign(&c.bob)
         .unwrap();
     let run = |n: i128| {
-        let inv = InvocationBuilder::new(c.alice.did(), cmd("/wasm/run"), args(&[("n", Ipld::Integer(n))]))
-            .proofs(vec![root.cid(), mid.cid()])
-            .expires(Some(NOW + 60))
-            .sign(&c.carol)
-            .unwrap();
+        let inv = InvocationBuilder::new(
+            c.alice.did(),
+            cmd("/wasm/run"),
+            args(&[("n", Ipld::Integer(n))]),
+        )
+        .proofs(vec![root.cid(), mid.cid()])
+        .expires(Some(NOW + 60))
+        .sign(&c.carol)
+        .unwrap();
         check(&inv, &[&root, &mid])
     };
     run(7).expect("7 satisfies both policies");
-    assert_eq!(expect_err(run(11), ErrorKind::MatchError).proof, Some(root.cid()));
-    assert_eq!(expect_err(run(4), ErrorKind::MatchError).proof, Some(mid.cid()));
+    assert_eq!(
+        expect_err(run(11), ErrorKind::MatchError).proof(),
+        Some(root.cid())
+    );
+    assert_eq!(
+        expect_err(run(4), ErrorKind::MatchError).proof(),
+        Some(mid.cid())
+    );
 }
 
 #[test]
 fn revoked_delegation_is_refused() {
     let c = Cast::new(KeyAlg::Ed25519);
     let (root, mid) = two_link(&c);
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid]).sign(&c.carol).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+        .sign(&c.carol)
+        .unwrap();
     let revoked: HashSet<Cid> = [mid.cid()].into();
     let e = expect_err(
-        validate::validate(&inv, &proofs(&[&root, &mid]), Options::at(NOW), &revoked, &NoCache),
+        validate::validate(
+            &inv,
+            &proofs(&[&root, &mid]),
+            Options::at(NOW),
+            &revoked,
+            &NoCache,
+        ),
         ErrorKind::Revoked,
     );
-    assert_eq!(e.proof, Some(mid.cid()));
+    assert_eq!(e.proof(), Some(mid.cid()));
 }
 
 #[test]
 fn overlong_chains_are_refused_before_any_work() {
     let c = Cast::new(KeyAlg::Ed25519);
-    let root = delegate(&c.bob, Some(&c.alice), "/").sign(&c.alice).unwrap();
+    let root = delegate(&c.bob, Some(&c.alice), "/")
+        .sign(&c.alice)
+        .unwrap();
     let inv = InvocationBuilder::new(c.alice.did(), cmd("/x"), BTreeMap::new())
         .proofs(vec![root.cid(); validate::MAX_CHAIN + 1])
         .sign(&c.bob)
@@ -308,14 +407,30 @@ fn overlong_chains_are_refused_before_any_work() {
 
 #[test]
 fn garbage_is_a_malformed_token() {
-    for bytes in [&b""[..], b"\x82\x00", b"not cbor at all", &[0x82, 0x40, 0xa0]] {
-        assert_eq!(Invocation::decode(bytes).unwrap_err().kind, ErrorKind::MalformedToken);
-        assert_eq!(Delegation::decode(bytes).unwrap_err().kind, ErrorKind::MalformedToken);
+    for bytes in [
+        &b""[..],
+        b"\x82\x00",
+        b"not cbor at all",
+        &[0x82, 0x40, 0xa0],
+    ] {
+        assert_eq!(
+            Invocation::decode(bytes).unwrap_err().kind,
+            ErrorKind::MalformedToken
+        );
+        assert_eq!(
+            Delegation::decode(bytes).unwrap_err().kind,
+            ErrorKind::MalformedToken
+        );
     }
     // A delegation is not an invocation, and the other way round.
     let c = Cast::new(KeyAlg::Ed25519);
-    let root = delegate(&c.bob, Some(&c.alice), "/").sign(&c.alice).unwrap();
-    assert_eq!(Invocation::decode(root.bytes()).unwrap_err().kind, ErrorKind::MalformedToken);
+    let root = delegate(&c.bob, Some(&c.alice), "/")
+        .sign(&c.alice)
+        .unwrap();
+    assert_eq!(
+        Invocation::decode(root.bytes()).unwrap_err().kind,
+        ErrorKind::MalformedToken
+    );
 }
 
 #[test]
@@ -323,7 +438,9 @@ fn decoded_tokens_equal_the_signed_ones() {
     let c = Cast::new(KeyAlg::P256);
     let (root, _) = two_link(&c);
     assert_eq!(Delegation::decode(root.bytes()).unwrap(), root);
-    let inv = invoke(&c.alice, "/wasm/run", &[&root]).sign(&c.bob).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root])
+        .sign(&c.bob)
+        .unwrap();
     let back = Invocation::decode(inv.bytes()).unwrap();
     assert_eq!(back, inv);
     assert_eq!(back.payload.task_id(), inv.payload.task_id());
@@ -332,23 +449,37 @@ fn decoded_tokens_equal_the_signed_ones() {
 #[test]
 fn task_id_ignores_meta_invoker_and_proofs_but_not_nonce() {
     let c = Cast::new(KeyAlg::Ed25519);
-    let root = delegate(&c.bob, Some(&c.alice), "/").sign(&c.alice).unwrap();
-    let a = InvocationBuilder::new(c.alice.did(), cmd("/wasm/run"), args(&[("n", Ipld::Integer(1))]))
-        .nonce(vec![])
+    let root = delegate(&c.bob, Some(&c.alice), "/")
         .sign(&c.alice)
         .unwrap();
-    let b = InvocationBuilder::new(c.alice.did(), cmd("/wasm/run"), args(&[("n", Ipld::Integer(1))]))
-        .nonce(vec![])
-        .proofs(vec![root.cid()])
-        .meta(args(&[("fuel", Ipld::Integer(10))]))
-        .sign(&c.bob)
-        .unwrap();
+    let a = InvocationBuilder::new(
+        c.alice.did(),
+        cmd("/wasm/run"),
+        args(&[("n", Ipld::Integer(1))]),
+    )
+    .nonce(vec![])
+    .sign(&c.alice)
+    .unwrap();
+    let b = InvocationBuilder::new(
+        c.alice.did(),
+        cmd("/wasm/run"),
+        args(&[("n", Ipld::Integer(1))]),
+    )
+    .nonce(vec![])
+    .proofs(vec![root.cid()])
+    .meta(args(&[("fuel", Ipld::Integer(10))]))
+    .sign(&c.bob)
+    .unwrap();
     assert_ne!(a.cid(), b.cid());
     assert_eq!(a.payload.task_id(), b.payload.task_id());
-    let d = InvocationBuilder::new(c.alice.did(), cmd("/wasm/run"), args(&[("n", Ipld::Integer(1))]))
-        .nonce(vec![1])
-        .sign(&c.alice)
-        .unwrap();
+    let d = InvocationBuilder::new(
+        c.alice.did(),
+        cmd("/wasm/run"),
+        args(&[("n", Ipld::Integer(1))]),
+    )
+    .nonce(vec![1])
+    .sign(&c.alice)
+    .unwrap();
     assert_ne!(a.payload.task_id(), d.payload.task_id());
 }
 
@@ -371,9 +502,18 @@ impl SignatureCache for CountingCache {
 fn signature_cache_records_every_verified_token_and_never_a_bad_one() {
     let c = Cast::new(KeyAlg::Ed25519);
     let (root, mid) = two_link(&c);
-    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid]).sign(&c.carol).unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+        .sign(&c.carol)
+        .unwrap();
     let cache = CountingCache::default();
-    validate::validate(&inv, &proofs(&[&root, &mid]), Options::at(NOW), &NoRevocations, &cache).unwrap();
+    validate::validate(
+        &inv,
+        &proofs(&[&root, &mid]),
+        Options::at(NOW),
+        &NoRevocations,
+        &cache,
+    )
+    .unwrap();
     let expected: HashSet<Cid> = [inv.cid(), root.cid(), mid.cid()].into();
     assert_eq!(*cache.verified.lock().unwrap(), expected);
 
@@ -381,7 +521,13 @@ fn signature_cache_records_every_verified_token_and_never_a_bad_one() {
     bytes[5] ^= 1;
     let tampered = Invocation::decode(&bytes).unwrap();
     let cache = CountingCache::default();
-    let result = validate::validate(&tampered, &proofs(&[&root, &mid]), Options::at(NOW), &NoRevocations, &cache);
+    let result = validate::validate(
+        &tampered,
+        &proofs(&[&root, &mid]),
+        Options::at(NOW),
+        &NoRevocations,
+        &cache,
+    );
     expect_err(result, ErrorKind::InvalidSignature);
     assert!(!cache.verified.lock().unwrap().contains(&tampered.cid()));
 }
