@@ -470,3 +470,88 @@ proptest! {
         }
     }
 }
+
+// --- Every entry of the official delegation fixtures, read from the file itself ----------------
+
+/// Reads `fixtures/delegation.json` and checks each `valid` entry end to end: the token decodes as a
+/// delegation with the stated CID, its payload matches the stated fields, and its signature verifies
+/// against its issuer, which is one of the stated principals. Any other section of the file lists
+/// tokens that must be refused, so a newly added section cannot pass unexamined.
+#[test]
+fn official_delegation_fixtures_all_hold() {
+    use ucan_gateway::ipld::to_dag_json;
+    use ucan_gateway::ucan::Delegation;
+
+    let text = std::fs::read_to_string(super::fixtures::path("delegation.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let principals: Vec<String> = doc["principals"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|k| {
+            SigningKey::from_key_file(k.as_str().unwrap())
+                .unwrap()
+                .did()
+        })
+        .collect();
+    assert_eq!(principals.len(), 3);
+
+    let valid = doc["valid"].as_array().unwrap();
+    assert!(!valid.is_empty());
+    for case in valid {
+        let name = case["name"].as_str().unwrap();
+        let bytes = STANDARD.decode(case["token"].as_str().unwrap()).unwrap();
+        let dlg = Delegation::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            dlg.cid().to_string(),
+            case["cid"].as_str().unwrap(),
+            "{name}"
+        );
+        let expected = &case["envelope"]["payload"];
+        let actual: serde_json::Value =
+            serde_json::from_str(&to_dag_json(&dlg.envelope.payload).unwrap()).unwrap();
+        for field in ["iss", "aud", "sub", "cmd", "pol", "exp"] {
+            assert_eq!(actual[field], expected[field], "{name}: field {field}");
+        }
+        assert_eq!(
+            STANDARD.encode(&dlg.payload.nonce),
+            expected["nonce"].as_str().unwrap(),
+            "{name}: nonce"
+        );
+        assert_eq!(
+            STANDARD.encode(&dlg.envelope.signature),
+            case["envelope"]["signature"].as_str().unwrap(),
+            "{name}: signature"
+        );
+        assert!(
+            principals.contains(&dlg.payload.iss),
+            "{name}: issuer is a fixture principal"
+        );
+        let issuer = PublicKey::from_did(&dlg.payload.iss).unwrap();
+        dlg.envelope
+            .verify(&issuer)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+
+    for (section, cases) in doc.as_object().unwrap() {
+        if matches!(
+            section.as_str(),
+            "version" | "comments" | "principals" | "valid"
+        ) {
+            continue;
+        }
+        for case in cases.as_array().unwrap() {
+            let name = case["name"].as_str().unwrap_or("?");
+            let Ok(bytes) = STANDARD.decode(case["token"].as_str().unwrap_or_default()) else {
+                continue;
+            };
+            let refused = match Delegation::decode(&bytes) {
+                Err(_) => true,
+                Ok(dlg) => PublicKey::from_did(&dlg.payload.iss)
+                    .map(|k| dlg.envelope.verify(&k).is_err())
+                    .unwrap_or(true),
+            };
+            assert!(refused, "{section}/{name} must be refused");
+        }
+    }
+}
