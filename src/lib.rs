@@ -11,6 +11,7 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod cli;
+pub mod config;
 pub mod did;
 pub mod task;
 pub mod ipld;

@@ -1,0 +1,247 @@
+//! The operator's policy: whose authority the gateway honours, which commands it serves, on which
+//! backend, with which limits and admission rules. It lives in plain TOML files under `policies/`
+//! (every key is documented in `policies/README.md`).
+//!
+//! Two layers, kept as separate types so nothing half-checked reaches the program:
+//! - `policy_file` holds the *raw* form, what the operator wrote, deserialised with serde and carrying
+//!   the byte span of every value;
+//! - this module holds the *resolved* form, [`OperatorPolicy`], where every value has been checked
+//!   and every default applied. Resolution is the only way to build one from a file, and any error
+//!   points at the line and column of the offending value.
+//!
+//! Every built-in default lives here, flat, as a constant; `policies/default.toml` restates them so
+//! operators can read them, and a test keeps the two in step.
+
+mod policy_file;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::task::EffectClass;
+use crate::ucan::{Command, Policy};
+
+/// Built-in default fuel per task (Wasm instructions, roughly), when no `[limits]` table sets it.
+pub const DEFAULT_FUEL: u64 = 1_000_000_000;
+/// Built-in default linear-memory cap per task: 64 MiB.
+pub const DEFAULT_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Built-in default wall-clock timeout per task.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Built-in default cap on a task's input: 1 MiB.
+pub const DEFAULT_MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// Built-in default cap on a task's output: 1 MiB.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// Built-in default HTTP request body cap: 4 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Built-in default replay window for invocations without expiry: 24 hours.
+pub const DEFAULT_REPLAY_WINDOW_SECS: i64 = 24 * 60 * 60;
+
+/// The executor kinds a route may name today. The gateway maps each name to one executor.
+pub const BACKENDS: &[&str] = &["wasm", "wasi", "blob"];
+
+/// The operator's policy, resolved: every value checked, every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorPolicy {
+    /// Whose authority is honoured: an invocation's subject must be one of these.
+    pub subjects: Vec<Subject>,
+    /// Limits applied to every route, each overridable per route.
+    pub defaults: Limits,
+    /// The commands served, at most one route per command.
+    pub routes: Vec<Route>,
+    /// HTTP request body cap in bytes (default 4 MiB).
+    pub max_body_bytes: usize,
+    /// How long, in seconds, a seen invocation with `exp: null` is remembered to refuse replays, on
+    /// routes that accept such invocations (default 24 hours).
+    pub replay_window_secs: i64,
+}
+
+/// A principal whose authority the gateway honours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// The gateway's own DID, whatever key it runs with (written `"self"`), so one file serves
+    /// every deployment.
+    Gateway,
+    /// An explicit `did:key`, checked to parse and stored as written.
+    Did(String),
+}
+
+/// How the gateway serves one command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The exact command served, e.g. `/wasm/run`; a route never serves commands below it.
+    pub command: Command,
+    /// The executor name, one of [`BACKENDS`].
+    pub backend: String,
+    /// How tasks on this route may be scheduled (memoized, retried).
+    pub effect: EffectClass,
+    /// The route's limits: the policy defaults, overridden by the route's own `limits` table.
+    pub limits: Limits,
+    /// Checked on the invocation's `args` on top of the delegation chain's own policies; empty
+    /// when the route sets none.
+    pub admission: Policy,
+    /// Whether invocations with `exp: null` are accepted (default false), since they can only be
+    /// protected against replay by remembering them.
+    pub allow_no_expiry: bool,
+}
+
+/// Resource limits for one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (instruction budget) for the run.
+    pub fuel: u64,
+    /// Linear-memory cap in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock deadline for the run.
+    pub timeout: Duration,
+    /// Cap on the task's input in bytes.
+    pub max_input_bytes: usize,
+    /// Cap on the task's output in bytes.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    /// The built-in defaults (`DEFAULT_*`).
+    fn default() -> Self {
+        Self {
+            fuel: DEFAULT_FUEL,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            timeout: DEFAULT_TIMEOUT,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The field-wise lower of two sets of limits, e.g. a route's limits and what an invocation
+    /// asks for: a request may tighten limits, never loosen them.
+    pub fn min(&self, other: &Limits) -> Limits {
+        Limits {
+            fuel: self.fuel.min(other.fuel),
+            memory_bytes: self.memory_bytes.min(other.memory_bytes),
+            timeout: self.timeout.min(other.timeout),
+            max_input_bytes: self.max_input_bytes.min(other.max_input_bytes),
+            max_output_bytes: self.max_output_bytes.min(other.max_output_bytes),
+        }
+    }
+}
+
+/// What went wrong in a policy file, by kind, so callers and tests need not read messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyFileErrorKind {
+    /// The file could not be read.
+    Io,
+    /// Reported by the TOML reader: a syntax error, an unknown or missing key, a value of the
+    /// wrong type.
+    Toml,
+    /// A subject that is neither `"self"` nor a parseable `did:key`, or a list with none.
+    Subject,
+    /// The same subject listed twice.
+    DuplicateSubject,
+    /// A malformed command, or one in the reserved `/ucan` namespace.
+    Command,
+    /// Two routes for the same command.
+    DuplicateRoute,
+    /// A backend that is not one of [`BACKENDS`].
+    Backend,
+    /// An effect class that is not `pure`, `nondestructive` or `destructive`.
+    Effect,
+    /// An admission policy that does not parse.
+    Admission,
+    /// A size that is malformed, negative, zero or too large.
+    Size,
+    /// A duration that is malformed, zero or too large.
+    Duration,
+    /// A fuel amount of zero.
+    Fuel,
+}
+
+/// Why a policy file was rejected, with the position of the offending value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct PolicyFileError {
+    /// Where the text came from, usually the file path.
+    pub origin: String,
+    /// 1-based line of the offending value; 0 when the error concerns the whole file (it could not
+    /// be read).
+    pub line: usize,
+    /// 1-based column, counted in characters; 0 when `line` is 0.
+    pub column: usize,
+    /// What is wrong, in words.
+    pub message: String,
+    /// What is wrong, as a kind.
+    pub kind: PolicyFileErrorKind,
+}
+
+impl PolicyFileError {
+    /// `origin:line:column: message`, the form editors and compilers use, or `origin: message`
+    /// when there is no position.
+    fn render(&self) -> String {
+        if self.line == 0 {
+            format!("{}: {}", self.origin, self.message)
+        } else {
+            format!(
+                "{}:{}:{}: {}",
+                self.origin, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+impl OperatorPolicy {
+    /// Parses and resolves policy text; `origin` names it in errors (usually the file path).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, PolicyFileError> {
+        policy_file::resolve(text, origin)
+    }
+
+    /// Reads and resolves a policy file.
+    pub fn load(path: &Path) -> Result<Self, PolicyFileError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyFileError {
+            origin: origin.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read policy file: {e}"),
+            kind: PolicyFileErrorKind::Io,
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// The policy shipped with the gateway (`policies/default.toml`), built into the binary so the
+    /// gateway runs without any file.
+    pub fn embedded_default() -> Self {
+        // The text is part of the build and a test parses it, so failure here is a build defect,
+        // not an input error.
+        Self::parse(EMBEDDED_DEFAULT, "policies/default.toml")
+            .unwrap_or_else(|e| panic!("the embedded default policy must parse: {e}"))
+    }
+
+    /// The route serving exactly `command`. Routes do not cover sub-commands: `/wasm` does not route
+    /// `/wasm/run`, so adding a command never silently widens what an operator serves.
+    pub fn route(&self, command: &Command) -> Option<&Route> {
+        self.routes.iter().find(|r| &r.command == command)
+    }
+
+    /// Whether authority rooted in `subject` (an invocation's `sub`) is honoured, given the DID the
+    /// gateway runs as (what `"self"` stands for).
+    pub fn honours(&self, subject: &str, gateway_did: &str) -> bool {
+        self.subjects.iter().any(|s| match s {
+            Subject::Gateway => subject == gateway_did,
+            Subject::Did(did) => subject == did,
+        })
+    }
+}
+
+/// The text of `policies/default.toml`, built in.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.toml");
+
+impl fmt::Display for Subject {
+    /// As written in policy files: `self` or the DID.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Gateway => f.write_str("self"),
+            Subject::Did(did) => f.write_str(did),
+        }
+    }
+}
