@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary to keep link time down.
 
 mod cli;
+mod config;
 mod container;
 mod envelope;
 mod fixtures;
