@@ -8,11 +8,13 @@
 //! - [`ucan`]: the pure UCAN 1.0 core: envelopes, delegations, invocations, commands, the policy
 //!   language, containers and proof-chain validation. It does no I/O.
 //! - [`ipld`]: small helpers over IPLD values (DAG-JSON text, CIDs of DAG-CBOR blocks).
+//! - [`config`]: the operator's policy (`policies/*.toml`): subjects served, routes, limits, admission.
+//! - [`task`]: what an authorised invocation asks for, with its identities and effect class.
 //! - [`cli`]: the command-line interface.
 
 pub mod cli;
 pub mod config;
 pub mod did;
-pub mod task;
 pub mod ipld;
+pub mod task;
 pub mod ucan;
