@@ -14,4 +14,5 @@ pub mod cli;
 pub mod did;
 pub mod task;
 pub mod ipld;
+pub mod receipt;
 pub mod ucan;

@@ -5,4 +5,6 @@ mod container;
 mod envelope;
 mod fixtures;
 mod policy;
+mod receipt;
+mod task;
 mod validate;
