@@ -10,11 +10,13 @@
 //! - [`ipld`]: small helpers over IPLD values (DAG-JSON text, CIDs of DAG-CBOR blocks).
 //! - [`config`]: the operator's policy (`policies/*.toml`): subjects served, routes, limits, admission.
 //! - [`task`]: what an authorised invocation asks for, with its identities and effect class.
+//! - [`receipt`]: signed receipts (`/ucan/assert` invocations) and the effects they request.
 //! - [`cli`]: the command-line interface.
 
 pub mod cli;
 pub mod config;
 pub mod did;
 pub mod ipld;
+pub mod receipt;
 pub mod task;
 pub mod ucan;

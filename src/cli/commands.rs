@@ -15,10 +15,11 @@ use super::{
 };
 use crate::did::{KeyAlg, PublicKey, SigningKey};
 use crate::ipld::{from_dag_json, to_dag_json};
+use crate::receipt::{ASSERT_COMMAND, Receipt};
 use crate::ucan::container::{Container, Format};
 use crate::ucan::delegation::DelegationBuilder;
 use crate::ucan::envelope::{Envelope, Kind};
-use crate::ucan::invocation::InvocationBuilder;
+use crate::ucan::invocation::{Invocation, InvocationBuilder};
 use crate::ucan::validate::{self, NoCache, NoRevocations, Options, unix_now};
 use crate::ucan::{Command as UcanCommand, Policy};
 
@@ -256,6 +257,22 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Ok(inv) => inv,
         Err(e) => return Ok(print_verify_error("MalformedToken", &e.to_string())),
     };
+    // A receipt asserts on its issuer's own authority: check its signature and principals, not a
+    // delegation chain. A /ucan/assert that does not read as a receipt is validated as an invocation.
+    if invocation.payload.cmd.as_str() == ASSERT_COMMAND
+        && let Ok(receipt) = Receipt::from_invocation(invocation.clone())
+    {
+        return Ok(match receipt.verify(None) {
+            Ok(()) => {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": { "receipt": receipt.to_json() } })
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => print_verify_error(e.kind.name(), &e.message),
+        });
+    }
     let now = args.at.unwrap_or_else(unix_now);
     let opts = if args.strict {
         Options::strict(now)
@@ -302,8 +319,16 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     for token in split_tokens(&bytes)? {
         let report = match Envelope::decode(&token) {
             Ok(envelope) => {
-                let (report, valid) = describe(&envelope)?;
+                let (mut report, valid) = describe(&envelope)?;
                 all_valid &= valid;
+                // A receipt is an invocation of /ucan/assert; name it as such when it reads as one.
+                if envelope.kind == Kind::Invocation
+                    && Invocation::from_envelope(envelope)
+                        .and_then(Receipt::from_invocation)
+                        .is_ok()
+                {
+                    report["kind"] = serde_json::Value::from("receipt");
+                }
                 report
             }
             Err(e) => {

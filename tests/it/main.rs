@@ -6,4 +6,6 @@ mod container;
 mod envelope;
 mod fixtures;
 mod policy;
+mod receipt;
+mod task;
 mod validate;
