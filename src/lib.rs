@@ -13,4 +13,5 @@
 pub mod cli;
 pub mod did;
 pub mod ipld;
+pub mod store;
 pub mod ucan;
