@@ -359,6 +359,44 @@ async fn two_stores_on_one_file_never_both_win_a_key() {
     assert_eq!(wins, [1; 20]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_does_not_spoil_the_writes_committed_with_it() {
+    // Writes issued together share a commit; one naming a missing receipt must fail alone.
+    let db = Db::new();
+    let store = db.open().await;
+    let mut calls = Vec::new();
+    for i in 0..40 {
+        let store = Arc::clone(&store);
+        calls.push(tokio::spawn(async move {
+            let key = cid(&format!("call {i}"));
+            if i % 2 == 0 {
+                store.mark_seen(key, None).await.map(|_| ())
+            } else {
+                store
+                    .put_alias(key, cid("no such receipt"))
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.await.unwrap() {
+            Ok(()) => assert_eq!(i % 2, 0),
+            Err(e) => assert_eq!((i % 2, e.kind), (1, StoreErrorKind::NotFound), "{e}"),
+        }
+    }
+    store.close().await;
+    let store = db.open().await;
+    for i in (0..40).step_by(2) {
+        assert!(
+            !store
+                .mark_seen(cid(&format!("call {i}")), None)
+                .await
+                .unwrap()
+        );
+    }
+}
+
 #[tokio::test]
 async fn purge_seen_removes_only_expired_keys() {
     let store = SqliteStore::memory().await.unwrap();
