@@ -166,8 +166,9 @@ impl StoreError {
 /// The gateway's durable store. Object-safe, so the gateway holds an `Arc<dyn Store>` and a backend is
 /// chosen at startup.
 ///
-/// Every write is durable when it returns `Ok`. Lookups return `Ok(None)` when nothing matches; errors
-/// are reserved for failures of the store itself.
+/// Every write is durable when it returns `Ok`; a write whose caller stops waiting may still be
+/// committed, so callers must not read a dropped call as "did not happen". Lookups return `Ok(None)`
+/// when nothing matches; errors are reserved for failures of the store itself.
 #[async_trait]
 pub trait Store: Send + Sync {
     // Receipts
