@@ -18,5 +18,6 @@ pub mod config;
 pub mod did;
 pub mod ipld;
 pub mod receipt;
+pub mod store;
 pub mod task;
 pub mod ucan;

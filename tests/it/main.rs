@@ -7,5 +7,6 @@ mod envelope;
 mod fixtures;
 mod policy;
 mod receipt;
+mod store;
 mod task;
 mod validate;
