@@ -12,5 +12,6 @@
 
 pub mod cli;
 pub mod did;
+pub mod exec;
 pub mod ipld;
 pub mod ucan;
