@@ -1,1 +1,3 @@
 //! Integration tests, compiled into one binary to keep link time down.
+
+mod wasm;
