@@ -27,6 +27,13 @@ fn limits() -> Limits {
     }
 }
 
+/// The default limits with one change.
+fn limits_with(change: impl FnOnce(&mut Limits)) -> Limits {
+    let mut limits = limits();
+    change(&mut limits);
+    limits
+}
+
 fn module(wat: &str) -> (Cid, Vec<u8>) {
     let bytes = wat::parse_str(wat).expect("test WAT parses");
     (cid_for(RAW, &bytes), bytes)
@@ -226,16 +233,10 @@ fn fuel_obeyed_and_exhausted() {
         ARITH,
         "add",
         &[int(1), int(1)],
-        Limits {
-            fuel: 1_000,
-            ..limits()
-        },
+        limits_with(|l| l.fuel = 1_000),
     );
     assert_eq!(ok_value(&obeyed), &int(2));
-    let small = Limits {
-        fuel: 50_000,
-        ..limits()
-    };
+    let small = limits_with(|l| l.fuel = 50_000);
     let outcome = core(SPIN, "spin", &[], small);
     assert_eq!(failure(&outcome).0, "OutOfFuel");
     assert_eq!(outcome.fuel_used(), 50_000, "all the fuel was burnt");
@@ -243,10 +244,7 @@ fn fuel_obeyed_and_exhausted() {
 
 #[test]
 fn deadline_obeyed_and_passed() {
-    let quick = Limits {
-        timeout: Duration::from_millis(50),
-        ..limits()
-    };
+    let quick = limits_with(|l| l.timeout = Duration::from_millis(50));
     assert_eq!(
         ok_value(&core(ARITH, "add", &[int(1), int(1)], quick)),
         &int(2)
@@ -279,10 +277,7 @@ const GROW: &str = r#"
 
 #[test]
 fn memory_growth_within_and_beyond_the_limit() {
-    let two_pages = Limits {
-        memory_bytes: 2 * 65_536,
-        ..limits()
-    };
+    let two_pages = limits_with(|l| l.memory_bytes = 2 * 65_536);
     // Within: grows from 1 page to 2 and returns the old size.
     assert_eq!(ok_value(&core(GROW, "grow", &[int(1)], two_pages)), &int(1));
     // Beyond: a named limit failure, not a generic trap and not a silent -1.
@@ -330,47 +325,32 @@ fn cbor_abi_round_trip() {
     assert!(outcome.fuel_used() > 0);
     let outcome = cbor(CBOR_WRAP, "echo", &input, limits());
     assert_eq!(ok_value(&outcome), &input);
+    // An input DAG-CBOR cannot carry never reaches the guest.
+    let outcome = cbor(CBOR_WRAP, "echo", &Ipld::Float(f64::NAN), limits());
+    assert_eq!(failure(&outcome).0, "InvalidArgs");
+    assert_eq!(outcome.fuel_used(), 0);
 }
 
 #[test]
 fn cbor_abi_large_input_grows_guest_memory() {
     let input = Ipld::Bytes(vec![7; 200_000]);
-    let outcome = cbor(
-        CBOR_WRAP,
-        "echo",
-        &input,
-        Limits {
-            max_output_bytes: 300_000,
-            ..limits()
-        },
-    );
-    assert_eq!(ok_value(&outcome), &input);
+    let roomy = limits_with(|l| l.max_output_bytes = 300_000);
+    assert_eq!(ok_value(&cbor(CBOR_WRAP, "echo", &input, roomy)), &input);
     // The same input against a memory limit the guest cannot fit in.
-    let outcome = cbor(
-        CBOR_WRAP,
-        "echo",
-        &input,
-        Limits {
-            memory_bytes: 65_536,
-            max_output_bytes: 300_000,
-            ..limits()
-        },
-    );
+    let cramped = Limits {
+        memory_bytes: 65_536,
+        ..roomy
+    };
+    let outcome = cbor(CBOR_WRAP, "echo", &input, cramped);
     assert_eq!(failure(&outcome).0, "MemoryLimit");
 }
 
 #[test]
 fn cbor_output_within_and_over_the_limit() {
     let input = Ipld::String("0123456789".into());
-    let fits = Limits {
-        max_output_bytes: 11,
-        ..limits()
-    };
+    let fits = limits_with(|l| l.max_output_bytes = 11);
     assert_eq!(ok_value(&cbor(CBOR_WRAP, "echo", &input, fits)), &input);
-    let tight = Limits {
-        max_output_bytes: 10,
-        ..limits()
-    };
+    let tight = limits_with(|l| l.max_output_bytes = 10);
     assert_eq!(
         failure(&cbor(CBOR_WRAP, "echo", &input, tight)).0,
         "OutputTooLarge"
@@ -404,10 +384,7 @@ fn hostile_abi_guests_fail_without_harm() {
             HOSTILE,
             func,
             &input,
-            Limits {
-                max_output_bytes: usize::MAX,
-                ..limits()
-            },
+            limits_with(|l| l.max_output_bytes = usize::MAX),
         );
         let (name, message) = failure(&outcome);
         assert_eq!(name, "Trap", "{func}");
@@ -522,17 +499,11 @@ fn wasi_output_within_and_beyond_the_limit() {
           (call $write (i32.const 1) (i32.const 200) (i32.const 10)))
         "#,
     );
-    let fits = Limits {
-        max_output_bytes: 20,
-        ..limits()
-    };
+    let fits = limits_with(|l| l.max_output_bytes = 20);
     let result = wasi_result(&wasi(&wat, WasiRequest::default(), fits));
     assert_eq!(result.stdout, b"01234567890123456789");
     assert!(!result.truncated);
-    let tight = Limits {
-        max_output_bytes: 15,
-        ..limits()
-    };
+    let tight = limits_with(|l| l.max_output_bytes = 15);
     let result = wasi_result(&wasi(&wat, WasiRequest::default(), tight));
     assert_eq!(result.stdout, b"012345678901234");
     assert!(result.truncated);
@@ -667,30 +638,19 @@ fn wasi_has_no_files() {
 
 #[test]
 fn wasi_limits_and_shape() {
+    let fails_with =
+        |wat: &str, limits: Limits| failure(&wasi(wat, WasiRequest::default(), limits)).0;
     let spin = command(r#"(func (export "_start") (loop $l (br $l)))"#);
-    let small = Limits {
-        fuel: 10_000,
-        ..limits()
-    };
     assert_eq!(
-        failure(&wasi(&spin, WasiRequest::default(), small)).0,
+        fails_with(&spin, limits_with(|l| l.fuel = 10_000)),
         "OutOfFuel"
     );
     let no_start = command(r#"(func (export "main"))"#);
-    assert_eq!(
-        failure(&wasi(&no_start, WasiRequest::default(), limits())).0,
-        "NoSuchExport"
-    );
+    assert_eq!(fails_with(&no_start, limits()), "NoSuchExport");
     let foreign = r#"(module (import "env" "open_socket" (func)) (func (export "_start")))"#;
-    assert_eq!(
-        failure(&wasi(foreign, WasiRequest::default(), limits())).0,
-        "InvalidModule"
-    );
+    assert_eq!(fails_with(foreign, limits()), "InvalidModule");
     let bad_exit = command(r#"(func (export "_start") (call $proc_exit (i32.const 200)))"#);
-    assert_eq!(
-        failure(&wasi(&bad_exit, WasiRequest::default(), limits())).0,
-        "Trap"
-    );
+    assert_eq!(fails_with(&bad_exit, limits()), "Trap");
 }
 
 #[test]
@@ -719,16 +679,7 @@ fn second_run_of_a_cid_does_not_recompile() {
     // A third module evicts the least recently used (ARITH was used before CBOR_WRAP).
     let (cid3, bytes3) = module(SPIN);
     engine
-        .run_core(
-            &cid3,
-            &bytes3,
-            "spin",
-            &[],
-            Limits {
-                fuel: 10,
-                ..limits()
-            },
-        )
+        .run_core(&cid3, &bytes3, "spin", &[], limits_with(|l| l.fuel = 10))
         .unwrap();
     let stats = engine.cache_stats();
     assert_eq!((stats.compiles, stats.evictions, stats.entries), (3, 1, 2));

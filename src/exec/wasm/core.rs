@@ -1,14 +1,165 @@
-//! Plain calls: IPLD numbers in, IPLD numbers out.
+//! Core Wasm runs: the store data and limiter every run uses, naming failures, and plain calls
+//! (IPLD numbers in, IPLD numbers out).
 //!
 //! Conversions are exact or refused: an argument that would be truncated or rounded into a
 //! different value is `InvalidArgs`, because silently computing on another number than the caller
 //! sent would make the receipt lie.
 
 use ipld_core::ipld::Ipld;
-use wasmtime::{FuncType, InstancePre, Store, Val, ValType};
+use wasmtime::{FuncType, InstancePre, ResourceLimiter, Store, Trap, Val, ValType};
 
-use super::{CoreState, Fail, classify};
-use crate::exec::Failure;
+use super::{Limits, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES};
+use crate::exec::{Failure, Outcome};
+
+/// A failed run before it becomes an [`Outcome`] (which also needs the fuel used).
+#[derive(Debug)]
+pub(super) struct Fail {
+    failure: Failure,
+    message: String,
+}
+
+impl Fail {
+    pub(super) fn new(failure: Failure, message: impl Into<String>) -> Self {
+        Fail {
+            failure,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn into_outcome(self, fuel_used: u64) -> Outcome {
+        Outcome::failed(self.failure, self.message, fuel_used)
+    }
+}
+
+/// Names the failure behind a wasmtime error raised while running guest code.
+pub(super) fn classify<T: HasLimiter>(store: &Store<T>, err: &wasmtime::Error) -> Fail {
+    // 1. Our limiter saw the guest exceed its memory or table bound. Checked first because the
+    //    trap it raised may reach us wrapped in other context.
+    if let Some(message) = store.data().limit_hit() {
+        return Fail::new(Failure::MemoryLimit, message);
+    }
+    // 2. Fuel and epoch deadlines surface as distinct trap codes.
+    if let Some(trap) = err.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => Fail::new(Failure::OutOfFuel, "all fuel was consumed"),
+            Trap::Interrupt => Fail::new(Failure::Timeout, "the deadline passed"),
+            other => Fail::new(Failure::Trap, other.to_string()),
+        };
+    }
+    // 3. Anything else (a host function's error, an instantiation failure) is the guest's trap.
+    Fail::new(Failure::Trap, err.root_cause().to_string())
+}
+
+/// Store data that carries a [`Limiter`].
+pub(super) trait HasLimiter: Send + 'static {
+    fn limiter(&mut self) -> &mut Limiter;
+    fn limit_hit(&self) -> Option<&str>;
+}
+
+/// Store data of core and ABI runs: only limits.
+pub(super) struct CoreState {
+    limiter: Limiter,
+}
+
+impl CoreState {
+    pub(super) fn new(limits: &Limits) -> Self {
+        CoreState {
+            limiter: Limiter::new(limits.memory_bytes),
+        }
+    }
+}
+
+impl HasLimiter for CoreState {
+    fn limiter(&mut self) -> &mut Limiter {
+        &mut self.limiter
+    }
+    fn limit_hit(&self) -> Option<&str> {
+        self.limiter.hit.as_deref()
+    }
+}
+
+/// Bounds memory and tables, and remembers when a bound was hit so the failure can be named
+/// `MemoryLimit` rather than a generic trap.
+pub(super) struct Limiter {
+    memory_limit: usize,
+    memory_total: usize,
+    pub(super) hit: Option<String>,
+}
+
+/// The error a limiter raises; it becomes a trap in the guest.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LimitExceeded(String);
+
+impl Limiter {
+    pub(super) fn new(memory_limit: usize) -> Self {
+        Limiter {
+            memory_limit,
+            memory_total: 0,
+            hit: None,
+        }
+    }
+
+    fn exceeded(&mut self, message: String) -> wasmtime::Error {
+        self.hit = Some(message.clone());
+        wasmtime::Error::new(LimitExceeded(message))
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Growth past the module's own declared maximum fails the ordinary Wasm way (-1).
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = self
+            .memory_total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_limit {
+            let limit = self.memory_limit;
+            return Err(self.exceeded(format!(
+                "memory would grow to {total} bytes, over the limit of {limit}"
+            )));
+        }
+        self.memory_total = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(self.exceeded(format!(
+                "table would grow to {desired} elements, over the limit of {MAX_TABLE_ELEMENTS}"
+            )));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
 
 /// Instantiates `pre` and calls `func` with `args`.
 pub(super) fn call(
@@ -174,6 +325,33 @@ fn invalid(message: String) -> Fail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limiter_counts_all_memories_together() {
+        let mut limiter = Limiter::new(3 * 65_536);
+        assert!(limiter.memory_growing(0, 65_536, None).unwrap());
+        assert!(limiter.memory_growing(0, 2 * 65_536, None).unwrap());
+        assert!(limiter.hit.is_none());
+        assert!(
+            limiter
+                .memory_growing(2 * 65_536, 3 * 65_536, None)
+                .is_err()
+        );
+        assert!(limiter.hit.is_some());
+    }
+
+    #[test]
+    fn limiter_defers_to_declared_maximum() {
+        let mut limiter = Limiter::new(usize::MAX);
+        assert!(!limiter.memory_growing(0, 2 * 65_536, Some(65_536)).unwrap());
+        assert!(!limiter.table_growing(0, 11, Some(10)).unwrap());
+        assert!(
+            limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+                .is_err()
+        );
+        assert!(limiter.hit.is_some());
+    }
 
     fn ok(ty: ValType, arg: Ipld) -> Val {
         to_val(&ty, &arg, 0).unwrap()

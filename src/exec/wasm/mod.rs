@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use cid::Cid;
 use ipld_core::ipld::Ipld;
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store};
 
+use self::core::{CoreState, Fail, HasLimiter, Limiter, classify};
 use super::{ExecError, ExecErrorKind, Failure, Outcome};
 
 pub use self::wasi::WasiRequest;
@@ -323,156 +324,6 @@ fn finish<T>(store: &Store<T>, limits: &Limits, result: Result<Ipld, Fail>) -> O
     }
 }
 
-/// A failed run before it becomes an [`Outcome`] (which also needs the fuel used).
-#[derive(Debug)]
-struct Fail {
-    failure: Failure,
-    message: String,
-}
-
-impl Fail {
-    fn new(failure: Failure, message: impl Into<String>) -> Self {
-        Fail {
-            failure,
-            message: message.into(),
-        }
-    }
-
-    fn into_outcome(self, fuel_used: u64) -> Outcome {
-        Outcome::failed(self.failure, self.message, fuel_used)
-    }
-}
-
-/// Names the failure behind a wasmtime error raised while running guest code.
-fn classify<T: HasLimiter>(store: &Store<T>, err: &wasmtime::Error) -> Fail {
-    // 1. Our limiter saw the guest exceed its memory or table bound. Checked first because the
-    //    trap it raised may reach us wrapped in other context.
-    if let Some(message) = store.data().limit_hit() {
-        return Fail::new(Failure::MemoryLimit, message);
-    }
-    // 2. Fuel and epoch deadlines surface as distinct trap codes.
-    if let Some(trap) = err.downcast_ref::<Trap>() {
-        return match trap {
-            Trap::OutOfFuel => Fail::new(Failure::OutOfFuel, "all fuel was consumed"),
-            Trap::Interrupt => Fail::new(Failure::Timeout, "the deadline passed"),
-            other => Fail::new(Failure::Trap, other.to_string()),
-        };
-    }
-    // 3. Anything else (a host function's error, an instantiation failure) is the guest's trap.
-    Fail::new(Failure::Trap, err.root_cause().to_string())
-}
-
-/// Store data that carries a [`Limiter`].
-trait HasLimiter: Send + 'static {
-    fn limiter(&mut self) -> &mut Limiter;
-    fn limit_hit(&self) -> Option<&str>;
-}
-
-/// Store data of core and ABI runs: only limits.
-struct CoreState {
-    limiter: Limiter,
-}
-
-impl CoreState {
-    fn new(limits: &Limits) -> Self {
-        CoreState {
-            limiter: Limiter::new(limits.memory_bytes),
-        }
-    }
-}
-
-impl HasLimiter for CoreState {
-    fn limiter(&mut self) -> &mut Limiter {
-        &mut self.limiter
-    }
-    fn limit_hit(&self) -> Option<&str> {
-        self.limiter.hit.as_deref()
-    }
-}
-
-/// Bounds memory and tables, and remembers when a bound was hit so the failure can be named
-/// `MemoryLimit` rather than a generic trap.
-struct Limiter {
-    memory_limit: usize,
-    memory_total: usize,
-    hit: Option<String>,
-}
-
-/// The error a limiter raises; it becomes a trap in the guest.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct LimitExceeded(String);
-
-impl Limiter {
-    fn new(memory_limit: usize) -> Self {
-        Limiter {
-            memory_limit,
-            memory_total: 0,
-            hit: None,
-        }
-    }
-
-    fn exceeded(&mut self, message: String) -> wasmtime::Error {
-        self.hit = Some(message.clone());
-        wasmtime::Error::new(LimitExceeded(message))
-    }
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        // Growth past the module's own declared maximum fails the ordinary Wasm way (-1).
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
-        let total = self
-            .memory_total
-            .saturating_sub(current)
-            .saturating_add(desired);
-        if total > self.memory_limit {
-            let limit = self.memory_limit;
-            return Err(self.exceeded(format!(
-                "memory would grow to {total} bytes, over the limit of {limit}"
-            )));
-        }
-        self.memory_total = total;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if maximum.is_some_and(|max| desired > max) {
-            return Ok(false);
-        }
-        if desired > MAX_TABLE_ELEMENTS {
-            return Err(self.exceeded(format!(
-                "table would grow to {desired} elements, over the limit of {MAX_TABLE_ELEMENTS}"
-            )));
-        }
-        Ok(true)
-    }
-
-    fn instances(&self) -> usize {
-        MAX_INSTANCES
-    }
-
-    fn tables(&self) -> usize {
-        MAX_TABLES
-    }
-
-    fn memories(&self) -> usize {
-        MAX_MEMORIES
-    }
-}
-
 /// A compiled module and its pre-linked instances, one per run mode, linked on first use.
 struct Compiled {
     module: Module,
@@ -660,31 +511,33 @@ mod tests {
         assert_eq!(deadline_ticks(Duration::MAX), u64::MAX);
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
-    fn limiter_counts_all_memories_together() {
-        let mut limiter = Limiter::new(3 * 65_536);
-        assert!(limiter.memory_growing(0, 65_536, None).unwrap());
-        assert!(limiter.memory_growing(0, 2 * 65_536, None).unwrap());
-        assert!(limiter.hit.is_none());
-        assert!(
-            limiter
-                .memory_growing(2 * 65_536, 3 * 65_536, None)
-                .is_err()
-        );
-        assert!(limiter.hit.is_some());
-    }
-
-    #[test]
-    fn limiter_defers_to_declared_maximum() {
-        let mut limiter = Limiter::new(usize::MAX);
-        assert!(!limiter.memory_growing(0, 2 * 65_536, Some(65_536)).unwrap());
-        assert!(!limiter.table_growing(0, 11, Some(10)).unwrap());
-        assert!(
-            limiter
-                .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
-                .is_err()
-        );
-        assert!(limiter.hit.is_some());
+    fn dropping_the_engine_stops_the_ticker() {
+        // Only this test creates engines in the library's test binary, so the count is ours.
+        fn tickers() -> usize {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim() == "wasm-epoch")
+                .count()
+        }
+        // A new thread names itself, and an exited one leaves `/proc` shortly after `join`:
+        // allow a moment for each.
+        fn settles_at(expected: usize) -> bool {
+            (0..200).any(|_| {
+                let now = tickers();
+                if now != expected {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                now == expected
+            })
+        }
+        assert!(settles_at(0));
+        let engine = WasmEngine::new().unwrap();
+        assert!(settles_at(1), "the ticker runs");
+        drop(engine);
+        assert!(settles_at(0), "the ticker stopped");
     }
 
     #[test]
