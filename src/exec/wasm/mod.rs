@@ -95,6 +95,10 @@ pub struct CacheStats {
 }
 
 /// The process-wide Wasm engine. `Send + Sync`: share it (e.g. in an `Arc`) and run many tasks at once.
+///
+/// Every `run_*` method blocks until the guest finishes or hits a limit. From async code, call
+/// it through `tokio::task::spawn_blocking`, never directly inside an async task: WASI host calls
+/// enter a Tokio runtime to block on their work, which panics on an async worker thread.
 pub struct WasmEngine {
     engine: Engine,
     core_linker: Linker<CoreState>,
