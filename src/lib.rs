@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod config;
 pub mod did;
+pub mod exec;
 pub mod ipld;
 pub mod receipt;
 pub mod store;

@@ -10,3 +10,4 @@ mod receipt;
 mod store;
 mod task;
 mod validate;
+mod wasm;

@@ -1,0 +1,173 @@
+//! Executors: where an authorised task actually runs.
+//!
+//! This module owns the vocabulary every executor shares: an [`Outcome`] (what a task produced, or
+//! how it failed) and an [`ExecError`] (the executor could not run the task at all). The split is
+//! deliberate: a guest that traps, runs out of fuel or returns garbage has *failed*, and that failure
+//! belongs in the receipt as `out.error`; only a broken host (an engine that cannot start, a caller
+//! that broke the API contract) is an `ExecError`.
+//!
+//! - [`wasm`]: the local Wasm engine for `/wasm/run` (core exports and a DAG-CBOR ABI) and
+//!   `/wasi/run` (WASI preview-1 command modules).
+//!
+//! Nothing here knows HTTP, UCAN or storage: executors take bytes and IPLD values and give back IPLD.
+
+pub mod wasm;
+
+use std::fmt;
+
+use ipld_core::ipld::Ipld;
+
+/// How a task that ran (or was attempted) ended. A failing task is an outcome, not an error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The task finished and produced `value`.
+    Ok {
+        /// The task's result.
+        value: Ipld,
+        /// Fuel (Wasm instructions, roughly) the task consumed; goes into receipts and metrics.
+        fuel_used: u64,
+    },
+    /// The task failed; `name` is one of the [`Failure`] names.
+    Err {
+        /// A stable, wire-facing failure name, e.g. `"OutOfFuel"` (see [`Failure::name`]).
+        name: &'static str,
+        /// A human-readable explanation that reveals nothing about the host.
+        message: String,
+        /// Fuel consumed before the failure; a lower bound for failures that stop the guest in
+        /// the middle of a function, such as a timeout (see `docs/wasm-abi.md`).
+        fuel_used: u64,
+    },
+}
+
+impl Outcome {
+    /// A failed outcome of kind `failure`.
+    pub fn failed(failure: Failure, message: impl Into<String>, fuel_used: u64) -> Self {
+        Outcome::Err {
+            name: failure.name(),
+            message: message.into(),
+            fuel_used,
+        }
+    }
+
+    /// Fuel consumed, whether the task succeeded or not.
+    pub fn fuel_used(&self) -> u64 {
+        match self {
+            Outcome::Ok { fuel_used, .. } | Outcome::Err { fuel_used, .. } => *fuel_used,
+        }
+    }
+
+    /// The result value, if the task succeeded.
+    pub fn value(&self) -> Option<&Ipld> {
+        match self {
+            Outcome::Ok { value, .. } => Some(value),
+            Outcome::Err { .. } => None,
+        }
+    }
+
+    /// The failure name, if the task failed.
+    pub fn error_name(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Ok { .. } => None,
+            Outcome::Err { name, .. } => Some(name),
+        }
+    }
+}
+
+/// Why a task failed. Each kind is a stable name that clients may match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The task used up its fuel budget.
+    OutOfFuel,
+    /// The task tried to grow memory (or a table) beyond its limit.
+    MemoryLimit,
+    /// The task ran past its wall-clock deadline.
+    Timeout,
+    /// The guest trapped, or broke the calling convention at run time (e.g. a pointer out of bounds).
+    Trap,
+    /// The arguments do not fit the function being called.
+    InvalidArgs,
+    /// The module has no such exported function.
+    NoSuchExport,
+    /// The bytes are not a valid module, or the module does not have the shape the run mode needs.
+    InvalidModule,
+    /// The guest produced more output than allowed.
+    OutputTooLarge,
+}
+
+impl Failure {
+    /// Every kind, for exhaustive tests and documentation.
+    pub const ALL: [Failure; 8] = [
+        Failure::OutOfFuel,
+        Failure::MemoryLimit,
+        Failure::Timeout,
+        Failure::Trap,
+        Failure::InvalidArgs,
+        Failure::NoSuchExport,
+        Failure::InvalidModule,
+        Failure::OutputTooLarge,
+    ];
+
+    /// The name as it appears in receipts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::OutOfFuel => "OutOfFuel",
+            Failure::MemoryLimit => "MemoryLimit",
+            Failure::Timeout => "Timeout",
+            Failure::Trap => "Trap",
+            Failure::InvalidArgs => "InvalidArgs",
+            Failure::NoSuchExport => "NoSuchExport",
+            Failure::InvalidModule => "InvalidModule",
+            Failure::OutputTooLarge => "OutputTooLarge",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What kept an executor from running a task at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExecErrorKind {
+    /// The engine could not be created or configured (a host problem, not the task's).
+    Engine,
+    /// The module bytes do not hash to the CID they were given with: the caller broke the contract.
+    CidMismatch,
+    /// The host failed while setting up or tearing down a run (not caused by the guest).
+    Host,
+}
+
+impl fmt::Display for ExecErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExecErrorKind::Engine => "engine",
+            ExecErrorKind::CidMismatch => "CID mismatch",
+            ExecErrorKind::Host => "host",
+        })
+    }
+}
+
+/// The executor could not run the task; unlike an [`Outcome::Err`], this is not the task's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} error: {message}")]
+#[non_exhaustive]
+pub struct ExecError {
+    /// What kind of problem this is.
+    pub kind: ExecErrorKind,
+    /// Details for logs (may name host internals; do not send to clients as is).
+    pub message: String,
+}
+
+impl ExecError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ExecErrorKind, message: impl Into<String>) -> Self {
+        ExecError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
