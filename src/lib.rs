@@ -11,14 +11,21 @@
 //! - [`config`]: the operator's policy (`policies/*.toml`): subjects served, routes, limits, admission.
 //! - [`task`]: what an authorised invocation asks for, with its identities and effect class.
 //! - [`receipt`]: signed receipts (`/ucan/assert` invocations) and the effects they request.
+//! - [`gateway`]: the path of one invocation, from container bytes to a stored, signed receipt.
+//! - [`exec`]: executors (local Wasm, WASI, blobs) behind one small trait.
+//! - [`store`]: durable state (receipts, blobs, replay keys, revocations) behind one small trait.
+//! - [`server`]: the HTTP edge (axum); [`metrics`]: Prometheus metrics.
 //! - [`cli`]: the command-line interface.
 
 pub mod cli;
 pub mod config;
 pub mod did;
 pub mod exec;
+pub mod gateway;
 pub mod ipld;
+pub mod metrics;
 pub mod receipt;
+pub mod server;
 pub mod store;
 pub mod task;
 pub mod ucan;

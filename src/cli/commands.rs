@@ -35,7 +35,57 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invoke(args) => invoke(args),
         Command::Verify(args) => verify(args),
         Command::Inspect(args) => inspect(args),
+        Command::Serve(args) => {
+            init_logging();
+            runtime()?.block_on(super::serve::serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Receipt(args) => fetch_receipt(args),
     }
+}
+
+/// One line per event on stderr; `RUST_LOG` overrides the default `info` level.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Prints a checked receipt (exit 0 if its outcome is ok, 1 if it is an error) or a refusal (exit 1).
+fn print_receipt_result(
+    result: Result<crate::receipt::Receipt, serde_json::Value>,
+) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(receipt) => {
+            println!("{}", serde_json::to_string_pretty(&receipt.to_json())?);
+            Ok(if receipt.body.out.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(refusal) => {
+            println!("{refusal}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn fetch_receipt(args: super::ReceiptArgs) -> anyhow::Result<ExitCode> {
+    let remote = super::remote::Remote::new(&args.url)?;
+    let rt = runtime()?;
+    let did = rt.block_on(remote.did())?;
+    print_receipt_result(rt.block_on(remote.receipt(&args.cid, &did))?)
 }
 
 fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
@@ -63,7 +113,7 @@ fn key_generate(alg: Alg, output: Option<&Path>) -> anyhow::Result<ExitCode> {
 }
 
 /// Writes a file only its owner can read (it holds a private key).
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -193,11 +243,26 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         .and_then(|cid| proofs.delegations[cid].payload.sub.clone());
     let sub = args.sub.or(root_subject).unwrap_or_else(|| key.did());
 
+    // With --url, ask the gateway who it is: the invocation is addressed to it, and its receipt is
+    // checked against that DID.
+    let remote = match &args.url {
+        Some(url) => {
+            let remote = super::remote::Remote::new(url)?;
+            let rt = runtime()?;
+            let did = rt.block_on(remote.did())?;
+            Some((remote, rt, did))
+        }
+        None => None,
+    };
+    let aud = args
+        .aud
+        .or_else(|| remote.as_ref().map(|(_, _, did)| did.clone()));
+
     let mut builder = InvocationBuilder::new(sub, cmd, inv_args)
         .proofs(chain.clone())
         .expires(parse_expiry(&args.exp, now)?)
         .issued_at(Some(now));
-    if let Some(aud) = args.aud {
+    if let Some(aud) = aud {
         PublicKey::from_did(&aud).context("--aud")?;
         builder = builder.audience(aud);
     }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
+pub mod remote;
+pub mod serve;
 pub mod tokens;
 
 /// Capability-secured invocation gateway: UCAN 1.0 tokens in, signed receipts out.
@@ -21,6 +23,8 @@ pub struct Cli {
 /// The top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the gateway: accept invocations over HTTP, run authorised work, answer with signed receipts.
+    Serve(serve::ServeArgs),
     /// Create key files and show their DIDs.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -32,6 +36,22 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show any token or container as readable DAG-JSON, with CIDs and signature status.
     Inspect(InspectArgs),
+    /// Fetch a receipt from a gateway by invocation CID, task id or receipt CID, and check its signature.
+    Receipt(ReceiptArgs),
+}
+
+/// `receipt` arguments.
+#[derive(Debug, Args)]
+pub struct ReceiptArgs {
+    /// An invocation CID, task id or receipt CID.
+    pub cid: String,
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        env = "UCAN_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
 }
 
 /// `key …` subcommands.
@@ -111,9 +131,14 @@ pub struct InvokeArgs {
     /// The arguments, a DAG-JSON map.
     #[arg(long, default_value = "{}")]
     pub args: String,
-    /// The executor the invocation is for (e.g. the gateway's DID), if not the subject.
+    /// The executor the invocation is for (e.g. the gateway's DID), if not the subject. With --url it
+    /// defaults to the gateway's DID.
     #[arg(long)]
     pub aud: Option<String>,
+    /// Send the invocation to the gateway at this URL and print the checked receipt, instead of
+    /// writing a container.
+    #[arg(long, env = "UCAN_GATEWAY_URL")]
+    pub url: Option<String>,
     /// Delegations proving the invoker's authority (token files or containers, any order).
     #[arg(long = "proof")]
     pub proofs: Vec<PathBuf>,

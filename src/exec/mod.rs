@@ -6,12 +6,19 @@
 //! belongs in the receipt as `out.error`; only a broken host (an engine that cannot start, a caller
 //! that broke the API contract) is an `ExecError`.
 //!
+//! - [`Executor`]: the small trait every backend implements (one file per backend, one line in
+//!   `cli::serve` to register it under the backend name the operator policy routes to).
 //! - [`wasm`]: the local Wasm engine for `/wasm/run` (core exports and a DAG-CBOR ABI) and
 //!   `/wasi/run` (WASI preview-1 command modules).
+//! - [`local`]: the `wasm`, `wasi` and `blob` backends built on it and on the store.
 //!
 //! Nothing here knows HTTP, UCAN or storage: executors take bytes and IPLD values and give back IPLD.
 
+mod executor;
+pub mod local;
 pub mod wasm;
+
+pub use executor::{Executed, Executor};
 
 use std::fmt;
 

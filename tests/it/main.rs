@@ -5,6 +5,7 @@ mod config;
 mod container;
 mod envelope;
 mod fixtures;
+mod gateway;
 mod policy;
 mod receipt;
 mod store;

@@ -1,0 +1,48 @@
+//! The small trait every backend implements, so a new backend is one file plus a line of config.
+
+use async_trait::async_trait;
+
+use super::ExecError;
+use crate::config::Limits;
+use crate::receipt::{Effects, Out};
+use crate::task::Task;
+
+/// What running a task produced, ready for a receipt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed {
+    /// The task's result, or how it failed.
+    pub out: Out,
+    /// Wasm fuel consumed, where the backend measures it.
+    pub fuel_used: Option<u64>,
+    /// Further work the task asks for.
+    pub effects: Effects,
+}
+
+/// A backend that runs tasks.
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// Runs `task` within `limits`. A task that fails is `Ok` with an error outcome; `Err` means the
+    /// backend could not run it at all.
+    async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError>;
+}
+
+impl From<super::Outcome> for Executed {
+    fn from(outcome: super::Outcome) -> Self {
+        match outcome {
+            super::Outcome::Ok { value, fuel_used } => Executed {
+                out: Out::Ok(value),
+                fuel_used: Some(fuel_used),
+                effects: Effects::default(),
+            },
+            super::Outcome::Err {
+                name,
+                message,
+                fuel_used,
+            } => Executed {
+                out: Out::error(name, message),
+                fuel_used: Some(fuel_used),
+                effects: Effects::default(),
+            },
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The local backends: `/wasm/run` and `/wasi/run` on the shared [`WasmEngine`], and `/blob/put`,
+//! which stores module bytes by CID for later tasks to name.
+//!
+//! Arguments (documented in `docs/http-api.md`):
+//! - `/wasm/run`: `{module: <link to a stored blob> | <bytes>, func: "<export>", args: [numbers]}`, or
+//!   `{module, func, input: <any>}` for the DAG-CBOR ABI (`docs/wasm-abi.md`).
+//! - `/wasi/run`: `{module, args?: [string], env?: {name: string}, stdin?: <bytes>}`.
+//! - `/blob/put`: `{bytes: <bytes>}` → `{cid: <link>}` (CIDv1, raw, sha2-256).
+//!
+//! Malformed arguments fail the task (`InvalidArgs` in the receipt): the invocation was authorised,
+//! so the caller is owed a signed account of why nothing ran.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+use super::wasm::{self, WasiRequest, WasmEngine};
+use super::{ExecError, ExecErrorKind, Executed, Executor};
+use crate::config::Limits;
+use crate::ipld::{RAW, cid_for};
+use crate::receipt::{Effects, Out};
+use crate::store::Store;
+use crate::task::Task;
+
+fn invalid(message: impl Into<String>) -> Out {
+    Out::error("InvalidArgs", message)
+}
+
+/// An outcome reached without the engine (bad arguments, a blob stored).
+fn finished(out: Out) -> Executed {
+    Executed {
+        out,
+        fuel_used: None,
+        effects: Effects::default(),
+    }
+}
+
+fn wasm_limits(limits: &Limits) -> wasm::Limits {
+    wasm::Limits {
+        fuel: limits.fuel,
+        memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+        timeout: limits.timeout,
+        max_output_bytes: limits.max_output_bytes,
+    }
+}
+
+/// Finds the module a task names: inline bytes, or a link to a blob in the store.
+async fn module(store: &dyn Store, input: &BTreeMap<String, Ipld>) -> Result<(Cid, Vec<u8>), Out> {
+    match input.get("module") {
+        Some(Ipld::Bytes(bytes)) => Ok((cid_for(RAW, bytes), bytes.clone())),
+        Some(Ipld::Link(cid)) => match store.get_blob(*cid).await {
+            Ok(Some(bytes)) => Ok((*cid, bytes)),
+            Ok(None) => Err(Out::error(
+                "ModuleNotFound",
+                format!("no module {cid} is stored; put it with /blob/put"),
+            )),
+            Err(e) => Err(Out::error(
+                "ModuleUnavailable",
+                format!("the module store failed: {}", e.kind.describe()),
+            )),
+        },
+        Some(_) => Err(invalid("module must be bytes or a link to stored bytes")),
+        None => Err(invalid("missing module")),
+    }
+}
+
+/// `/wasm/run`: an exported function with numeric arguments, or the DAG-CBOR ABI.
+pub struct WasmExecutor {
+    engine: Arc<WasmEngine>,
+    store: Arc<dyn Store>,
+}
+
+impl WasmExecutor {
+    /// Runs modules on `engine`, fetching linked modules from `store`.
+    pub fn new(engine: Arc<WasmEngine>, store: Arc<dyn Store>) -> Self {
+        WasmExecutor { engine, store }
+    }
+}
+
+#[async_trait]
+impl Executor for WasmExecutor {
+    async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError> {
+        let (cid, bytes) = match module(self.store.as_ref(), &task.input).await {
+            Ok(found) => found,
+            Err(out) => return Ok(finished(out)),
+        };
+        let Some(Ipld::String(func)) = task.input.get("func") else {
+            return Ok(finished(invalid("func must name an exported function")));
+        };
+        let func = func.clone();
+        let limits = wasm_limits(limits);
+        let engine = Arc::clone(&self.engine);
+        // A structured `input` selects the DAG-CBOR ABI; otherwise `args` are plain numbers.
+        let outcome = if let Some(input) = task.input.get("input") {
+            let input = input.clone();
+            tokio::task::spawn_blocking(move || {
+                engine.run_cbor(&cid, &bytes, &func, &input, limits)
+            })
+            .await
+        } else {
+            let args = match task.input.get("args") {
+                None => Vec::new(),
+                Some(Ipld::List(args)) => args.clone(),
+                Some(_) => return Ok(finished(invalid("args must be a list of numbers"))),
+            };
+            tokio::task::spawn_blocking(move || engine.run_core(&cid, &bytes, &func, &args, limits))
+                .await
+        };
+        let outcome = outcome
+            .map_err(|e| ExecError::new(ExecErrorKind::Host, format!("wasm worker: {e}")))??;
+        Ok(outcome.into())
+    }
+}
+
+/// `/wasi/run`: a WASI preview-1 command module with arguments, environment and stdin.
+pub struct WasiExecutor {
+    engine: Arc<WasmEngine>,
+    store: Arc<dyn Store>,
+}
+
+impl WasiExecutor {
+    /// Runs command modules on `engine`, fetching linked modules from `store`.
+    pub fn new(engine: Arc<WasmEngine>, store: Arc<dyn Store>) -> Self {
+        WasiExecutor { engine, store }
+    }
+}
+
+fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
+    let args = match input.get("args") {
+        None => Vec::new(),
+        Some(Ipld::List(items)) => items
+            .iter()
+            .map(|a| match a {
+                Ipld::String(s) => Ok(s.clone()),
+                _ => Err(invalid("args must be a list of strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid("args must be a list of strings")),
+    };
+    let env = match input.get("env") {
+        None => Vec::new(),
+        Some(Ipld::Map(vars)) => vars
+            .iter()
+            .map(|(k, v)| match v {
+                Ipld::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(invalid("env values must be strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(invalid("env must be a map of strings")),
+    };
+    let stdin = match input.get("stdin") {
+        None => Vec::new(),
+        Some(Ipld::Bytes(b)) => b.clone(),
+        Some(Ipld::String(s)) => s.as_bytes().to_vec(),
+        Some(_) => return Err(invalid("stdin must be bytes or a string")),
+    };
+    Ok(WasiRequest { args, env, stdin })
+}
+
+#[async_trait]
+impl Executor for WasiExecutor {
+    async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError> {
+        let (cid, bytes) = match module(self.store.as_ref(), &task.input).await {
+            Ok(found) => found,
+            Err(out) => return Ok(finished(out)),
+        };
+        let request = match wasi_request(&task.input) {
+            Ok(request) => request,
+            Err(out) => return Ok(finished(out)),
+        };
+        let limits = wasm_limits(limits);
+        let engine = Arc::clone(&self.engine);
+        let outcome =
+            tokio::task::spawn_blocking(move || engine.run_wasi(&cid, &bytes, request, limits))
+                .await
+                .map_err(|e| ExecError::new(ExecErrorKind::Host, format!("wasi worker: {e}")))??;
+        Ok(outcome.into())
+    }
+}
+
+/// `/blob/put`: stores bytes by their raw CID, for modules and inputs that later tasks link to.
+pub struct BlobExecutor {
+    store: Arc<dyn Store>,
+}
+
+impl BlobExecutor {
+    /// Stores blobs in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        BlobExecutor { store }
+    }
+}
+
+#[async_trait]
+impl Executor for BlobExecutor {
+    async fn execute(&self, task: &Task, _limits: &Limits) -> Result<Executed, ExecError> {
+        let Some(Ipld::Bytes(bytes)) = task.input.get("bytes") else {
+            return Ok(finished(invalid("bytes must be a byte string")));
+        };
+        let cid = cid_for(RAW, bytes);
+        if let Err(e) = self.store.put_blob(cid, bytes).await {
+            return Ok(finished(Out::error(
+                "StoreUnavailable",
+                format!("could not store the blob: {}", e.kind.describe()),
+            )));
+        }
+        Ok(finished(Out::Ok(Ipld::Map(BTreeMap::from([(
+            "cid".to_owned(),
+            Ipld::Link(cid),
+        )])))))
+    }
+}

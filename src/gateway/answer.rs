@@ -1,0 +1,153 @@
+//! What the gateway gives back: an [`Answer`] (a signed receipt and the effect invocations issued after
+//! it) or a [`Refusal`] (nothing signed, a spec error name and a class the HTTP edge maps to a status).
+
+use cid::Cid;
+
+use crate::receipt::Receipt;
+use crate::store::StoreError;
+use crate::ucan::container::Container;
+use crate::ucan::{ErrorKind, Invocation, ValidationError};
+
+/// A signed receipt, and the effects issued as invocations with `cause` = the receipt.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// Effect invocations, fork first then join.
+    pub effects: Vec<Invocation>,
+}
+
+impl Answer {
+    /// `ok` or `error`, for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        if self.receipt.body.out.is_ok() {
+            "ok"
+        } else {
+            "error"
+        }
+    }
+
+    /// The receipt and its effects as one container.
+    pub fn to_container(&self) -> Container {
+        let mut tokens = Vec::with_capacity(1 + self.effects.len());
+        tokens.push(self.receipt.bytes().to_vec());
+        tokens.extend(self.effects.iter().map(|e| e.bytes().to_vec()));
+        Container { tokens }
+    }
+
+    /// A readable view for `Accept: application/json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let effects: Vec<serde_json::Value> = self
+            .effects
+            .iter()
+            .map(|inv| {
+                let payload = crate::ipld::to_dag_json(&inv.envelope.payload)
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                serde_json::json!({ "cid": inv.cid().to_string(), "invocation": payload })
+            })
+            .collect();
+        serde_json::json!({ "receipt": self.receipt.to_json(), "effects": effects })
+    }
+}
+
+/// How a refusal maps onto HTTP (the edge decides the status; the gateway only classifies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalClass {
+    /// The request could not be read (400).
+    Malformed,
+    /// A signature or token is bad (401).
+    Unauthenticated,
+    /// Valid tokens, insufficient authority (403).
+    Forbidden,
+    /// No such command or receipt (404).
+    NotFound,
+    /// The invocation was already run (409).
+    Replayed,
+    /// Too large (413).
+    TooLarge,
+    /// The gateway could not do its own part, e.g. the store failed (503).
+    Unavailable,
+}
+
+/// Why the gateway refused, before anything was signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// How it maps onto HTTP.
+    pub class: RefusalClass,
+    /// The error name (the spec's where one exists).
+    pub name: &'static str,
+    /// For humans.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal of `class`.
+    pub fn new(class: RefusalClass, name: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            class,
+            name,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn malformed(name: &'static str, message: impl Into<String>) -> Self {
+        Self::new(RefusalClass::Malformed, name, message)
+    }
+
+    /// 403.
+    pub fn forbidden(name: &'static str, message: impl Into<String>) -> Self {
+        Self::new(RefusalClass::Forbidden, name, message)
+    }
+
+    /// 413.
+    pub fn too_large(name: &'static str, message: impl Into<String>) -> Self {
+        Self::new(RefusalClass::TooLarge, name, message)
+    }
+
+    /// 404.
+    pub fn not_found(name: &'static str, message: impl Into<String>) -> Self {
+        Self::new(RefusalClass::NotFound, name, message)
+    }
+}
+
+impl From<ValidationError> for Refusal {
+    fn from(e: ValidationError) -> Self {
+        let class = match e.kind {
+            ErrorKind::InvalidSignature | ErrorKind::MalformedToken => {
+                RefusalClass::Unauthenticated
+            }
+            _ => RefusalClass::Forbidden,
+        };
+        let message = match e.proof() {
+            Some(proof) => format!("{} (proof {proof})", e.message),
+            None => e.message,
+        };
+        Refusal {
+            class,
+            name: e.kind.name(),
+            message,
+        }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        // The details go to the log, never to the client.
+        tracing::error!(error = %e, "store failure");
+        Refusal::new(RefusalClass::Unavailable, "StoreUnavailable", e.to_string())
+    }
+}
+
+/// What the gateway learnt about a request, for the one log line per invocation.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// The invocation's CID, once decoded.
+    pub invocation: Option<Cid>,
+    /// Its issuer.
+    pub issuer: Option<String>,
+    /// Its command.
+    pub command: Option<String>,
+}

@@ -1,0 +1,484 @@
+//! The path of one invocation, in order:
+//!
+//! `decode → address → route → authority → admission → replay → task → (memo) → executor → receipt → store`
+//!
+//! [`Gateway::invoke`] reads top to bottom as that path; each stage calls the module named for it
+//! (`ucan::container`, `ucan::validate`, `task`, `exec`, `receipt`, `store`). Everything before the
+//! executor can refuse ([`Refusal`], nothing signed); once a task has been admitted, every outcome,
+//! failures included, is a signed receipt committed to the store before it is returned.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+use crate::config::{Limits, OperatorPolicy, Route};
+use crate::did::SigningKey;
+use crate::exec::{Executed, Executor};
+use crate::ipld::dag_cbor_cid;
+use crate::metrics::Metrics;
+use crate::receipt::{Effects, Out, Receipt, ReceiptBody, gateway_meta};
+use crate::store::{Store, StoredReceipt};
+use crate::task::{EffectClass, ExecConfig, Task};
+use crate::ucan::container::Container;
+use crate::ucan::envelope::{Envelope, Kind};
+use crate::ucan::validate::{self, Options, Revocations, SignatureCache, unix_now};
+use crate::ucan::{Delegation, Invocation};
+
+mod answer;
+mod revoke;
+
+pub use answer::{Answer, Refusal, RefusalClass, Summary};
+
+/// The built-in command for revoking a delegation.
+pub const REVOKE_COMMAND: &str = "/ucan/revoke";
+
+/// The gateway: its identity, the operator's policy, the store and the executors.
+pub struct Gateway {
+    key: SigningKey,
+    did: String,
+    policy: OperatorPolicy,
+    store: Arc<dyn Store>,
+    executors: HashMap<String, Arc<dyn Executor>>,
+    revoked: RevokedSet,
+    verified: VerifiedCache,
+    metrics: Metrics,
+    leeway: i64,
+}
+
+/// A decoded request: one invocation and the delegations that came with it.
+struct Request {
+    invocation: Invocation,
+    proofs: HashMap<Cid, Delegation>,
+}
+
+impl Gateway {
+    /// A gateway signing with `key`, loading known revocations from `store`. Every route's backend
+    /// must have an executor.
+    pub async fn new(
+        key: SigningKey,
+        policy: OperatorPolicy,
+        store: Arc<dyn Store>,
+        executors: HashMap<String, Arc<dyn Executor>>,
+        leeway: i64,
+    ) -> Result<Self, String> {
+        for route in &policy.routes {
+            if !executors.contains_key(&route.backend) {
+                return Err(format!(
+                    "route {} uses backend {:?}, which is not configured",
+                    route.command, route.backend
+                ));
+            }
+        }
+        let revoked = store.revoked().await.map_err(|e| e.to_string())?;
+        let did = key.did();
+        Ok(Gateway {
+            key,
+            did,
+            policy,
+            store,
+            executors,
+            revoked: RevokedSet(RwLock::new(revoked.into_iter().collect())),
+            verified: VerifiedCache::default(),
+            metrics: Metrics::new(),
+            leeway,
+        })
+    }
+
+    /// The gateway's DID (it signs receipts with it; invocations must be addressed to it).
+    pub fn did(&self) -> &str {
+        &self.did
+    }
+
+    /// The largest request body accepted.
+    pub fn max_body_bytes(&self) -> usize {
+        self.policy.max_body_bytes
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// What this gateway is and offers, for `GET /`.
+    pub fn describe(&self) -> serde_json::Value {
+        let commands: Vec<serde_json::Value> = self
+            .policy
+            .routes
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "command": r.command.as_str(),
+                    "backend": r.backend,
+                    "effect": r.effect.as_str(),
+                    "allow_no_expiry": r.allow_no_expiry,
+                })
+            })
+            .chain(std::iter::once(
+                serde_json::json!({ "command": REVOKE_COMMAND, "backend": "built-in" }),
+            ))
+            .collect();
+        let subjects: Vec<String> = self.policy.subjects.iter().map(|s| s.to_string()).collect();
+        serde_json::json!({
+            "name": "ucan-gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+            "did": self.did,
+            "subjects": subjects,
+            "commands": commands,
+        })
+    }
+
+    /// Whether the store answers.
+    pub async fn health(&self) -> Result<(), Refusal> {
+        Ok(self.store.health().await?)
+    }
+
+    /// A stored receipt by invocation CID, task id, receipt CID or alias.
+    pub async fn receipt(&self, cid: &Cid) -> Result<Answer, Refusal> {
+        let stored = self
+            .store
+            .receipt_by_any(*cid)
+            .await?
+            .ok_or_else(|| Refusal::not_found("NotFound", format!("no receipt for {cid}")))?;
+        let receipt = Receipt::decode(&stored.bytes).map_err(|e| {
+            Refusal::new(
+                RefusalClass::Unavailable,
+                "StoreUnavailable",
+                format!("stored receipt unreadable: {e}"),
+            )
+        })?;
+        Ok(Answer {
+            receipt,
+            effects: Vec::new(),
+        })
+    }
+
+    /// Runs one invocation from a container: the whole path.
+    pub async fn invoke(&self, container: &[u8], summary: &mut Summary) -> Result<Answer, Refusal> {
+        let started = Instant::now();
+        let now = unix_now();
+
+        // decode
+        let request = decode(container)?;
+        let inv = &request.invocation.payload;
+        summary.invocation = Some(request.invocation.cid());
+        summary.issuer = Some(inv.iss.clone());
+        summary.command = Some(inv.cmd.to_string());
+
+        // address: the invocation must be meant for this gateway
+        if inv.executor() != self.did {
+            return Err(Refusal::forbidden(
+                "InvalidAudience",
+                format!(
+                    "the invocation is addressed to {}, not to this gateway ({})",
+                    inv.executor(),
+                    self.did
+                ),
+            ));
+        }
+
+        // route (revocation is built in)
+        if inv.cmd.as_str() == REVOKE_COMMAND {
+            return self.revoke(request, now, started).await;
+        }
+        let route = self.policy.route(&inv.cmd).ok_or_else(|| {
+            Refusal::not_found(
+                "UnknownCommand",
+                format!("this gateway does not offer {}", inv.cmd),
+            )
+        })?;
+        if inv.exp.is_none() && !route.allow_no_expiry {
+            return Err(Refusal::forbidden(
+                "MissingExpiry",
+                format!("invocations of {} must carry an expiry (exp)", inv.cmd),
+            ));
+        }
+
+        // authority
+        let auth = self.authorize(&request, now)?;
+        if !self.policy.honours(&auth.subject, &self.did) {
+            return Err(Refusal::forbidden(
+                "InvalidSubject",
+                format!("this gateway does not act for the subject {}", auth.subject),
+            ));
+        }
+
+        // admission: the operator's own policy, on top of the chain's
+        let args = Ipld::Map(inv.args.clone());
+        if let Err(mismatch) = route.admission.check(&args) {
+            return Err(Refusal::forbidden(
+                "MatchError",
+                format!(
+                    "the operator's admission rule {} does not hold: {}",
+                    mismatch.index, mismatch.statement
+                ),
+            ));
+        }
+        check_input_size(&request.invocation, &args, route.limits.max_input_bytes)?;
+
+        // replay: only authorised invocations get to consume a replay slot
+        let replay_key = dag_cbor_cid(request.invocation.envelope.signed_bytes());
+        let seen_until = auth.expires.map(|exp| exp.saturating_add(self.leeway));
+        if !self
+            .timed("mark_seen", self.store.mark_seen(replay_key, seen_until))
+            .await?
+        {
+            return Err(Refusal::new(
+                RefusalClass::Replayed,
+                "Replayed",
+                format!(
+                    "invocation {} was already received",
+                    request.invocation.cid()
+                ),
+            ));
+        }
+
+        // task
+        let task = Task::new(&auth, inv, route.effect)
+            .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
+
+        // memo: pure work already done is answered from the store
+        if task.effect == EffectClass::Pure
+            && let Some(earlier) = self
+                .timed("memoized", self.store.memoized(task.work_id))
+                .await?
+            && let Ok(prior) = Receipt::decode(&earlier.bytes)
+        {
+            // Point at the receipt of the run that actually happened, not at another memoized answer.
+            let origin = match prior.body.meta.get(crate::receipt::META_MEMOIZED) {
+                Some(Ipld::Link(cid)) => *cid,
+                _ => earlier.receipt_cid,
+            };
+            let body = ReceiptBody {
+                ran: task.invocation,
+                task: task.id,
+                out: prior.body.out.clone(),
+                fx: Effects::default(),
+                meta: gateway_meta(&route.backend, None, started.elapsed(), Some(origin)),
+            };
+            return self.finish(&task, body, Vec::new()).await;
+        }
+
+        // executor
+        let limits = effective_limits(&route.limits, &task.config);
+        let executed = self.execute(route, &task, &limits).await;
+        if let Some(fuel) = executed.fuel_used {
+            self.metrics
+                .fuel
+                .with_label_values(&[task.operation.as_str()])
+                .inc_by(fuel);
+        }
+
+        // receipt, then the effects it requests, issued with cause = the receipt
+        let body = ReceiptBody {
+            ran: task.invocation,
+            task: task.id,
+            out: executed.out,
+            fx: executed.effects,
+            meta: gateway_meta(&route.backend, executed.fuel_used, started.elapsed(), None),
+        };
+        self.finish(&task, body, Vec::new()).await
+    }
+
+    /// Checks the proof chain, remembering verified signatures and consulting revocations.
+    fn authorize(&self, request: &Request, now: i64) -> Result<validate::Authorized, Refusal> {
+        let opts = Options {
+            now,
+            leeway: self.leeway,
+        };
+        Ok(validate::validate(
+            &request.invocation,
+            &request.proofs,
+            opts,
+            &self.revoked,
+            &self.verified,
+        )?)
+    }
+
+    /// Runs the task on the route's backend. Failing to run at all is an outcome too: the invocation
+    /// has consumed its replay slot, so the caller gets a signed account of what happened.
+    async fn execute(&self, route: &Route, task: &Task, limits: &Limits) -> Executed {
+        let Some(executor) = self.executors.get(&route.backend) else {
+            return Executed::failed(
+                "ExecutionFailed",
+                format!("backend {} is not configured", route.backend),
+            );
+        };
+        match executor.execute(task, limits).await {
+            Ok(executed) => executed,
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "executor failed");
+                Executed::failed("ExecutionFailed", e.to_string())
+            }
+        }
+    }
+
+    /// Signs the receipt, commits it, then issues its effects.
+    async fn finish(
+        &self,
+        task: &Task,
+        body: ReceiptBody,
+        _pending: Vec<Invocation>,
+    ) -> Result<Answer, Refusal> {
+        let fx = body.fx.clone();
+        let receipt = Receipt::issue(body, &self.key)
+            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
+        let stored = StoredReceipt {
+            receipt_cid: receipt.cid(),
+            ran: task.invocation,
+            task_id: task.id,
+            work_id: Some(task.work_id),
+            ok: receipt.body.out.is_ok(),
+            pure: task.effect == EffectClass::Pure,
+            created_at: unix_now(),
+            bytes: receipt.bytes().to_vec(),
+        };
+        self.timed("put_receipt", self.store.put_receipt(&stored))
+            .await?;
+
+        let mut effects = Vec::with_capacity(fx.fork.len() + usize::from(fx.join.is_some()));
+        for effect in fx.fork.iter().chain(fx.join.iter()) {
+            let issued = effect.issue(receipt.cid(), &self.key).map_err(|e| {
+                Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string())
+            })?;
+            effects.push(issued);
+        }
+        Ok(Answer { receipt, effects })
+    }
+
+    /// Awaits a store call, recording its latency.
+    async fn timed<T>(&self, op: &str, call: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .store_latency
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Reads a container holding exactly one invocation and any number of delegations.
+fn decode(container: &[u8]) -> Result<Request, Refusal> {
+    let container = Container::decode(container)
+        .map_err(|e| Refusal::malformed("MalformedContainer", e.to_string()))?;
+    let mut invocation = None;
+    let mut proofs = HashMap::new();
+    for token in &container.tokens {
+        let envelope = Envelope::decode(token).map_err(|e| {
+            Refusal::new(
+                RefusalClass::Unauthenticated,
+                "MalformedToken",
+                e.to_string(),
+            )
+        })?;
+        match envelope.kind {
+            Kind::Invocation => {
+                if invocation.is_some() {
+                    return Err(Refusal::malformed(
+                        "MalformedContainer",
+                        "the container holds more than one invocation",
+                    ));
+                }
+                invocation = Some(Invocation::from_envelope(envelope)?);
+            }
+            Kind::Delegation => {
+                let dlg = Delegation::from_envelope(envelope)?;
+                proofs.insert(dlg.cid(), dlg);
+            }
+        }
+    }
+    let invocation = invocation.ok_or_else(|| {
+        Refusal::malformed("MalformedContainer", "the container holds no invocation")
+    })?;
+    Ok(Request { invocation, proofs })
+}
+
+/// Refuses arguments larger than the route allows. The token's own size bounds the arguments', so
+/// the encoding is only measured when the token is larger than the limit.
+fn check_input_size(invocation: &Invocation, args: &Ipld, max: usize) -> Result<(), Refusal> {
+    if invocation.bytes().len() <= max {
+        return Ok(());
+    }
+    let size = crate::ipld::to_dag_cbor(args)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    if size > max {
+        return Err(Refusal::too_large(
+            "InputTooLarge",
+            format!("the arguments are {size} bytes; this command accepts at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The route's limits, lowered where the invoker asked for less.
+fn effective_limits(route: &Limits, asked: &ExecConfig) -> Limits {
+    let mut wanted = *route;
+    if let Some(fuel) = asked.fuel {
+        wanted.fuel = fuel;
+    }
+    if let Some(memory) = asked.memory_bytes {
+        wanted.memory_bytes = memory;
+    }
+    if let Some(timeout) = asked.timeout {
+        wanted.timeout = timeout;
+    }
+    route.min(&wanted)
+}
+
+/// Revoked delegations, loaded from the store at startup and grown as revocations arrive.
+struct RevokedSet(RwLock<HashSet<Cid>>);
+
+impl Revocations for RevokedSet {
+    fn is_revoked(&self, delegation: &Cid) -> bool {
+        self.0
+            .read()
+            .map(|set| set.contains(delegation))
+            .unwrap_or(true)
+    }
+}
+
+/// Tokens whose signatures already verified. A CID binds the token's bytes, so a verified signature
+/// stays verified; popular delegations are then checked once, not on every request. Bounded: when
+/// full it is simply emptied (cheap, and the next requests re-fill it).
+#[derive(Default)]
+struct VerifiedCache(Mutex<HashSet<Cid>>);
+
+const VERIFIED_CACHE_MAX: usize = 65_536;
+
+impl SignatureCache for VerifiedCache {
+    fn is_verified(&self, token: &Cid) -> bool {
+        self.0
+            .lock()
+            .map(|set| set.contains(token))
+            .unwrap_or(false)
+    }
+
+    fn mark_verified(&self, token: &Cid) {
+        if let Ok(mut set) = self.0.lock() {
+            if set.len() >= VERIFIED_CACHE_MAX {
+                set.clear();
+            }
+            set.insert(*token);
+        }
+    }
+}
+
+impl Executed {
+    /// An error outcome with no fuel used and no effects.
+    pub fn failed(name: &str, message: impl Into<String>) -> Self {
+        Executed {
+            out: Out::error(name, message),
+            fuel_used: None,
+            effects: Effects::default(),
+        }
+    }
+}

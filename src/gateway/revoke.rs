@@ -1,0 +1,167 @@
+//! `/ucan/revoke`: the issuer of any delegation on the path to a delegation may revoke it (revocation
+//! spec, "Scope"). The revoked delegation must come with the request, and when the revoker is not its
+//! direct issuer, so must a `path` witness: delegations, root first, ending at the revoked one, each
+//! signed, aligned (`aud` → next `iss`), and one of them issued by the revoker. This keeps spurious
+//! revocations from strangers out of the store. Revocations are permanent.
+
+use std::time::Instant;
+
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+use super::{Answer, Gateway, Refusal, RefusalClass, Request};
+use crate::did::PublicKey;
+use crate::ipld::dag_cbor_cid;
+use crate::receipt::{Effects, Out, Receipt, ReceiptBody, gateway_meta};
+use crate::store::StoredReceipt;
+use crate::task::work_id;
+use crate::ucan::{Delegation, ErrorKind, ValidationError};
+
+fn verify_token(envelope: &crate::ucan::Envelope, issuer: &str) -> Result<(), Refusal> {
+    let key = PublicKey::from_did(issuer).map_err(|e| {
+        ValidationError::new(ErrorKind::InvalidSignature, format!("issuer key: {e}"))
+    })?;
+    envelope.verify(&key).map_err(|_| {
+        Refusal::from(ValidationError::new(
+            ErrorKind::InvalidSignature,
+            format!("token {} is not signed by {issuer}", envelope.cid),
+        ))
+    })
+}
+
+fn link(args: &std::collections::BTreeMap<String, Ipld>, key: &str) -> Option<Cid> {
+    match args.get(key) {
+        Some(Ipld::Link(cid)) => Some(*cid),
+        _ => None,
+    }
+}
+
+impl Gateway {
+    /// Records a revocation and answers with a receipt saying so.
+    pub(super) async fn revoke(
+        &self,
+        request: Request,
+        now: i64,
+        started: Instant,
+    ) -> Result<Answer, Refusal> {
+        let inv = &request.invocation.payload;
+        verify_token(&request.invocation.envelope, &inv.iss)?;
+        if let Some(exp) = inv.exp
+            && now > exp.saturating_add(self.leeway)
+        {
+            return Err(ValidationError::new(
+                ErrorKind::Expired,
+                format!("revocation expired at {exp}"),
+            )
+            .into());
+        }
+        let target = link(&inv.args, "revoke").ok_or_else(|| {
+            Refusal::malformed(
+                "MalformedToken",
+                "a revocation needs args.revoke: a link to the delegation",
+            )
+        })?;
+        let revoked = request.proofs.get(&target).ok_or_else(|| {
+            Refusal::from(ValidationError::in_proof(
+                ErrorKind::UnavailableProof,
+                target,
+                "send the delegation being revoked along with the revocation",
+            ))
+        })?;
+
+        // The path: the revoked delegation alone, or the witness chain ending at it.
+        let path: Vec<&Delegation> = match inv.args.get("path") {
+            None => vec![revoked],
+            Some(Ipld::List(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Ipld::Link(cid) => request.proofs.get(cid).ok_or_else(|| {
+                        Refusal::from(ValidationError::in_proof(
+                            ErrorKind::UnavailableProof,
+                            *cid,
+                            "a delegation on the revocation path was not supplied",
+                        ))
+                    }),
+                    _ => Err(Refusal::malformed(
+                        "MalformedToken",
+                        "args.path must be a list of links",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(Refusal::malformed(
+                    "MalformedToken",
+                    "args.path must be a list of links",
+                ));
+            }
+        };
+        if path.last().map(|d| d.cid()) != Some(target) {
+            return Err(Refusal::malformed(
+                "MalformedToken",
+                "args.path must end with the revoked delegation",
+            ));
+        }
+        for pair in path.windows(2) {
+            if pair[0].payload.aud != pair[1].payload.iss {
+                return Err(ValidationError::in_proof(
+                    ErrorKind::InvalidAudience,
+                    pair[0].cid(),
+                    "the revocation path is not a chain",
+                )
+                .into());
+            }
+        }
+        if !path.iter().any(|d| d.payload.iss == inv.iss) {
+            return Err(Refusal::forbidden(
+                "InvalidClaim",
+                format!(
+                    "{} issued no delegation on the path to {target}, so cannot revoke it",
+                    inv.iss
+                ),
+            ));
+        }
+        for dlg in &path {
+            verify_token(&dlg.envelope, &dlg.payload.iss)?;
+        }
+
+        let replay_key = dag_cbor_cid(request.invocation.envelope.signed_bytes());
+        self.store.mark_seen(replay_key, None).await?;
+        self.store
+            .revoke(target, request.invocation.cid(), now)
+            .await?;
+        if let Ok(mut set) = self.revoked.0.write() {
+            set.insert(target);
+        }
+        tracing::info!(delegation = %target, by = %inv.iss, "delegation revoked");
+
+        let task_id = inv.task_id();
+        let body = ReceiptBody {
+            ran: request.invocation.cid(),
+            task: task_id,
+            out: Out::Ok(Ipld::Map(
+                [("revoked".to_owned(), Ipld::Link(target))].into(),
+            )),
+            fx: Effects::default(),
+            meta: gateway_meta("built-in", None, started.elapsed(), None),
+        };
+        let receipt = Receipt::issue(body, &self.key)
+            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
+        self.store
+            .put_receipt(&StoredReceipt {
+                receipt_cid: receipt.cid(),
+                ran: request.invocation.cid(),
+                task_id,
+                work_id: Some(work_id(&inv.cmd, &inv.args)),
+                ok: true,
+                // A revocation changes state: never a memoization source.
+                pure: false,
+                created_at: now,
+                bytes: receipt.bytes().to_vec(),
+            })
+            .await?;
+        Ok(Answer {
+            receipt,
+            effects: Vec::new(),
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! The one conversion from a gateway refusal to an HTTP response. It has no side effects (logging is
+//! done by the handler that saw the request), and it never shows internals to clients: store or
+//! executor failures become a generic message.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::gateway::{Refusal, RefusalClass};
+
+/// A refusal on its way out as `{"error":{"name":…,"message":…}}`.
+#[derive(Debug)]
+pub struct ApiError(pub Refusal);
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError(refusal)
+    }
+}
+
+/// The HTTP status for each class of refusal.
+pub fn status(class: RefusalClass) -> StatusCode {
+    match class {
+        RefusalClass::Malformed => StatusCode::BAD_REQUEST,
+        RefusalClass::Unauthenticated => StatusCode::UNAUTHORIZED,
+        RefusalClass::Forbidden => StatusCode::FORBIDDEN,
+        RefusalClass::NotFound => StatusCode::NOT_FOUND,
+        RefusalClass::Replayed => StatusCode::CONFLICT,
+        RefusalClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        RefusalClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let Refusal {
+            class,
+            name,
+            message,
+        } = self.0;
+        let message = if class == RefusalClass::Unavailable {
+            "the gateway cannot serve this request right now".to_owned()
+        } else {
+            message
+        };
+        let body = serde_json::json!({ "error": { "name": name, "message": message } });
+        (status(class), axum::Json(body)).into_response()
+    }
+}

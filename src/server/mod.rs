@@ -1,0 +1,226 @@
+//! The HTTP edge: the only module that knows axum. It turns requests into calls on the
+//! [`Gateway`](crate::gateway::Gateway) and answers back; everything between is the gateway's.
+//!
+//! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container.
+//! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID.
+//! - `GET /`: service description; `GET /health`; `GET /metrics`; `GET /openapi.json`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cid::Cid;
+
+use crate::gateway::{Answer, Gateway, Refusal, Summary};
+use crate::ucan::container::{Container, Format};
+
+pub mod error;
+
+use error::ApiError;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Builds the router over a gateway.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/", get(describe).post(invoke))
+        .route("/receipts/{cid}", get(receipt))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .with_state(gateway)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/json"))
+}
+
+/// The container from the body, or from `Authorization: Bearer …` when the body is empty.
+fn request_container(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Refusal> {
+    if !body.is_empty() {
+        return Ok(body);
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match bearer {
+        Some(token) if !token.is_empty() => Ok(Bytes::copy_from_slice(token.as_bytes())),
+        _ => Err(Refusal::malformed(
+            "MalformedContainer",
+            "send a UCAN container as the body, or in an Authorization: Bearer header",
+        )),
+    }
+}
+
+async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let result = async {
+        let body = axum::body::to_bytes(body, gateway.max_body_bytes())
+            .await
+            .map_err(|_| {
+                Refusal::too_large(
+                    "PayloadTooLarge",
+                    format!("the body exceeds {} bytes", gateway.max_body_bytes()),
+                )
+            })?;
+        let container = request_container(&headers, body)?;
+        let answer = gateway.invoke(&container, &mut summary).await?;
+        Ok::<_, Refusal>((answer, Container::format_of(&container)))
+    }
+    .await;
+
+    let outcome = match &result {
+        Ok((answer, _)) => answer.outcome(),
+        Err(refusal) => refusal.name,
+    };
+    let command = summary.command.as_deref().unwrap_or("-");
+    let elapsed = started.elapsed();
+    gateway
+        .metrics()
+        .invocations
+        .with_label_values(&[command, outcome])
+        .inc();
+    gateway
+        .metrics()
+        .latency
+        .with_label_values(&[command])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        invocation = summary
+            .invocation
+            .map(|c| c.to_string())
+            .as_deref()
+            .unwrap_or("-"),
+        issuer = summary.issuer.as_deref().unwrap_or("-"),
+        command,
+        outcome,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "invocation"
+    );
+
+    match result {
+        Ok((answer, format)) => {
+            answer_response(&answer, wants_json(&headers), format.unwrap_or(Format::Raw))
+        }
+        Err(refusal) => ApiError(refusal).into_response(),
+    }
+}
+
+/// The receipt and any effect invocations, as a container in `format` or as JSON for people.
+fn answer_response(answer: &Answer, json: bool, format: Format) -> Response {
+    if json {
+        return axum::Json(answer.to_json()).into_response();
+    }
+    let bytes = answer.to_container().encode(format);
+    let content_type = if matches!(format, Format::Raw | Format::RawGzip) {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn receipt(
+    State(gateway): State<Arc<Gateway>>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(cid) = Cid::try_from(cid.as_str()) else {
+        return ApiError(Refusal::malformed(
+            "MalformedCid",
+            format!("{cid:?} is not a CID"),
+        ))
+        .into_response();
+    };
+    match gateway.receipt(&cid).await {
+        Ok(answer) => answer_response(&answer, wants_json(&headers), Format::Raw),
+        Err(refusal) => ApiError(refusal).into_response(),
+    }
+}
+
+async fn describe(State(gateway): State<Arc<Gateway>>) -> Response {
+    axum::Json(gateway.describe()).into_response()
+}
+
+async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.health().await {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "unavailable" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        gateway.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
