@@ -48,7 +48,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
@@ -281,6 +283,10 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         container
             .tokens
             .push(proofs.delegations[cid].bytes().to_vec());
+    }
+    if let Some((remote, rt, did)) = remote {
+        let answer = rt.block_on(remote.invoke(container.encode(Format::Raw), &did))?;
+        return print_receipt_result(answer);
     }
     let mut bytes = container.encode(container_format(args.format));
     if !matches!(args.format, ContainerFormat::Raw | ContainerFormat::RawGzip)

@@ -513,3 +513,65 @@ async fn pure_work_is_memoized_and_blobs_can_be_linked() {
     );
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_cli_invokes_a_running_gateway_and_checks_its_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = SigningKey::generate(KeyAlg::Ed25519);
+    let gw = gateway(dir.path(), &operator, "").await;
+    let url = format!("http://{}", gw.addr);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("operator.key"), operator.to_key_file()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_ucan-gateway");
+    let run = move |args: Vec<String>| {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let module = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(wasm(ADD_WAT))
+    };
+    let inv_args = format!(
+        r#"{{"module": {{"/": {{"bytes": "{module}"}}}}, "func": "add", "args": [2, 40]}}"#
+    );
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let (url, key) = (url.clone(), path("operator.key"));
+        move || {
+            run(vec![
+                "invoke".into(),
+                "--key".into(),
+                key,
+                "--url".into(),
+                url,
+                "--cmd".into(),
+                "/wasm/run".into(),
+                "--args".into(),
+                inv_args,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let printed: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(printed["out"]["ok"], 42, "{printed}");
+    let invocation = stderr.split_whitespace().nth(1).unwrap().to_owned();
+
+    let (code, stdout, _) = tokio::task::spawn_blocking(move || {
+        run(vec!["receipt".into(), invocation, "--url".into(), url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+    let fetched: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(fetched["cid"], printed["cid"]);
+    gw.stop().await.unwrap();
+}
