@@ -33,8 +33,6 @@ pub const DEFAULT_MAX_INPUT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Built-in default HTTP request body cap: 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// Built-in default replay window for invocations without expiry: 24 hours.
-pub const DEFAULT_REPLAY_WINDOW_SECS: i64 = 24 * 60 * 60;
 
 /// The executor kinds a route may name today. The gateway maps each name to one executor.
 pub const BACKENDS: &[&str] = &["wasm", "wasi", "blob"];
@@ -50,9 +48,6 @@ pub struct OperatorPolicy {
     pub routes: Vec<Route>,
     /// HTTP request body cap in bytes (default 4 MiB).
     pub max_body_bytes: usize,
-    /// How long, in seconds, a seen invocation with `exp: null` is remembered to refuse replays, on
-    /// routes that accept such invocations (default 24 hours).
-    pub replay_window_secs: i64,
 }
 
 /// A principal whose authority the gateway honours.

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    BACKENDS, DEFAULT_MAX_BODY_BYTES, DEFAULT_REPLAY_WINDOW_SECS, Limits, OperatorPolicy,
-    PolicyFileError, PolicyFileErrorKind as Kind, Route, Subject,
+    BACKENDS, DEFAULT_MAX_BODY_BYTES, Limits, OperatorPolicy, PolicyFileError,
+    PolicyFileErrorKind as Kind, Route, Subject,
 };
 use crate::did::PublicKey;
 use crate::task::EffectClass;
@@ -28,7 +28,6 @@ struct RawPolicy {
     subjects: Option<Spanned<Vec<Spanned<String>>>>,
     limits: Option<RawLimits>,
     max_body: Option<Spanned<RawSize>>,
-    replay_window: Option<Spanned<String>>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -159,21 +158,6 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         None => DEFAULT_MAX_BODY_BYTES,
         Some(size) => size_usize(&src, size)?,
     };
-    let replay_window_secs = match &raw.replay_window {
-        None => DEFAULT_REPLAY_WINDOW_SECS,
-        Some(text) => {
-            let d = duration(&src, text)?;
-            // Round up: remembering an invocation a little longer is safe, shorter is not.
-            let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-            i64::try_from(secs).map_err(|_| {
-                src.error(
-                    &text.span(),
-                    Kind::Duration,
-                    "duration too large".to_owned(),
-                )
-            })?
-        }
-    };
 
     let mut routes = Vec::with_capacity(raw.route.len());
     let mut seen: HashMap<Command, usize> = HashMap::new();
@@ -198,7 +182,6 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         defaults,
         routes,
         max_body_bytes,
-        replay_window_secs,
     })
 }
 

@@ -48,7 +48,6 @@ fn embedded_default_has_the_three_routes() {
     let p = OperatorPolicy::embedded_default();
     assert_eq!(p.subjects, vec![Subject::Gateway]);
     assert_eq!(p.max_body_bytes, 4 * 1024 * 1024);
-    assert_eq!(p.replay_window_secs, 24 * 60 * 60);
     assert_eq!(
         p.defaults,
         Limits {
@@ -91,7 +90,6 @@ fn default_file_restates_the_builtin_defaults() {
     assert_eq!(empty.defaults, default.defaults);
     assert_eq!(empty.defaults, Limits::default());
     assert_eq!(empty.max_body_bytes, default.max_body_bytes);
-    assert_eq!(empty.replay_window_secs, default.replay_window_secs);
     assert!(empty.routes.is_empty());
 }
 
@@ -117,7 +115,6 @@ fn team_example_merges_route_limits() {
         vec![Subject::Gateway, Subject::Did(ED25519_DID.to_owned())]
     );
     assert_eq!(p.max_body_bytes, 8 * 1024 * 1024);
-    assert_eq!(p.replay_window_secs, 12 * 60 * 60);
     let defaults = Limits {
         fuel: 500_000_000,
         memory_bytes: 32 * MIB,
@@ -248,7 +245,6 @@ fn every_error_kind_points_at_its_value() {
         ("[limits]\nmemory = \"99999999999TiB\"\n".into(), 2, 10, Kind::Size, "too large"),
         (route("/a", "[route.limits]\nmax_input = \"0KiB\"\n"), 6, 13, Kind::Size, "greater than zero"),
         // Durations.
-        ("replay_window = \"24\"\n".into(), 1, 17, Kind::Duration, "invalid duration \"24\""),
         ("[limits]\ntimeout = \"5 parsecs\"\n".into(), 2, 11, Kind::Duration, "invalid duration"),
         ("[limits]\ntimeout = \"0s\"\n".into(), 2, 11, Kind::Duration, "greater than zero"),
         // Fuel.
@@ -377,13 +373,6 @@ fn min_takes_each_field_lower() {
     assert_eq!(a.min(&b), expected);
     assert_eq!(b.min(&a), expected);
     assert_eq!(a.min(&a), a);
-}
-
-#[test]
-fn replay_window_rounds_up_to_whole_seconds() {
-    assert_eq!(parse("replay_window = \"90m\"").replay_window_secs, 5400);
-    assert_eq!(parse("replay_window = \"1500ms\"").replay_window_secs, 2);
-    assert_eq!(parse("replay_window = \"1d\"").replay_window_secs, 86400);
 }
 
 #[test]
