@@ -25,6 +25,16 @@ fn wasm(wat: &str) -> Vec<u8> {
 
 /// A gateway whose operator is `operator`, in `dir`.
 async fn gateway(dir: &Path, operator: &SigningKey, extra_policy: &str) -> Running {
+    gateway_with(dir, operator, "", extra_policy).await
+}
+
+/// A gateway with extra keys in its `/wasm/run` route and extra policy text after the routes.
+async fn gateway_with(
+    dir: &Path,
+    operator: &SigningKey,
+    wasm_route: &str,
+    extra_policy: &str,
+) -> Running {
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -40,6 +50,7 @@ timeout = "2s"
 command = "/wasm/run"
 backend = "wasm"
 effect = "pure"
+{wasm_route}
 [[route]]
 command = "/blob/put"
 backend = "blob"
@@ -573,5 +584,88 @@ async fn the_cli_invokes_a_running_gateway_and_checks_its_receipts() {
     assert_eq!(code, Some(0));
     let fetched: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(fetched["cid"], printed["cid"]);
+    gw.stop().await.unwrap();
+}
+
+/// A WASI command module that writes "hi\n" to stdout and exits with status 3.
+const WASI_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hi\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 3))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (call $proc_exit (i32.const 3))))"#;
+
+#[tokio::test]
+async fn bearer_json_wasi_admission_and_input_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = gateway_with(
+        dir.path(),
+        &w.operator,
+        "admission = '[[\"<=\", \".args[0]\", 100]]'\n[route.limits]\nmax_input = \"2KiB\"",
+        "[[route]]\ncommand = \"/wasi/run\"\nbackend = \"wasi\"\neffect = \"pure\"",
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/", gw.addr);
+
+    // The container in a Bearer header, answered as JSON for people.
+    let inv = invoke(&w, &gw, "/wasm/run", add_args(wasm(ADD_WAT), 20, 22));
+    let mut c = Container::default();
+    c.tokens.push(inv.bytes().to_vec());
+    c.tokens.extend(w.chain.iter().map(|d| d.bytes().to_vec()));
+    let response = http
+        .post(&url)
+        .header(
+            "authorization",
+            format!(
+                "Bearer {}",
+                String::from_utf8(c.encode(Format::Base64Url)).unwrap()
+            ),
+        )
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let json: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(json["receipt"]["out"]["ok"], 42, "{json}");
+    assert_eq!(json["receipt"]["ran"], inv.cid().to_string());
+
+    // The operator's admission rule applies on top of the chain: args[0] <= 100.
+    let inv = invoke(&w, &gw, "/wasm/run", add_args(wasm(ADD_WAT), 101, 1));
+    refused(&gw, container(&inv, &w.chain), 403, "MatchError").await;
+
+    // The route's input cap: 2 KiB of arguments.
+    let mut big = add_args(wasm(ADD_WAT), 1, 1);
+    big.insert("padding".into(), Ipld::Bytes(vec![0; 4096]));
+    refused(
+        &gw,
+        container(&invoke(&w, &gw, "/wasm/run", big), &w.chain),
+        413,
+        "InputTooLarge",
+    )
+    .await;
+
+    // WASI: stdout and the exit code come back in the receipt.
+    let inv = InvocationBuilder::new(
+        w.operator.did(),
+        Command::parse("/wasi/run").unwrap(),
+        args(vec![("module", Ipld::Bytes(wasm(WASI_WAT)))]),
+    )
+    .audience(gw.did.clone())
+    .expires(Some(unix_now() + 300))
+    .sign(&w.operator)
+    .unwrap();
+    let r = receipt(&gw, container(&inv, &[])).await;
+    let Out::Ok(Ipld::Map(ok)) = &r.body.out else {
+        panic!("{:?}", r.body.out)
+    };
+    assert_eq!(ok.get("exit_code"), Some(&Ipld::Integer(3)));
+    assert_eq!(ok.get("stdout"), Some(&Ipld::Bytes(b"hi\n".to_vec())));
     gw.stop().await.unwrap();
 }
