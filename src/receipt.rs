@@ -37,6 +37,7 @@ use crate::ipld::MAX_SAFE_INTEGER;
 use crate::ucan::command::Command;
 use crate::ucan::envelope::EnvelopeError;
 use crate::ucan::error::{ErrorKind, ValidationError};
+use crate::ucan::fields::Fields;
 use crate::ucan::invocation::{Invocation, InvocationBuilder, task_id};
 
 /// The command every receipt invokes.
@@ -111,7 +112,7 @@ impl Out {
         match tag.as_str() {
             "ok" => Ok(Out::Ok(inner.clone())),
             "error" => {
-                let f = Fields::of(inner, "receipt `out.error`")?;
+                let f = Fields::new(inner, "receipt `out.error`")?;
                 Ok(Out::Error {
                     name: f.string("name")?,
                     message: f.string("message")?,
@@ -185,7 +186,7 @@ impl Effect {
     /// Reads an effect map. Unknown fields are ignored, except `cause`: an effect is caused by the
     /// receipt that holds it, and only [`Effect::issue`] can name that.
     pub fn from_ipld(value: &Ipld) -> Result<Self, ValidationError> {
-        let f = Fields::of(value, "effect")?;
+        let f = Fields::new(value, "effect")?;
         if f.map.contains_key("cause") {
             return Err(malformed(
                 "an effect must not carry a `cause`; it is set when the effect is issued",
@@ -291,7 +292,7 @@ impl Effects {
 
     /// Reads an `fx` map (`join` may be absent or `null`).
     pub fn from_ipld(value: &Ipld) -> Result<Self, ValidationError> {
-        let f = Fields::of(value, "receipt `fx`")?;
+        let f = Fields::new(value, "receipt `fx`")?;
         let fork = match f.required("fork")? {
             Ipld::List(items) => items
                 .iter()
@@ -338,10 +339,7 @@ impl ReceiptBody {
         args: &BTreeMap<String, Ipld>,
         meta: Option<&BTreeMap<String, Ipld>>,
     ) -> Result<Self, ValidationError> {
-        let f = Fields {
-            map: args,
-            what: "receipt `args`",
-        };
+        let f = Fields::of_map(args, "receipt `args`");
         Ok(ReceiptBody {
             ran: f.link("ran")?,
             task: f.link("task")?,
@@ -522,66 +520,4 @@ fn ipld_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
         .map_err(|e| e.to_string())
         .and_then(|text| serde_json::from_slice(&text).map_err(|e| e.to_string()))
         .unwrap_or_else(|e| serde_json::Value::String(format!("<not representable: {e}>")))
-}
-
-/// A map being read field by field, with `MalformedToken` errors that name the field.
-struct Fields<'a> {
-    map: &'a BTreeMap<String, Ipld>,
-    what: &'static str,
-}
-
-impl<'a> Fields<'a> {
-    fn of(value: &'a Ipld, what: &'static str) -> Result<Self, ValidationError> {
-        match value {
-            Ipld::Map(map) => Ok(Fields { map, what }),
-            _ => Err(malformed(format!("{what} must be a map"))),
-        }
-    }
-
-    fn wrong(&self, field: &str, expected: &str) -> ValidationError {
-        malformed(format!("{} field `{field}` must be {expected}", self.what))
-    }
-
-    fn required(&self, field: &str) -> Result<&'a Ipld, ValidationError> {
-        self.map
-            .get(field)
-            .ok_or_else(|| malformed(format!("{} is missing `{field}`", self.what)))
-    }
-
-    fn string(&self, field: &str) -> Result<String, ValidationError> {
-        match self.required(field)? {
-            Ipld::String(s) => Ok(s.clone()),
-            _ => Err(self.wrong(field, "a string")),
-        }
-    }
-
-    fn opt_string(&self, field: &str) -> Result<Option<String>, ValidationError> {
-        match self.map.get(field) {
-            None => Ok(None),
-            Some(Ipld::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.wrong(field, "a string")),
-        }
-    }
-
-    fn map(&self, field: &str) -> Result<&'a BTreeMap<String, Ipld>, ValidationError> {
-        match self.required(field)? {
-            Ipld::Map(m) => Ok(m),
-            _ => Err(self.wrong(field, "a map")),
-        }
-    }
-
-    fn opt_map(&self, field: &str) -> Result<Option<&'a BTreeMap<String, Ipld>>, ValidationError> {
-        match self.map.get(field) {
-            None => Ok(None),
-            Some(Ipld::Map(m)) => Ok(Some(m)),
-            Some(_) => Err(self.wrong(field, "a map")),
-        }
-    }
-
-    fn link(&self, field: &str) -> Result<Cid, ValidationError> {
-        match self.required(field)? {
-            Ipld::Link(cid) => Ok(*cid),
-            _ => Err(self.wrong(field, "a CID link")),
-        }
-    }
 }

@@ -53,7 +53,7 @@ impl DelegationPayload {
             cmd: f.command("cmd")?,
             pol,
             nonce: f.bytes("nonce")?,
-            meta: f.opt_map("meta")?,
+            meta: f.opt_map("meta")?.cloned(),
             nbf: f.opt_int("nbf")?,
             exp: f.expiry("exp")?,
         })

@@ -1,5 +1,5 @@
 //! Reading typed fields out of a token payload map, with `MalformedToken` errors that name the field.
-//! Shared by delegations and invocations so both read (and reject) fields the same way.
+//! Shared by delegations, invocations and receipts so all read (and reject) fields the same way.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +11,8 @@ use crate::ucan::error::{ErrorKind, ValidationError};
 
 /// A payload map being read field by field.
 pub(crate) struct Fields<'a> {
-    map: &'a BTreeMap<String, Ipld>,
+    /// The map being read, for fields that need more than the typed readers below.
+    pub(crate) map: &'a BTreeMap<String, Ipld>,
     what: &'static str,
 }
 
@@ -24,15 +25,22 @@ impl<'a> Fields<'a> {
     pub(crate) fn new(payload: &'a Ipld, what: &'static str) -> Result<Self, ValidationError> {
         match payload {
             Ipld::Map(map) => Ok(Fields { map, what }),
-            _ => Err(malformed(format!("{what} payload is not a map"))),
+            _ => Err(malformed(format!("{what} must be a map"))),
         }
     }
 
-    fn err(&self, field: &str, expected: &str) -> ValidationError {
+    /// Starts reading a map that is already known to be one.
+    pub(crate) fn of_map(map: &'a BTreeMap<String, Ipld>, what: &'static str) -> Self {
+        Fields { map, what }
+    }
+
+    /// The error for a field of the wrong type.
+    pub(crate) fn wrong(&self, field: &str, expected: &str) -> ValidationError {
         malformed(format!("{} field `{field}` must be {expected}", self.what))
     }
 
-    fn required(&self, field: &str) -> Result<&'a Ipld, ValidationError> {
+    /// A required field of any type.
+    pub(crate) fn required(&self, field: &str) -> Result<&'a Ipld, ValidationError> {
         self.map
             .get(field)
             .ok_or_else(|| malformed(format!("{} is missing required field `{field}`", self.what)))
@@ -42,7 +50,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn string(&self, field: &str) -> Result<String, ValidationError> {
         match self.required(field)? {
             Ipld::String(s) => Ok(s.clone()),
-            _ => Err(self.err(field, "a string")),
+            _ => Err(self.wrong(field, "a string")),
         }
     }
 
@@ -51,7 +59,7 @@ impl<'a> Fields<'a> {
         match self.map.get(field) {
             None => Ok(None),
             Some(Ipld::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.err(field, "a string")),
+            Some(_) => Err(self.wrong(field, "a string")),
         }
     }
 
@@ -60,7 +68,7 @@ impl<'a> Fields<'a> {
         match self.required(field)? {
             Ipld::String(s) => Ok(Some(s.clone())),
             Ipld::Null => Ok(None),
-            _ => Err(self.err(field, "a string or null")),
+            _ => Err(self.wrong(field, "a string or null")),
         }
     }
 
@@ -74,7 +82,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn bytes(&self, field: &str) -> Result<Vec<u8>, ValidationError> {
         match self.required(field)? {
             Ipld::Bytes(b) => Ok(b.clone()),
-            _ => Err(self.err(field, "bytes")),
+            _ => Err(self.wrong(field, "bytes")),
         }
     }
 
@@ -84,8 +92,8 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some(Ipld::Integer(i)) => i64::try_from(*i)
                 .map(Some)
-                .map_err(|_| self.err(field, "a 53-bit integer")),
-            Some(_) => Err(self.err(field, "an integer")),
+                .map_err(|_| self.wrong(field, "a 53-bit integer")),
+            Some(_) => Err(self.wrong(field, "an integer")),
         }
     }
 
@@ -101,19 +109,27 @@ impl<'a> Fields<'a> {
     pub(crate) fn opt_map(
         &self,
         field: &str,
-    ) -> Result<Option<BTreeMap<String, Ipld>>, ValidationError> {
+    ) -> Result<Option<&'a BTreeMap<String, Ipld>>, ValidationError> {
         match self.map.get(field) {
             None => Ok(None),
-            Some(Ipld::Map(m)) => Ok(Some(m.clone())),
-            Some(_) => Err(self.err(field, "a map")),
+            Some(Ipld::Map(m)) => Ok(Some(m)),
+            Some(_) => Err(self.wrong(field, "a map")),
         }
     }
 
     /// A required string-keyed map.
-    pub(crate) fn map(&self, field: &str) -> Result<BTreeMap<String, Ipld>, ValidationError> {
+    pub(crate) fn map(&self, field: &str) -> Result<&'a BTreeMap<String, Ipld>, ValidationError> {
         match self.required(field)? {
-            Ipld::Map(m) => Ok(m.clone()),
-            _ => Err(self.err(field, "a map")),
+            Ipld::Map(m) => Ok(m),
+            _ => Err(self.wrong(field, "a map")),
+        }
+    }
+
+    /// A required CID link.
+    pub(crate) fn link(&self, field: &str) -> Result<Cid, ValidationError> {
+        match self.required(field)? {
+            Ipld::Link(cid) => Ok(*cid),
+            _ => Err(self.wrong(field, "a CID link")),
         }
     }
 
@@ -124,10 +140,10 @@ impl<'a> Fields<'a> {
                 .iter()
                 .map(|item| match item {
                     Ipld::Link(cid) => Ok(*cid),
-                    _ => Err(self.err(field, "a list of CID links")),
+                    _ => Err(self.wrong(field, "a list of CID links")),
                 })
                 .collect(),
-            _ => Err(self.err(field, "a list of CID links")),
+            _ => Err(self.wrong(field, "a list of CID links")),
         }
     }
 
@@ -136,7 +152,7 @@ impl<'a> Fields<'a> {
         match self.map.get(field) {
             None | Some(Ipld::Null) => Ok(None),
             Some(Ipld::Link(cid)) => Ok(Some(*cid)),
-            Some(_) => Err(self.err(field, "a CID link")),
+            Some(_) => Err(self.wrong(field, "a CID link")),
         }
     }
 

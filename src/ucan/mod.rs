@@ -13,7 +13,7 @@ pub mod container;
 pub mod delegation;
 pub mod envelope;
 pub mod error;
-mod fields;
+pub(crate) mod fields;
 pub mod invocation;
 pub mod policy;
 pub mod validate;
