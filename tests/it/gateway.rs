@@ -669,3 +669,79 @@ async fn bearer_json_wasi_admission_and_input_limits() {
     assert_eq!(ok.get("stdout"), Some(&Ipld::Bytes(b"hi\n".to_vec())));
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn preloaded_modules_run_by_cid_and_shutdown_finishes_in_flight_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let modules = dir.path().join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    std::fs::write(modules.join("add.wasm"), wasm(ADD_WAT)).unwrap();
+    std::fs::write(modules.join("spin.wasm"), wasm(SPIN_WAT)).unwrap();
+    std::fs::write(modules.join("notes.txt"), b"not a module").unwrap();
+    let operator = SigningKey::generate(KeyAlg::Ed25519);
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "subjects = [\"{}\"]\n[limits]\nfuel = 100_000_000_000\ntimeout = \"1s\"\n[[route]]\ncommand = \"/wasm/run\"\nbackend = \"wasm\"\neffect = \"pure\"\n",
+            operator.did()
+        ),
+    )
+    .unwrap();
+    let gw = start(ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        key: None,
+        policy: Some(policy),
+        modules: Some(modules),
+        leeway: 60,
+    })
+    .await
+    .unwrap();
+    let call = |module: &[u8], func: &str, a: Vec<Ipld>| {
+        let link = ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, module);
+        let inv = InvocationBuilder::new(
+            operator.did(),
+            Command::parse("/wasm/run").unwrap(),
+            args(vec![
+                ("module", Ipld::Link(link)),
+                ("func", Ipld::String(func.into())),
+                ("args", Ipld::List(a)),
+            ]),
+        )
+        .audience(gw.did.clone())
+        .expires(Some(unix_now() + 300))
+        .sign(&operator)
+        .unwrap();
+        container(&inv, &[])
+    };
+
+    // A preloaded module is named by its raw CID.
+    let r = receipt(
+        &gw,
+        call(
+            &wasm(ADD_WAT),
+            "add",
+            vec![Ipld::Integer(1), Ipld::Integer(2)],
+        ),
+    )
+    .await;
+    assert_eq!(r.body.out, Out::Ok(Ipld::Integer(3)));
+
+    // A task that runs into its one-second timeout is still answered when shutdown starts meanwhile.
+    let url = format!("http://{}/", gw.addr);
+    let body = call(&wasm(SPIN_WAT), "spin", vec![]);
+    let in_flight =
+        tokio::spawn(async move { reqwest::Client::new().post(url).body(body).send().await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    gw.stop().await.unwrap();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status().as_u16(), 200);
+    let tokens = Container::decode(&response.bytes().await.unwrap())
+        .unwrap()
+        .tokens;
+    assert_eq!(error_name(&Receipt::decode(&tokens[0]).unwrap()), "Timeout");
+}
