@@ -151,11 +151,7 @@ impl WasmEngine {
         args: &[Ipld],
         limits: Limits,
     ) -> Result<Outcome, ExecError> {
-        let pre = match self.compiled(cid, bytes)? {
-            Ok(compiled) => compiled.core_pre(&self.core_linker),
-            Err(fail) => Err(fail),
-        };
-        let pre = match pre {
+        let pre = match self.core_pre(cid, bytes)? {
             Ok(pre) => pre,
             Err(fail) => return Ok(fail.into_outcome(0)),
         };
@@ -174,11 +170,7 @@ impl WasmEngine {
         input: &Ipld,
         limits: Limits,
     ) -> Result<Outcome, ExecError> {
-        let pre = match self.compiled(cid, bytes)? {
-            Ok(compiled) => compiled.core_pre(&self.core_linker),
-            Err(fail) => Err(fail),
-        };
-        let pre = match pre {
+        let pre = match self.core_pre(cid, bytes)? {
             Ok(pre) => pre,
             Err(fail) => return Ok(fail.into_outcome(0)),
         };
@@ -233,6 +225,18 @@ impl WasmEngine {
     fn lock_cache(&self) -> MutexGuard<'_, ModuleCache> {
         // A panic while holding the lock cannot leave the map half-updated in a harmful way.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The instantiable module for plain and ABI calls: compiled (or cached) and linked with no
+    /// imports. The inner error is a task failure (bad module), the outer one a host failure.
+    fn core_pre(
+        &self,
+        cid: &Cid,
+        bytes: &[u8],
+    ) -> Result<Result<InstancePre<CoreState>, Fail>, ExecError> {
+        Ok(self
+            .compiled(cid, bytes)?
+            .and_then(|compiled| compiled.core_pre(&self.core_linker)))
     }
 
     /// The compiled module for `cid`, compiling `bytes` on a miss. The outer error is a broken
