@@ -48,6 +48,22 @@ pub struct Gateway {
     leeway: i64,
 }
 
+/// What replay protection keys on, and the size of the token that carried the task.
+pub(crate) struct Replay {
+    /// The CID of the signed payload (not of the token: a re-encoded signature must not replay).
+    pub key: Cid,
+    /// The length of the token carrying the task; bounds the size of its arguments.
+    pub token_len: usize,
+}
+
+/// A task that passed every check and may run on its route.
+pub(crate) struct Admitted<'r> {
+    /// The route serving the task's command.
+    pub route: &'r Route,
+    /// The task.
+    pub task: Task,
+}
+
 /// A decoded request: one invocation and the delegations that came with it.
 struct Request {
     invocation: Invocation,
@@ -203,6 +219,38 @@ impl Gateway {
 
         // authority
         let auth = self.authorize(&request, now)?;
+
+        // task
+        let task = Task::new(&auth, inv, route.effect)
+            .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
+
+        // admission, input size and replay, then the run
+        let admitted = self
+            .admit(
+                route,
+                &auth,
+                task,
+                Replay {
+                    key: dag_cbor_cid(request.invocation.envelope.signed_bytes()),
+                    token_len: request.invocation.bytes().len(),
+                },
+            )
+            .await?;
+        let body = self.run(&admitted, started).await;
+        self.finish(&admitted.task, body).await
+    }
+
+    /// The checks between authority and execution, shared by every wire format: the subject must be
+    /// one the operator honours, the operator's admission rule must hold on the arguments, the input
+    /// must fit the route, and the invocation must not have been seen before. Only an authorised
+    /// invocation gets to consume a replay slot.
+    pub(crate) async fn admit<'r>(
+        &self,
+        route: &'r Route,
+        auth: &validate::Authorized,
+        task: Task,
+        replay: Replay,
+    ) -> Result<Admitted<'r>, Refusal> {
         if !self.policy.honours(&auth.subject, &self.did) {
             return Err(Refusal::forbidden(
                 "InvalidSubject",
@@ -211,7 +259,7 @@ impl Gateway {
         }
 
         // admission: the operator's own policy, on top of the chain's
-        let args = Ipld::Map(inv.args.clone());
+        let args = Ipld::Map(task.input.clone());
         if let Err(mismatch) = route.admission.check(&args) {
             return Err(Refusal::forbidden(
                 "MatchError",
@@ -221,34 +269,32 @@ impl Gateway {
                 ),
             ));
         }
-        check_input_size(&request.invocation, &args, route.limits.max_input_bytes)?;
+        check_input_size(replay.token_len, &args, route.limits.max_input_bytes)?;
 
-        // replay: only authorised invocations get to consume a replay slot
-        let replay_key = dag_cbor_cid(request.invocation.envelope.signed_bytes());
         let seen_until = auth.expires.map(|exp| exp.saturating_add(self.leeway));
         if !self
-            .timed("mark_seen", self.store.mark_seen(replay_key, seen_until))
+            .timed("mark_seen", self.store.mark_seen(replay.key, seen_until))
             .await?
         {
             return Err(Refusal::new(
                 RefusalClass::Replayed,
                 "Replayed",
-                format!(
-                    "invocation {} was already received",
-                    request.invocation.cid()
-                ),
+                format!("invocation {} was already received", task.invocation),
             ));
         }
+        Ok(Admitted { route, task })
+    }
 
-        // task
-        let task = Task::new(&auth, inv, route.effect)
-            .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
+    /// Runs an admitted task, or answers it from an earlier run of the same pure work, and gives the
+    /// body of its receipt. Never fails: a task that cannot run has an error outcome.
+    pub(crate) async fn run(&self, admitted: &Admitted<'_>, started: Instant) -> ReceiptBody {
+        let Admitted { route, task } = admitted;
 
         // memo: pure work already done is answered from the store
         if task.effect == EffectClass::Pure
-            && let Some(earlier) = self
+            && let Ok(Some(earlier)) = self
                 .timed("memoized", self.store.memoized(task.work_id))
-                .await?
+                .await
             && let Ok(prior) = Receipt::decode(&earlier.bytes)
         {
             // Point at the receipt of the run that actually happened, not at another memoized answer.
@@ -256,35 +302,31 @@ impl Gateway {
                 Some(Ipld::Link(cid)) => *cid,
                 _ => earlier.receipt_cid,
             };
-            let body = ReceiptBody {
+            return ReceiptBody {
                 ran: task.invocation,
                 task: task.id,
-                out: prior.body.out.clone(),
+                out: prior.body.out,
                 fx: Effects::default(),
                 meta: gateway_meta(&route.backend, None, started.elapsed(), Some(origin)),
             };
-            return self.finish(&task, body, Vec::new()).await;
         }
 
         // executor
         let limits = effective_limits(&route.limits, &task.config);
-        let executed = self.execute(route, &task, &limits).await;
+        let executed = self.execute(route, task, &limits).await;
         if let Some(fuel) = executed.fuel_used {
             self.metrics
                 .fuel
                 .with_label_values(&[task.operation.as_str()])
                 .inc_by(fuel);
         }
-
-        // receipt, then the effects it requests, issued with cause = the receipt
-        let body = ReceiptBody {
+        ReceiptBody {
             ran: task.invocation,
             task: task.id,
             out: executed.out,
             fx: executed.effects,
             meta: gateway_meta(&route.backend, executed.fuel_used, started.elapsed(), None),
-        };
-        self.finish(&task, body, Vec::new()).await
+        }
     }
 
     /// Checks the proof chain, remembering verified signatures and consulting revocations.
@@ -321,12 +363,7 @@ impl Gateway {
     }
 
     /// Signs the receipt, commits it, then issues its effects.
-    async fn finish(
-        &self,
-        task: &Task,
-        body: ReceiptBody,
-        _pending: Vec<Invocation>,
-    ) -> Result<Answer, Refusal> {
+    pub(crate) async fn finish(&self, task: &Task, body: ReceiptBody) -> Result<Answer, Refusal> {
         let fx = body.fx.clone();
         let receipt = Receipt::issue(body, &self.key)
             .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
@@ -403,8 +440,8 @@ fn decode(container: &[u8]) -> Result<Request, Refusal> {
 
 /// Refuses arguments larger than the route allows. The token's own size bounds the arguments', so
 /// the encoding is only measured when the token is larger than the limit.
-fn check_input_size(invocation: &Invocation, args: &Ipld, max: usize) -> Result<(), Refusal> {
-    if invocation.bytes().len() <= max {
+fn check_input_size(token_len: usize, args: &Ipld, max: usize) -> Result<(), Refusal> {
+    if token_len <= max {
         return Ok(());
     }
     let size = crate::ipld::to_dag_cbor(args)
