@@ -1,5 +1,7 @@
 //! Small helpers over IPLD values: CIDs of DAG-CBOR blocks and raw blobs, and DAG-JSON text.
 
+use std::collections::{BTreeMap, btree_map};
+
 use cid::Cid;
 use cid::multihash::Multihash;
 use ipld_core::ipld::Ipld;
@@ -156,4 +158,108 @@ fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
         return Err("trailing bytes after DAG-CBOR item".to_owned());
     }
     Ok(())
+}
+
+/// A copy of `value` in which every node that `replace` maps to `Some(new)` is replaced by `new`
+/// (and not descended into); lists and maps that `replace` leaves alone are copied with their
+/// children rewritten, and other leaves are cloned.
+///
+/// Walked with an explicit stack rather than recursion, so the depth of untrusted values costs
+/// heap, not stack.
+pub fn rewrite(value: &Ipld, mut replace: impl FnMut(&Ipld) -> Option<Ipld>) -> Ipld {
+    match visit(value, &mut replace) {
+        Ok(done) => done,
+        Err(frame) => walk(frame, &mut replace),
+    }
+}
+
+/// [`rewrite`] for each value of a map (such as invocation `args`), without copying the map first.
+pub fn rewrite_map(
+    map: &BTreeMap<String, Ipld>,
+    mut replace: impl FnMut(&Ipld) -> Option<Ipld>,
+) -> BTreeMap<String, Ipld> {
+    match walk(Frame::Map(map.iter(), BTreeMap::new(), None), &mut replace) {
+        Ipld::Map(map) => map,
+        _ => BTreeMap::new(),
+    }
+}
+
+/// A list or map being copied by [`rewrite`]: the children still to visit and the ones rewritten.
+enum Frame<'a> {
+    List(std::slice::Iter<'a, Ipld>, Vec<Ipld>),
+    // The key under which the child being built will go.
+    Map(
+        btree_map::Iter<'a, String, Ipld>,
+        BTreeMap<String, Ipld>,
+        Option<&'a String>,
+    ),
+}
+
+/// A node rewritten at once (`Ok`), or a container to open (`Err`).
+fn visit<'a>(
+    node: &'a Ipld,
+    replace: &mut impl FnMut(&Ipld) -> Option<Ipld>,
+) -> Result<Ipld, Frame<'a>> {
+    if let Some(new) = replace(node) {
+        return Ok(new);
+    }
+    match node {
+        Ipld::List(items) => Err(Frame::List(items.iter(), Vec::with_capacity(items.len()))),
+        Ipld::Map(map) => Err(Frame::Map(map.iter(), BTreeMap::new(), None)),
+        leaf => Ok(leaf.clone()),
+    }
+}
+
+/// Rewrites the container `root` and everything below it.
+fn walk(root: Frame<'_>, replace: &mut impl FnMut(&Ipld) -> Option<Ipld>) -> Ipld {
+    let mut stack = vec![root];
+    loop {
+        let Some(top) = stack.last_mut() else {
+            return Ipld::Null;
+        };
+        let opened = match top {
+            Frame::List(rest, done) => match rest.next() {
+                None => None,
+                Some(child) => match visit(child, replace) {
+                    Ok(new) => {
+                        done.push(new);
+                        continue;
+                    }
+                    Err(frame) => Some(frame),
+                },
+            },
+            Frame::Map(rest, done, pending) => match rest.next() {
+                None => None,
+                Some((key, child)) => match visit(child, replace) {
+                    Ok(new) => {
+                        done.insert(key.clone(), new);
+                        continue;
+                    }
+                    Err(frame) => {
+                        *pending = Some(key);
+                        Some(frame)
+                    }
+                },
+            },
+        };
+        if let Some(frame) = opened {
+            stack.push(frame);
+            continue;
+        }
+        // The innermost container is complete: hand it to its parent, or return it at the root.
+        let finished = match stack.pop() {
+            Some(Frame::List(_, done)) => Ipld::List(done),
+            Some(Frame::Map(_, done, _)) => Ipld::Map(done),
+            None => return Ipld::Null,
+        };
+        match stack.last_mut() {
+            Some(Frame::List(_, done)) => done.push(finished),
+            Some(Frame::Map(_, done, pending)) => {
+                if let Some(key) = pending.take() {
+                    done.insert(key.clone(), finished);
+                }
+            }
+            None => return finished,
+        }
+    }
 }

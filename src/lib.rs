@@ -10,6 +10,7 @@
 //! - [`ipld`]: small helpers over IPLD values (DAG-JSON text, CIDs of DAG-CBOR blocks).
 //! - [`config`]: the operator's policy (`policies/*.toml`): subjects served, routes, limits, admission.
 //! - [`task`]: what an authorised invocation asks for, with its identities and effect class.
+//! - [`promise`]: `await/ok`, `await/error` and `await/*` values in arguments, and their resolution.
 //! - [`receipt`]: signed receipts (`/ucan/assert` invocations) and the effects they request.
 //! - [`gateway`]: the path of one invocation, from container bytes to a stored, signed receipt.
 //! - [`exec`]: executors (local Wasm, WASI, blobs) behind one small trait.
@@ -24,6 +25,7 @@ pub mod exec;
 pub mod gateway;
 pub mod ipld;
 pub mod metrics;
+pub mod promise;
 pub mod receipt;
 pub mod server;
 pub mod store;

@@ -67,6 +67,9 @@ pub enum Out {
         name: String,
         /// What happened, for people.
         message: String,
+        /// Further fields of the error map beside `name` and `message` (e.g. a promise's
+        /// `expected`/`got`/`from`, or a backend's `hint` and `code`); usually empty.
+        details: BTreeMap<String, Ipld>,
     },
 }
 
@@ -76,6 +79,21 @@ impl Out {
         Out::Error {
             name: name.into(),
             message: message.into(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// A failure named `name` with further fields in its error map. `name` and `message` win over
+    /// entries of `details` with the same keys.
+    pub fn error_with(
+        name: impl Into<String>,
+        message: impl Into<String>,
+        details: BTreeMap<String, Ipld>,
+    ) -> Self {
+        Out::Error {
+            name: name.into(),
+            message: message.into(),
+            details,
         }
     }
 
@@ -88,18 +106,22 @@ impl Out {
     pub fn to_ipld(&self) -> Ipld {
         let (tag, value) = match self {
             Out::Ok(value) => ("ok", value.clone()),
-            Out::Error { name, message } => (
-                "error",
-                Ipld::Map(BTreeMap::from([
-                    ("name".to_owned(), Ipld::String(name.clone())),
-                    ("message".to_owned(), Ipld::String(message.clone())),
-                ])),
-            ),
+            Out::Error {
+                name,
+                message,
+                details,
+            } => {
+                let mut map = details.clone();
+                map.insert("name".to_owned(), Ipld::String(name.clone()));
+                map.insert("message".to_owned(), Ipld::String(message.clone()));
+                ("error", Ipld::Map(map))
+            }
         };
         Ipld::Map(BTreeMap::from([(tag.to_owned(), value)]))
     }
 
-    /// Reads a result map. Further fields of an error besides `name` and `message` are ignored.
+    /// Reads a result map. Further fields of an error besides `name` and `message` are kept in
+    /// `details`.
     pub fn from_ipld(value: &Ipld) -> Result<Self, ValidationError> {
         let shape = "receipt `out` must be {\"ok\": any} or {\"error\": {\"name\", \"message\"}}";
         let Ipld::Map(map) = value else {
@@ -113,9 +135,13 @@ impl Out {
             "ok" => Ok(Out::Ok(inner.clone())),
             "error" => {
                 let f = Fields::new(inner, "receipt `out.error`")?;
+                let mut details = f.map.clone();
+                details.remove("name");
+                details.remove("message");
                 Ok(Out::Error {
                     name: f.string("name")?,
                     message: f.string("message")?,
+                    details,
                 })
             }
             _ => Err(malformed(shape)),

@@ -8,7 +8,7 @@ use cid::Cid;
 use ipld_core::ipld::Ipld;
 use serde::Deserialize;
 
-use crate::ipld::{RAW, cid_for, dag_cbor_cid, to_dag_cbor};
+use crate::ipld::{RAW, cid_for, dag_cbor_cid, rewrite_map, to_dag_cbor};
 use crate::ucan::command::Command;
 use crate::ucan::invocation::InvocationPayload;
 use crate::ucan::validate::Authorized;
@@ -149,7 +149,7 @@ pub struct Task {
     pub resource: String,
     /// The command (`cmd`).
     pub operation: Command,
-    /// The arguments (`args`), which passed every policy in the chain.
+    /// The arguments (`args`) as authorised: promises resolved, every policy in the chain passed.
     pub input: BTreeMap<String, Ipld>,
     /// The invocation nonce (empty for idempotent work).
     pub nonce: Vec<u8>,
@@ -175,8 +175,8 @@ impl Task {
             Some("command")
         } else if auth.invoker != inv.iss {
             Some("invoker")
-        } else if auth.args != inv.args {
-            Some("arguments")
+        } else if auth.task != inv.task_id() {
+            Some("arguments or nonce")
         } else {
             None
         };
@@ -188,15 +188,15 @@ impl Task {
         let config = ExecConfig::from_meta(inv.meta.as_ref())?;
         // Encoding the work map succeeds exactly when the arguments are encodable, which is also
         // what makes the task id (built from the same arguments) meaningful.
-        let work_id = try_work_id(&inv.cmd, &inv.args).map_err(TaskError::Unencodable)?;
+        let work_id = try_work_id(&inv.cmd, &auth.args).map_err(TaskError::Unencodable)?;
         Ok(Task {
-            id: inv.task_id(),
+            id: auth.task,
             work_id,
             invocation: auth.invocation,
             invoker: inv.iss.clone(),
             resource: inv.sub.clone(),
             operation: inv.cmd.clone(),
-            input: inv.args.clone(),
+            input: auth.args.clone(),
             nonce: inv.nonce.clone(),
             config,
             effect,
@@ -225,90 +225,11 @@ fn try_work_id(cmd: &Command, args: &BTreeMap<String, Ipld>) -> Result<Cid, Stri
     Ok(dag_cbor_cid(&to_dag_cbor(&Ipld::Map(work))?))
 }
 
-/// A copy of `args` with every byte string replaced by a link to its raw CID.
-///
-/// Walked with an explicit stack rather than recursion, so the walk's depth costs heap, not stack.
-/// Byte strings are hashed where they lie, never copied: inline modules can be large.
+/// A copy of `args` with every byte string replaced by a link to its raw CID. Byte strings are
+/// hashed where they lie, never copied: inline modules can be large.
 fn bytes_as_links(args: &BTreeMap<String, Ipld>) -> BTreeMap<String, Ipld> {
-    use std::collections::btree_map;
-
-    /// A list or map being copied: the children still to visit and the ones already converted.
-    enum Frame<'a> {
-        List(std::slice::Iter<'a, Ipld>, Vec<Ipld>),
-        Map(
-            btree_map::Iter<'a, String, Ipld>,
-            BTreeMap<String, Ipld>,
-            // The key under which the child being built will go.
-            Option<&'a String>,
-        ),
-    }
-
-    // Leaves convert directly; containers open a frame.
-    fn leaf(value: &Ipld) -> Option<Ipld> {
-        match value {
-            Ipld::Bytes(bytes) => Some(Ipld::Link(cid_for(RAW, bytes))),
-            Ipld::List(_) | Ipld::Map(_) => None,
-            other => Some(other.clone()),
-        }
-    }
-    fn open(value: &Ipld) -> Option<Frame<'_>> {
-        match value {
-            Ipld::List(items) => Some(Frame::List(items.iter(), Vec::with_capacity(items.len()))),
-            Ipld::Map(map) => Some(Frame::Map(map.iter(), BTreeMap::new(), None)),
-            _ => None,
-        }
-    }
-
-    let mut stack = vec![Frame::Map(args.iter(), BTreeMap::new(), None)];
-    loop {
-        let Some(top) = stack.last_mut() else {
-            return BTreeMap::new();
-        };
-        // The next child of the innermost open container, converted if it is a leaf.
-        let next = match top {
-            Frame::List(rest, done) => rest.next().map(|child| match leaf(child) {
-                Some(value) => {
-                    done.push(value);
-                    None
-                }
-                None => open(child),
-            }),
-            Frame::Map(rest, done, pending) => rest.next().map(|(key, child)| match leaf(child) {
-                Some(value) => {
-                    done.insert(key.clone(), value);
-                    None
-                }
-                None => {
-                    *pending = Some(key);
-                    open(child)
-                }
-            }),
-        };
-        match next {
-            Some(Some(frame)) => stack.push(frame),
-            Some(None) => {}
-            // This container is complete: hand it to its parent, or return it if it is the root.
-            None => {
-                let finished = match stack.pop() {
-                    Some(Frame::List(_, done)) => Ipld::List(done),
-                    Some(Frame::Map(_, done, _)) => Ipld::Map(done),
-                    None => return BTreeMap::new(),
-                };
-                match stack.last_mut() {
-                    Some(Frame::List(_, done)) => done.push(finished),
-                    Some(Frame::Map(_, done, pending)) => {
-                        if let Some(key) = pending.take() {
-                            done.insert(key.clone(), finished);
-                        }
-                    }
-                    None => {
-                        return match finished {
-                            Ipld::Map(map) => map,
-                            _ => BTreeMap::new(),
-                        };
-                    }
-                }
-            }
-        }
-    }
+    rewrite_map(args, |node| match node {
+        Ipld::Bytes(bytes) => Some(Ipld::Link(cid_for(RAW, bytes))),
+        _ => None,
+    })
 }

@@ -134,8 +134,11 @@ pub struct Authorized {
     pub audience: String,
     /// The command granted and invoked.
     pub command: Command,
-    /// The invocation's arguments (they passed every policy in the chain).
+    /// The invocation's arguments as checked against every policy in the chain: the signed ones, or
+    /// with promises resolved when validated by [`validate_resolved`].
     pub args: std::collections::BTreeMap<String, Ipld>,
+    /// The task id of the invocation as signed (`{sub, cmd, args, nonce}`, promises unresolved).
+    pub task: Cid,
     /// The delegation chain, root first.
     pub chain: Vec<Cid>,
     /// The latest `nbf` in the chain, if any.
@@ -200,6 +203,27 @@ pub fn validate(
     revocations: &dyn Revocations,
     cache: &dyn SignatureCache,
 ) -> Result<Authorized, ValidationError> {
+    validate_resolved(
+        invocation,
+        &invocation.payload.args,
+        proofs,
+        opts,
+        revocations,
+        cache,
+    )
+}
+
+/// Like [`validate`], but checks the chain's policies on `args` instead of the signed arguments:
+/// the invocation's arguments with its promises resolved (promise spec). Everything else — the
+/// signatures, time bounds, principals and commands — is checked on the token as signed.
+pub fn validate_resolved(
+    invocation: &Invocation,
+    args: &std::collections::BTreeMap<String, Ipld>,
+    proofs: &HashMap<Cid, Delegation>,
+    opts: Options,
+    revocations: &dyn Revocations,
+    cache: &dyn SignatureCache,
+) -> Result<Authorized, ValidationError> {
     let inv = &invocation.payload;
 
     // 1a
@@ -224,7 +248,7 @@ pub fn validate(
                 ),
             ));
         }
-        return Ok(authorized(invocation, Vec::new(), None, inv.exp));
+        return Ok(authorized(invocation, args, Vec::new(), None, inv.exp));
     }
 
     // 2c
@@ -256,7 +280,8 @@ pub fn validate(
     }
 
     // Policies select into `args` as one IPLD value; build it once for the whole chain.
-    let args = Ipld::Map(inv.args.clone());
+    let checked = args;
+    let args = Ipld::Map(args.clone());
     let mut not_before: Option<i64> = None;
     let mut expires = inv.exp;
     for (i, dlg) in chain.iter().enumerate() {
@@ -372,11 +397,12 @@ pub fn validate(
     }
 
     let chain = chain.iter().map(|d| d.cid()).collect();
-    Ok(authorized(invocation, chain, not_before, expires))
+    Ok(authorized(invocation, checked, chain, not_before, expires))
 }
 
 fn authorized(
     invocation: &Invocation,
+    args: &std::collections::BTreeMap<String, Ipld>,
     chain: Vec<Cid>,
     not_before: Option<i64>,
     expires: Option<i64>,
@@ -388,7 +414,8 @@ fn authorized(
         subject: inv.sub.clone(),
         audience: inv.executor().to_owned(),
         command: inv.cmd.clone(),
-        args: inv.args.clone(),
+        args: args.clone(),
+        task: inv.task_id(),
         chain,
         not_before,
         expires,

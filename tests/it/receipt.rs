@@ -228,7 +228,7 @@ fn ok_and_error_outs_round_trip() {
             ])),
         )]))
     );
-    // Extra detail in an error from another implementation is tolerated.
+    // Extra detail in an error (from another implementation, or a promise mismatch) is kept.
     let detailed = Ipld::Map(map(&[(
         "error",
         Ipld::Map(map(&[
@@ -237,7 +237,16 @@ fn ok_and_error_outs_round_trip() {
             ("code", Ipld::Integer(7)),
         ])),
     )]));
-    assert_eq!(Out::from_ipld(&detailed).unwrap(), Out::error("Trap", "x"));
+    let read = Out::from_ipld(&detailed).unwrap();
+    assert_eq!(
+        read,
+        Out::error_with(
+            "Trap",
+            "x",
+            std::collections::BTreeMap::from([("code".to_owned(), Ipld::Integer(7))])
+        )
+    );
+    assert_eq!(read.to_ipld(), detailed);
 }
 
 #[test]

@@ -347,6 +347,7 @@ fn unencodable_arguments_give_no_task() {
     payload.args.insert("x".into(), Ipld::Float(f64::NAN));
     let mut auth = auth;
     auth.args = payload.args.clone();
+    auth.task = payload.task_id();
     assert!(matches!(
         Task::new(&auth, &payload, EffectClass::Destructive),
         Err(TaskError::Unencodable(_))
