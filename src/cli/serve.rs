@@ -145,11 +145,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         Arc::new(BlobExecutor::new(Arc::clone(&store))),
     );
 
-    let gateway = Arc::new(
-        Gateway::new(key, policy, Arc::clone(&store), executors, args.leeway)
-            .await
-            .map_err(|e| anyhow!("starting the gateway: {e}"))?,
-    );
+    let gateway = Gateway::new(key, policy, Arc::clone(&store), executors, args.leeway)
+        .await
+        .map_err(|e| anyhow!("starting the gateway: {e}"))?;
     let purge = spawn_replay_purge(Arc::clone(&store));
 
     let listener = tokio::net::TcpListener::bind(args.listen)

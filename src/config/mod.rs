@@ -34,6 +34,11 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Built-in default HTTP request body cap: 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// Built-in default for how deep a chain of effects the gateway runs itself may go.
+pub const DEFAULT_EFFECT_DEPTH: usize = 4;
+/// Built-in default for how many fork effects of one receipt the gateway runs itself.
+pub const DEFAULT_EFFECT_FANOUT: usize = 8;
+
 /// The executor kinds a route may name today. The gateway maps each name to one executor.
 pub const BACKENDS: &[&str] = &["wasm", "wasi", "blob"];
 
@@ -48,6 +53,27 @@ pub struct OperatorPolicy {
     pub routes: Vec<Route>,
     /// HTTP request body cap in bytes (default 4 MiB).
     pub max_body_bytes: usize,
+    /// Bounds on effects the gateway runs itself.
+    pub effects: EffectBounds,
+}
+
+/// How far the gateway follows effects it runs itself: an effect deeper than `max_depth` below the
+/// request, or beyond the first `max_fanout` forks of one receipt, gets an error receipt instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectBounds {
+    /// The deepest effect run: 1 means the effects of the request's own receipt, but not theirs.
+    pub max_depth: usize,
+    /// The most fork effects of one receipt that are run.
+    pub max_fanout: usize,
+}
+
+impl Default for EffectBounds {
+    fn default() -> Self {
+        EffectBounds {
+            max_depth: DEFAULT_EFFECT_DEPTH,
+            max_fanout: DEFAULT_EFFECT_FANOUT,
+        }
+    }
 }
 
 /// A principal whose authority the gateway honours.
@@ -77,6 +103,13 @@ pub struct Route {
     /// Whether invocations with `exp: null` are accepted (default false), since they can only be
     /// protected against replay by remembering them.
     pub allow_no_expiry: bool,
+    /// Whether the gateway runs the effects of this route's receipts itself (default false: they
+    /// are returned for the client to submit).
+    pub run_effects: bool,
+    /// Whether a task may request effects of this command in the gateway's own name (subject =
+    /// the gateway, no delegation needed). Default false: an effect must use authority the invoker
+    /// delegated to the gateway.
+    pub gateway_effects: bool,
 }
 
 /// Resource limits for one task.
@@ -150,6 +183,8 @@ pub enum PolicyFileErrorKind {
     Duration,
     /// A fuel amount of zero.
     Fuel,
+    /// An `[effects]` bound out of range.
+    Effects,
 }
 
 /// Why a policy file was rejected, with the position of the offending value.

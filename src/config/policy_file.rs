@@ -13,8 +13,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    BACKENDS, DEFAULT_MAX_BODY_BYTES, Limits, OperatorPolicy, PolicyFileError,
-    PolicyFileErrorKind as Kind, Route, Subject,
+    BACKENDS, DEFAULT_EFFECT_DEPTH, DEFAULT_EFFECT_FANOUT, DEFAULT_MAX_BODY_BYTES, EffectBounds,
+    Limits, OperatorPolicy, PolicyFileError, PolicyFileErrorKind as Kind, Route, Subject,
 };
 use crate::did::PublicKey;
 use crate::task::EffectClass;
@@ -28,8 +28,17 @@ struct RawPolicy {
     subjects: Option<Spanned<Vec<Spanned<String>>>>,
     limits: Option<RawLimits>,
     max_body: Option<Spanned<RawSize>>,
+    effects: Option<RawEffects>,
     #[serde(default)]
     route: Vec<RawRoute>,
+}
+
+/// The `[effects]` table: bounds on effects the gateway runs itself.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEffects {
+    max_depth: Option<Spanned<i64>>,
+    max_fanout: Option<Spanned<i64>>,
 }
 
 /// A `[limits]` table, at the top or in a route; every key is optional and overrides the layer
@@ -52,6 +61,8 @@ struct RawRoute {
     backend: Spanned<String>,
     effect: Spanned<String>,
     allow_no_expiry: Option<bool>,
+    run_effects: Option<bool>,
+    gateway_effects: Option<bool>,
     admission: Option<Spanned<String>>,
     limits: Option<RawLimits>,
 }
@@ -159,6 +170,24 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         Some(size) => size_usize(&src, size)?,
     };
 
+    let effects = match &raw.effects {
+        None => EffectBounds::default(),
+        Some(table) => EffectBounds {
+            max_depth: bound(
+                &src,
+                table.max_depth.as_ref(),
+                DEFAULT_EFFECT_DEPTH,
+                "max_depth",
+            )?,
+            max_fanout: bound(
+                &src,
+                table.max_fanout.as_ref(),
+                DEFAULT_EFFECT_FANOUT,
+                "max_fanout",
+            )?,
+        },
+    };
+
     let mut routes = Vec::with_capacity(raw.route.len());
     let mut seen: HashMap<Command, usize> = HashMap::new();
     for raw_route in &raw.route {
@@ -182,6 +211,7 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         defaults,
         routes,
         max_body_bytes,
+        effects,
     })
 }
 
@@ -295,7 +325,32 @@ fn route(src: &Source<'_>, defaults: &Limits, raw: &RawRoute) -> Result<Route, P
         limits,
         admission,
         allow_no_expiry: raw.allow_no_expiry.unwrap_or(false),
+        run_effects: raw.run_effects.unwrap_or(false),
+        gateway_effects: raw.gateway_effects.unwrap_or(false),
     })
+}
+
+/// A positive count no larger than 64 (deeper or wider effect trees are a runaway, not a plan).
+fn bound(
+    src: &Source<'_>,
+    raw: Option<&Spanned<i64>>,
+    default: usize,
+    key: &str,
+) -> Result<usize, PolicyFileError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let n = *raw.get_ref();
+    usize::try_from(n)
+        .ok()
+        .filter(|n| (1..=64).contains(n))
+        .ok_or_else(|| {
+            src.error(
+                &raw.span(),
+                Kind::Effects,
+                format!("effects.{key} must be an integer from 1 to 64, not {n}"),
+            )
+        })
 }
 
 /// Every effect class, in the order error messages list them.

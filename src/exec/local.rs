@@ -21,9 +21,10 @@ use super::wasm::{self, WasiRequest, WasmEngine};
 use super::{ExecError, ExecErrorKind, Executed, Executor};
 use crate::config::Limits;
 use crate::ipld::{RAW, cid_for};
-use crate::receipt::{Effects, Out};
+use crate::receipt::{Effect, Effects, Out};
 use crate::store::Store;
 use crate::task::Task;
+use crate::ucan::Command;
 
 fn invalid(message: impl Into<String>) -> Out {
     Out::error("InvalidArgs", message)
@@ -111,8 +112,100 @@ impl Executor for WasmExecutor {
         };
         let outcome = outcome
             .map_err(|e| ExecError::new(ExecErrorKind::Host, format!("wasm worker: {e}")))??;
-        Ok(outcome.into())
+        let mut executed: Executed = outcome.into();
+        if task.input.contains_key("input") {
+            // Only the DAG-CBOR ABI can return a map that asks for effects.
+            requested_effects(&mut executed, task);
+        }
+        Ok(executed)
     }
+}
+
+/// The result key under which a DAG-CBOR guest returns its value when it also requests effects.
+pub const RESULT_KEY: &str = "ucan/ok";
+/// The result key under which a DAG-CBOR guest requests effects (`docs/wasm-abi.md`).
+pub const EFFECTS_KEY: &str = "ucan/fx";
+
+/// Takes the effects a guest requested out of its result: `{"ucan/ok": value, "ucan/fx": {"fork":
+/// [request…], "join": request}}` becomes the value `value` and those effects, each request being
+/// `{cmd, args, sub?, nonce?, meta?}` with the task's own subject and an empty nonce by default. A
+/// malformed request fails the task: silently dropping work the guest asked for would be worse.
+fn requested_effects(executed: &mut Executed, task: &Task) {
+    let Out::Ok(Ipld::Map(map)) = &mut executed.out else {
+        return;
+    };
+    let Some(fx) = map.remove(EFFECTS_KEY) else {
+        return;
+    };
+    let value = map.remove(RESULT_KEY).unwrap_or(Ipld::Null);
+    match parse_effects(&fx, task) {
+        Ok(effects) => {
+            executed.out = Out::Ok(value);
+            executed.effects = effects;
+        }
+        Err(message) => {
+            executed.out = Out::error("InvalidEffect", message);
+        }
+    }
+}
+
+fn parse_effects(fx: &Ipld, task: &Task) -> Result<Effects, String> {
+    let Ipld::Map(fx) = fx else {
+        return Err(format!(
+            "`{EFFECTS_KEY}` must be a map with `fork` and/or `join`"
+        ));
+    };
+    let mut effects = Effects::default();
+    for (key, value) in fx {
+        match (key.as_str(), value) {
+            ("fork", Ipld::List(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    effects
+                        .fork
+                        .push(effect_request(item, task).map_err(|e| format!("fork[{i}]: {e}"))?);
+                }
+            }
+            ("join", item) => {
+                effects.join = Some(effect_request(item, task).map_err(|e| format!("join: {e}"))?)
+            }
+            _ => return Err(format!("`{EFFECTS_KEY}` has an unexpected entry {key:?}")),
+        }
+    }
+    Ok(effects)
+}
+
+fn effect_request(item: &Ipld, task: &Task) -> Result<Effect, String> {
+    let Ipld::Map(map) = item else {
+        return Err("an effect must be a map {cmd, args, sub?, nonce?, meta?}".into());
+    };
+    let mut effect = Effect {
+        cmd: match map.get("cmd") {
+            Some(Ipld::String(cmd)) => Command::parse(cmd).map_err(|e| format!("cmd: {e}"))?,
+            _ => return Err("cmd must be a command string".into()),
+        },
+        sub: task.resource.clone(),
+        args: match map.get("args") {
+            Some(Ipld::Map(args)) => args.clone(),
+            None => BTreeMap::new(),
+            Some(_) => return Err("args must be a map".into()),
+        },
+        nonce: Vec::new(),
+        iss: None,
+        aud: None,
+        meta: None,
+        prf: None,
+        exp: None,
+    };
+    for (key, value) in map {
+        match (key.as_str(), value) {
+            ("cmd" | "args", _) => {}
+            ("sub", Ipld::String(sub)) => effect.sub = sub.clone(),
+            ("nonce", Ipld::Bytes(nonce)) => effect.nonce = nonce.clone(),
+            ("meta", Ipld::Map(meta)) => effect.meta = Some(meta.clone()),
+            _ => return Err(format!("unexpected or mistyped field {key:?}")),
+        }
+    }
+    Ok(effect)
 }
 
 /// `/wasi/run`: a WASI preview-1 command module with arguments, environment and stdin.

@@ -6,7 +6,7 @@ use cid::Cid;
 use crate::receipt::Receipt;
 use crate::store::StoreError;
 use crate::ucan::container::Container;
-use crate::ucan::{ErrorKind, Invocation, ValidationError};
+use crate::ucan::{Delegation, ErrorKind, Invocation, ValidationError};
 
 /// A signed receipt, and the effects issued as invocations with `cause` = the receipt.
 #[derive(Debug, Clone)]
@@ -15,9 +15,83 @@ pub struct Answer {
     pub receipt: Receipt,
     /// Effect invocations, fork first then join.
     pub effects: Vec<Invocation>,
+    /// Delegations the effect invocations cite that the client may not hold (the invoker's
+    /// delegation to the gateway), so the effects can be submitted as they are.
+    pub proofs: Vec<Delegation>,
+}
+
+/// What a request gets back: an answer per invocation run, in the order they finished, and the
+/// refusal that stopped a pipeline early, if one did.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The answers.
+    pub answers: Vec<Answer>,
+    /// The invocation refused, and why; the invocations after it in the pipeline did not run.
+    pub refused: Option<(Cid, Refusal)>,
+}
+
+impl From<Answer> for Reply {
+    fn from(answer: Answer) -> Self {
+        Reply {
+            answers: vec![answer],
+            refused: None,
+        }
+    }
+}
+
+impl Reply {
+    /// `ok` if every answer is `ok` and nothing was refused, else `error`; for logs and metrics.
+    pub fn outcome(&self) -> &'static str {
+        if self.refused.is_none() && self.answers.iter().all(|a| a.outcome() == "ok") {
+            "ok"
+        } else {
+            "error"
+        }
+    }
+
+    /// Every receipt, then every effect invocation and the delegations they need, as one container.
+    pub fn to_container(&self) -> Container {
+        let mut tokens: Vec<Vec<u8>> = self
+            .answers
+            .iter()
+            .map(|a| a.receipt.bytes().to_vec())
+            .collect();
+        for answer in &self.answers {
+            tokens.extend(answer.effects.iter().map(|e| e.bytes().to_vec()));
+            tokens.extend(answer.proofs.iter().map(|d| d.bytes().to_vec()));
+        }
+        Container { tokens }
+    }
+
+    /// A readable view for `Accept: application/json`: one answer as [`Answer::to_json`]; a
+    /// pipeline as `{"answers": [...], "refused"?: {"invocation", "error": {name, message}}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        if let ([answer], None) = (self.answers.as_slice(), &self.refused) {
+            return answer.to_json();
+        }
+        let mut json = serde_json::json!({
+            "answers": self.answers.iter().map(Answer::to_json).collect::<Vec<_>>(),
+        });
+        if let Some((cid, refusal)) = &self.refused {
+            json["refused"] = serde_json::json!({
+                "invocation": cid.to_string(),
+                "error": { "name": refusal.name, "message": refusal.message },
+            });
+        }
+        json
+    }
 }
 
 impl Answer {
+    /// An answer with no extra delegations.
+    pub fn new(receipt: Receipt, effects: Vec<Invocation>) -> Self {
+        Answer {
+            receipt,
+            effects,
+            proofs: Vec::new(),
+        }
+    }
+
     /// `ok` or `error`, for logs and metrics.
     pub fn outcome(&self) -> &'static str {
         if self.receipt.body.out.is_ok() {
@@ -29,10 +103,7 @@ impl Answer {
 
     /// The receipt and its effects as one container.
     pub fn to_container(&self) -> Container {
-        let mut tokens = Vec::with_capacity(1 + self.effects.len());
-        tokens.push(self.receipt.bytes().to_vec());
-        tokens.extend(self.effects.iter().map(|e| e.bytes().to_vec()));
-        Container { tokens }
+        Reply::from(self.clone()).to_container()
     }
 
     /// A readable view for `Accept: application/json`.
@@ -150,4 +221,15 @@ pub struct Summary {
     pub issuer: Option<String>,
     /// Its command.
     pub command: Option<String>,
+}
+
+impl Summary {
+    /// Notes the invocation being handled (the first, for a pipeline).
+    pub fn note(&mut self, invocation: &Invocation) {
+        if self.invocation.is_none() {
+            self.invocation = Some(invocation.cid());
+            self.issuer = Some(invocation.payload.iss.clone());
+            self.command = Some(invocation.payload.cmd.to_string());
+        }
+    }
 }

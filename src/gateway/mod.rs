@@ -7,8 +7,8 @@
 //! executor can refuse ([`Refusal`], nothing signed); once a task has been admitted, every outcome,
 //! failures included, is a signed receipt committed to the store before it is returned.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Instant;
 
 use cid::Cid;
@@ -19,6 +19,7 @@ use crate::did::SigningKey;
 use crate::exec::{Executed, Executor};
 use crate::ipld::dag_cbor_cid;
 use crate::metrics::Metrics;
+use crate::promise::Resolved;
 use crate::receipt::{Effects, Out, Receipt, ReceiptBody, gateway_meta};
 use crate::store::{Store, StoredReceipt};
 use crate::task::{EffectClass, ExecConfig, Task};
@@ -28,9 +29,11 @@ use crate::ucan::validate::{self, Options, Revocations, SignatureCache, unix_now
 use crate::ucan::{Delegation, Invocation};
 
 mod answer;
+mod effects;
+mod pipeline;
 mod revoke;
 
-pub use answer::{Answer, Refusal, RefusalClass, Summary};
+pub use answer::{Answer, Refusal, RefusalClass, Reply, Summary};
 
 /// The built-in command for revoking a delegation.
 pub const REVOKE_COMMAND: &str = "/ucan/revoke";
@@ -46,6 +49,10 @@ pub struct Gateway {
     verified: VerifiedCache,
     metrics: Metrics,
     leeway: i64,
+    /// The gateway itself, for work that outlives a request (effects it runs in the background).
+    this: Weak<Gateway>,
+    /// Woken whenever a receipt is stored, for requests waiting on one (promises, `follow=join`).
+    stored: tokio::sync::Notify,
 }
 
 /// What replay protection keys on, and the size of the token that carried the task.
@@ -64,11 +71,14 @@ pub(crate) struct Admitted<'r> {
     pub task: Task,
 }
 
-/// A decoded request: one invocation and the delegations that came with it.
+/// A decoded request: its invocations, in container order, and the delegations that came with them.
 struct Request {
-    invocation: Invocation,
+    invocations: Vec<Invocation>,
     proofs: HashMap<Cid, Delegation>,
 }
+
+/// The most invocations one request may carry.
+pub const MAX_PIPELINE: usize = 16;
 
 impl Gateway {
     /// A gateway signing with `key`, loading known revocations from `store`. Every route's backend
@@ -79,7 +89,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         executors: HashMap<String, Arc<dyn Executor>>,
         leeway: i64,
-    ) -> Result<Self, String> {
+    ) -> Result<Arc<Self>, String> {
         for route in &policy.routes {
             if !executors.contains_key(&route.backend) {
                 return Err(format!(
@@ -90,7 +100,7 @@ impl Gateway {
         }
         let revoked = store.revoked().await.map_err(|e| e.to_string())?;
         let did = key.did();
-        Ok(Gateway {
+        Ok(Arc::new_cyclic(|this| Gateway {
             key,
             did,
             policy,
@@ -100,7 +110,9 @@ impl Gateway {
             verified: VerifiedCache::default(),
             metrics: Metrics::new(),
             leeway,
-        })
+            this: this.clone(),
+            stored: tokio::sync::Notify::new(),
+        }))
     }
 
     /// The gateway's DID (it signs receipts with it; invocations must be addressed to it).
@@ -163,30 +175,39 @@ impl Gateway {
             .receipt_by_any(*cid)
             .await?
             .ok_or_else(|| Refusal::not_found("NotFound", format!("no receipt for {cid}")))?;
-        let receipt = Receipt::decode(&stored.bytes).map_err(|e| {
-            Refusal::new(
-                RefusalClass::Unavailable,
-                "StoreUnavailable",
-                format!("stored receipt unreadable: {e}"),
-            )
-        })?;
-        Ok(Answer {
-            receipt,
-            effects: Vec::new(),
-        })
+        Ok(Answer::new(decode_stored(&stored)?, Vec::new()))
     }
 
-    /// Runs one invocation from a container: the whole path.
-    pub async fn invoke(&self, container: &[u8], summary: &mut Summary) -> Result<Answer, Refusal> {
+    /// Runs the invocations of a container: one, or a pipeline of several linked by promises.
+    pub async fn invoke(&self, container: &[u8], summary: &mut Summary) -> Result<Reply, Refusal> {
+        let request = decode(container)?;
+        if let [invocation] = request.invocations.as_slice() {
+            summary.note(invocation);
+            let answer = self
+                .invoke_one(invocation, &request.proofs, &HashMap::new())
+                .await?;
+            if self.runs_effects(invocation) && !answer.effects.is_empty() {
+                self.spawn_effects(&answer, &request.proofs);
+            }
+            return Ok(Reply {
+                answers: vec![answer],
+                refused: None,
+            });
+        }
+        self.pipeline(request, summary).await
+    }
+
+    /// The whole path for one invocation. `known` holds results produced earlier in the same
+    /// request, by task id and invocation CID, for its promises.
+    pub(crate) async fn invoke_one(
+        &self,
+        invocation: &Invocation,
+        proofs: &HashMap<Cid, Delegation>,
+        known: &HashMap<Cid, Resolved>,
+    ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let now = unix_now();
-
-        // decode
-        let request = decode(container)?;
-        let inv = &request.invocation.payload;
-        summary.invocation = Some(request.invocation.cid());
-        summary.issuer = Some(inv.iss.clone());
-        summary.command = Some(inv.cmd.to_string());
+        let inv = &invocation.payload;
 
         // address: the invocation must be meant for this gateway
         if inv.executor() != self.did {
@@ -202,7 +223,7 @@ impl Gateway {
 
         // route (revocation is built in)
         if inv.cmd.as_str() == REVOKE_COMMAND {
-            return self.revoke(request, now, started).await;
+            return self.revoke(invocation, proofs, now, started).await;
         }
         let route = self.policy.route(&inv.cmd).ok_or_else(|| {
             Refusal::not_found(
@@ -217,8 +238,22 @@ impl Gateway {
             ));
         }
 
+        // promises: the chain's policies apply to the values awaited, not to the promises
+        let resolution = self.resolve_promises(invocation, known).await?;
+
         // authority
-        let auth = self.authorize(&request, now)?;
+        let args = match &resolution {
+            Ok(Some(resolved)) => resolved,
+            _ => &inv.args,
+        };
+        let auth = match self.authorize(invocation, args, proofs, now) {
+            // A promise that took the other branch has no value to check policies on; the
+            // invocation is still answered (promise spec 3.2) if nothing else is wrong.
+            Err(e) if resolution.is_err() && e.name == "MatchError" => {
+                self.authorize_unchecked(invocation, proofs, now)?
+            }
+            other => other?,
+        };
 
         // task
         let task = Task::new(&auth, inv, route.effect)
@@ -231,13 +266,27 @@ impl Gateway {
                 &auth,
                 task,
                 Replay {
-                    key: dag_cbor_cid(request.invocation.envelope.signed_bytes()),
-                    token_len: request.invocation.bytes().len(),
+                    key: dag_cbor_cid(invocation.envelope.signed_bytes()),
+                    token_len: invocation.bytes().len(),
                 },
             )
             .await?;
-        let body = self.run(&admitted, started).await;
-        self.finish(&admitted.task, body).await
+        let body = match resolution {
+            Ok(_) => self.run(&admitted, started).await,
+            Err(mismatch) => ReceiptBody {
+                ran: admitted.task.invocation,
+                task: admitted.task.id,
+                out: mismatch.to_out(),
+                fx: Effects::default(),
+                meta: gateway_meta(&route.backend, None, started.elapsed(), None),
+            },
+        };
+
+        // effects: only with authority the invoker passed on, or the gateway's own
+        let (body, cited) = self.authorize_effects(body, &auth, proofs, now);
+        let mut answer = self.finish(&admitted.task, body).await?;
+        answer.proofs = cited;
+        Ok(answer)
     }
 
     /// The checks between authority and execution, shared by every wire format: the subject must be
@@ -306,7 +355,7 @@ impl Gateway {
                 ran: task.invocation,
                 task: task.id,
                 out: prior.body.out,
-                fx: Effects::default(),
+                fx: prior.body.fx,
                 meta: gateway_meta(&route.backend, None, started.elapsed(), Some(origin)),
             };
         }
@@ -329,19 +378,48 @@ impl Gateway {
         }
     }
 
-    /// Checks the proof chain, remembering verified signatures and consulting revocations.
-    fn authorize(&self, request: &Request, now: i64) -> Result<validate::Authorized, Refusal> {
-        let opts = Options {
-            now,
-            leeway: self.leeway,
-        };
-        Ok(validate::validate(
-            &request.invocation,
-            &request.proofs,
-            opts,
+    /// Checks the proof chain on `args` (the invocation's, promises resolved), remembering
+    /// verified signatures and consulting revocations.
+    fn authorize(
+        &self,
+        invocation: &Invocation,
+        args: &BTreeMap<String, Ipld>,
+        proofs: &HashMap<Cid, Delegation>,
+        now: i64,
+    ) -> Result<validate::Authorized, Refusal> {
+        Ok(validate::validate_resolved(
+            invocation,
+            args,
+            proofs,
+            self.options(now),
             &self.revoked,
             &self.verified,
         )?)
+    }
+
+    /// The chain checked as for [`Gateway::authorize`] but without its policies, which cannot be
+    /// evaluated when a promise has no value: used only to answer a branch mismatch, which runs
+    /// nothing.
+    fn authorize_unchecked(
+        &self,
+        invocation: &Invocation,
+        proofs: &HashMap<Cid, Delegation>,
+        now: i64,
+    ) -> Result<validate::Authorized, Refusal> {
+        Ok(validate::validate_ignoring_policies(
+            invocation,
+            proofs,
+            self.options(now),
+            &self.revoked,
+            &self.verified,
+        )?)
+    }
+
+    fn options(&self, now: i64) -> Options {
+        Options {
+            now,
+            leeway: self.leeway,
+        }
     }
 
     /// Runs the task on the route's backend. Failing to run at all is an outcome too: the invocation
@@ -364,22 +442,14 @@ impl Gateway {
 
     /// Signs the receipt, commits it, then issues its effects.
     pub(crate) async fn finish(&self, task: &Task, body: ReceiptBody) -> Result<Answer, Refusal> {
-        let fx = body.fx.clone();
-        let receipt = Receipt::issue(body, &self.key)
-            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
-        let stored = StoredReceipt {
-            receipt_cid: receipt.cid(),
+        let record = Record {
             ran: task.invocation,
-            task_id: task.id,
-            work_id: Some(task.work_id),
-            ok: receipt.body.out.is_ok(),
+            task: task.id,
+            work: Some(task.work_id),
             pure: task.effect == EffectClass::Pure,
-            created_at: unix_now(),
-            bytes: receipt.bytes().to_vec(),
         };
-        self.timed("put_receipt", self.store.put_receipt(&stored))
-            .await?;
-
+        let fx = body.fx.clone();
+        let receipt = self.commit(record, body).await?;
         let mut effects = Vec::with_capacity(fx.fork.len() + usize::from(fx.join.is_some()));
         for effect in fx.fork.iter().chain(fx.join.iter()) {
             let issued = effect.issue(receipt.cid(), &self.key).map_err(|e| {
@@ -387,7 +457,27 @@ impl Gateway {
             })?;
             effects.push(issued);
         }
-        Ok(Answer { receipt, effects })
+        Ok(Answer::new(receipt, effects))
+    }
+
+    /// Signs a receipt and stores it under `record`'s keys, waking anyone waiting for receipts.
+    async fn commit(&self, record: Record, body: ReceiptBody) -> Result<Receipt, Refusal> {
+        let receipt = Receipt::issue(body, &self.key)
+            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
+        let stored = StoredReceipt {
+            receipt_cid: receipt.cid(),
+            ran: record.ran,
+            task_id: record.task,
+            work_id: record.work,
+            ok: receipt.body.out.is_ok(),
+            pure: record.pure,
+            created_at: unix_now(),
+            bytes: receipt.bytes().to_vec(),
+        };
+        self.timed("put_receipt", self.store.put_receipt(&stored))
+            .await?;
+        self.stored.notify_waiters();
+        Ok(receipt)
     }
 
     /// Awaits a store call, recording its latency.
@@ -402,11 +492,35 @@ impl Gateway {
     }
 }
 
-/// Reads a container holding exactly one invocation and any number of delegations.
+/// What a stored receipt is filed under.
+struct Record {
+    /// The invocation answered.
+    ran: Cid,
+    /// Its task id.
+    task: Cid,
+    /// Its work id, when its result may ever be reused.
+    work: Option<Cid>,
+    /// Whether the task is pure (a memoization source when it succeeded).
+    pure: bool,
+}
+
+/// A stored receipt, decoded.
+fn decode_stored(stored: &StoredReceipt) -> Result<Receipt, Refusal> {
+    Receipt::decode(&stored.bytes).map_err(|e| {
+        Refusal::new(
+            RefusalClass::Unavailable,
+            "StoreUnavailable",
+            format!("stored receipt unreadable: {e}"),
+        )
+    })
+}
+
+/// Reads a container holding one or more invocations (at most [`MAX_PIPELINE`]) and any number
+/// of delegations.
 fn decode(container: &[u8]) -> Result<Request, Refusal> {
     let container = Container::decode(container)
         .map_err(|e| Refusal::malformed("MalformedContainer", e.to_string()))?;
-    let mut invocation = None;
+    let mut invocations = Vec::new();
     let mut proofs = HashMap::new();
     for token in &container.tokens {
         let envelope = Envelope::decode(token).map_err(|e| {
@@ -418,13 +532,13 @@ fn decode(container: &[u8]) -> Result<Request, Refusal> {
         })?;
         match envelope.kind {
             Kind::Invocation => {
-                if invocation.is_some() {
+                if invocations.len() == MAX_PIPELINE {
                     return Err(Refusal::malformed(
                         "MalformedContainer",
-                        "the container holds more than one invocation",
+                        format!("a request may hold at most {MAX_PIPELINE} invocations"),
                     ));
                 }
-                invocation = Some(Invocation::from_envelope(envelope)?);
+                invocations.push(Invocation::from_envelope(envelope)?);
             }
             Kind::Delegation => {
                 let dlg = Delegation::from_envelope(envelope)?;
@@ -432,10 +546,16 @@ fn decode(container: &[u8]) -> Result<Request, Refusal> {
             }
         }
     }
-    let invocation = invocation.ok_or_else(|| {
-        Refusal::malformed("MalformedContainer", "the container holds no invocation")
-    })?;
-    Ok(Request { invocation, proofs })
+    if invocations.is_empty() {
+        return Err(Refusal::malformed(
+            "MalformedContainer",
+            "the container holds no invocation",
+        ));
+    }
+    Ok(Request {
+        invocations,
+        proofs,
+    })
 }
 
 /// Refuses arguments larger than the route allows. The token's own size bounds the arguments', so

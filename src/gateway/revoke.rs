@@ -4,18 +4,18 @@
 //! signed, aligned (`aud` → next `iss`), and one of them issued by the revoker. This keeps spurious
 //! revocations from strangers out of the store. Revocations are permanent.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use super::{Answer, Gateway, Refusal, RefusalClass, Request};
+use super::{Answer, Gateway, Record, Refusal};
 use crate::did::PublicKey;
 use crate::ipld::dag_cbor_cid;
-use crate::receipt::{Effects, Out, Receipt, ReceiptBody, gateway_meta};
-use crate::store::StoredReceipt;
+use crate::receipt::{Effects, Out, ReceiptBody, gateway_meta};
 use crate::task::work_id;
-use crate::ucan::{Delegation, ErrorKind, ValidationError};
+use crate::ucan::{Delegation, ErrorKind, Invocation, ValidationError};
 
 fn verify_token(envelope: &crate::ucan::Envelope, issuer: &str) -> Result<(), Refusal> {
     let key = PublicKey::from_did(issuer).map_err(|e| {
@@ -40,12 +40,13 @@ impl Gateway {
     /// Records a revocation and answers with a receipt saying so.
     pub(super) async fn revoke(
         &self,
-        request: Request,
+        invocation: &Invocation,
+        proofs: &HashMap<Cid, Delegation>,
         now: i64,
         started: Instant,
     ) -> Result<Answer, Refusal> {
-        let inv = &request.invocation.payload;
-        verify_token(&request.invocation.envelope, &inv.iss)?;
+        let inv = &invocation.payload;
+        verify_token(&invocation.envelope, &inv.iss)?;
         if let Some(exp) = inv.exp
             && now > exp.saturating_add(self.leeway)
         {
@@ -61,7 +62,7 @@ impl Gateway {
                 "a revocation needs args.revoke: a link to the delegation",
             )
         })?;
-        let revoked = request.proofs.get(&target).ok_or_else(|| {
+        let revoked = proofs.get(&target).ok_or_else(|| {
             Refusal::from(ValidationError::in_proof(
                 ErrorKind::UnavailableProof,
                 target,
@@ -75,7 +76,7 @@ impl Gateway {
             Some(Ipld::List(items)) => items
                 .iter()
                 .map(|item| match item {
-                    Ipld::Link(cid) => request.proofs.get(cid).ok_or_else(|| {
+                    Ipld::Link(cid) => proofs.get(cid).ok_or_else(|| {
                         Refusal::from(ValidationError::in_proof(
                             ErrorKind::UnavailableProof,
                             *cid,
@@ -124,11 +125,9 @@ impl Gateway {
             verify_token(&dlg.envelope, &dlg.payload.iss)?;
         }
 
-        let replay_key = dag_cbor_cid(request.invocation.envelope.signed_bytes());
+        let replay_key = dag_cbor_cid(invocation.envelope.signed_bytes());
         self.store.mark_seen(replay_key, None).await?;
-        self.store
-            .revoke(target, request.invocation.cid(), now)
-            .await?;
+        self.store.revoke(target, invocation.cid(), now).await?;
         if let Ok(mut set) = self.revoked.0.write() {
             set.insert(target);
         }
@@ -136,7 +135,7 @@ impl Gateway {
 
         let task_id = inv.task_id();
         let body = ReceiptBody {
-            ran: request.invocation.cid(),
+            ran: invocation.cid(),
             task: task_id,
             out: Out::Ok(Ipld::Map(
                 [("revoked".to_owned(), Ipld::Link(target))].into(),
@@ -144,24 +143,14 @@ impl Gateway {
             fx: Effects::default(),
             meta: gateway_meta("built-in", None, started.elapsed(), None),
         };
-        let receipt = Receipt::issue(body, &self.key)
-            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
-        self.store
-            .put_receipt(&StoredReceipt {
-                receipt_cid: receipt.cid(),
-                ran: request.invocation.cid(),
-                task_id,
-                work_id: Some(work_id(&inv.cmd, &inv.args)),
-                ok: true,
-                // A revocation changes state: never a memoization source.
-                pure: false,
-                created_at: now,
-                bytes: receipt.bytes().to_vec(),
-            })
-            .await?;
-        Ok(Answer {
-            receipt,
-            effects: Vec::new(),
-        })
+        let record = Record {
+            ran: invocation.cid(),
+            task: task_id,
+            work: Some(work_id(&inv.cmd, &inv.args)),
+            // A revocation changes state: never a memoization source.
+            pure: false,
+        };
+        let receipt = self.commit(record, body).await?;
+        Ok(Answer::new(receipt, Vec::new()))
     }
 }

@@ -6,17 +6,17 @@
 //! - `GET /`: service description; `GET /health`; `GET /metrics`; `GET /openapi.json`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cid::Cid;
 
-use crate::gateway::{Answer, Gateway, Refusal, Summary};
+use crate::gateway::{Gateway, Refusal, Reply, Summary};
 use crate::ucan::container::{Container, Format};
 
 pub mod error;
@@ -152,12 +152,26 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
     }
 }
 
-/// The receipt and any effect invocations, as a container in `format` or as JSON for people.
-fn answer_response(answer: &Answer, json: bool, format: Format) -> Response {
-    if json {
-        return axum::Json(answer.to_json()).into_response();
+/// The receipts and any effect invocations, as a container in `format` or as JSON for people. A
+/// pipeline stopped by a refusal names it in the `ucan-gateway-refused` header too.
+fn answer_response(reply: &Reply, json: bool, format: Format) -> Response {
+    let refused = reply
+        .refused
+        .as_ref()
+        .and_then(|(_, refusal)| HeaderValue::from_str(refusal.name).ok());
+    let mut response = if json {
+        axum::Json(reply.to_json()).into_response()
+    } else {
+        container_response(reply, format)
+    };
+    if let Some(name) = refused {
+        response.headers_mut().insert("ucan-gateway-refused", name);
     }
-    let bytes = answer.to_container().encode(format);
+    response
+}
+
+fn container_response(reply: &Reply, format: Format) -> Response {
+    let bytes = reply.to_container().encode(format);
     let content_type = if matches!(format, Format::Raw | Format::RawGzip) {
         "application/octet-stream"
     } else {
@@ -170,9 +184,18 @@ fn answer_response(answer: &Answer, json: bool, format: Format) -> Response {
         .into_response()
 }
 
+/// Query of `GET /receipts/{cid}`: `follow=join` follows the join chain to its end, waiting up to
+/// `wait` seconds (default 30, at most 120) for receipts still to come.
+#[derive(Debug, serde::Deserialize)]
+struct ReceiptQuery {
+    follow: Option<String>,
+    wait: Option<u64>,
+}
+
 async fn receipt(
     State(gateway): State<Arc<Gateway>>,
     Path(cid): Path<String>,
+    Query(query): Query<ReceiptQuery>,
     headers: HeaderMap,
 ) -> Response {
     let Ok(cid) = Cid::try_from(cid.as_str()) else {
@@ -182,8 +205,19 @@ async fn receipt(
         ))
         .into_response();
     };
-    match gateway.receipt(&cid).await {
-        Ok(answer) => answer_response(&answer, wants_json(&headers), Format::Raw),
+    let found = match query.follow.as_deref() {
+        None => gateway.receipt(&cid).await,
+        Some("join") => {
+            let wait = Duration::from_secs(query.wait.unwrap_or(30).min(120));
+            gateway.receipt_following_joins(&cid, wait).await
+        }
+        Some(other) => Err(Refusal::malformed(
+            "MalformedQuery",
+            format!("follow={other:?} is not understood (only follow=join)"),
+        )),
+    };
+    match found {
+        Ok(answer) => answer_response(&Reply::from(answer), wants_json(&headers), Format::Raw),
         Err(refusal) => ApiError(refusal).into_response(),
     }
 }
