@@ -39,6 +39,9 @@ pub const DEFAULT_EFFECT_DEPTH: usize = 4;
 /// Built-in default for how many fork effects of one receipt the gateway runs itself.
 pub const DEFAULT_EFFECT_FANOUT: usize = 8;
 
+/// Built-in default for how long a request waits for a promised result not yet stored.
+pub const DEFAULT_PROMISE_WAIT: Duration = Duration::from_secs(10);
+
 /// The executor kinds a route may name today. The gateway maps each name to one executor.
 pub const BACKENDS: &[&str] = &["wasm", "wasi", "blob"];
 
@@ -57,14 +60,17 @@ pub struct OperatorPolicy {
     pub effects: EffectBounds,
 }
 
-/// How far the gateway follows effects it runs itself: an effect deeper than `max_depth` below the
-/// request, or beyond the first `max_fanout` forks of one receipt, gets an error receipt instead.
+/// How far the gateway follows effects it runs itself — an effect deeper than `max_depth` below the
+/// request, or beyond the first `max_fanout` forks of one receipt, gets an error receipt instead —
+/// and how long a promise waits for its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EffectBounds {
     /// The deepest effect run: 1 means the effects of the request's own receipt, but not theirs.
     pub max_depth: usize,
     /// The most fork effects of one receipt that are run.
     pub max_fanout: usize,
+    /// How long a request waits for a promised result that is not stored yet.
+    pub promise_wait: Duration,
 }
 
 impl Default for EffectBounds {
@@ -72,6 +78,7 @@ impl Default for EffectBounds {
         EffectBounds {
             max_depth: DEFAULT_EFFECT_DEPTH,
             max_fanout: DEFAULT_EFFECT_FANOUT,
+            promise_wait: DEFAULT_PROMISE_WAIT,
         }
     }
 }

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    BACKENDS, DEFAULT_EFFECT_DEPTH, DEFAULT_EFFECT_FANOUT, DEFAULT_MAX_BODY_BYTES, EffectBounds,
-    Limits, OperatorPolicy, PolicyFileError, PolicyFileErrorKind as Kind, Route, Subject,
+    BACKENDS, DEFAULT_EFFECT_DEPTH, DEFAULT_EFFECT_FANOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PROMISE_WAIT, EffectBounds, Limits, OperatorPolicy, PolicyFileError,
+    PolicyFileErrorKind as Kind, Route, Subject,
 };
 use crate::did::PublicKey;
 use crate::task::EffectClass;
@@ -39,6 +40,7 @@ struct RawPolicy {
 struct RawEffects {
     max_depth: Option<Spanned<i64>>,
     max_fanout: Option<Spanned<i64>>,
+    promise_wait: Option<Spanned<String>>,
 }
 
 /// A `[limits]` table, at the top or in a route; every key is optional and overrides the layer
@@ -185,6 +187,10 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
                 DEFAULT_EFFECT_FANOUT,
                 "max_fanout",
             )?,
+            promise_wait: match &table.promise_wait {
+                None => DEFAULT_PROMISE_WAIT,
+                Some(text) => duration(&src, text)?,
+            },
         },
     };
 

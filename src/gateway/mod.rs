@@ -32,6 +32,7 @@ mod answer;
 mod effects;
 mod pipeline;
 mod revoke;
+mod schedule;
 
 pub use answer::{Answer, Refusal, RefusalClass, Reply, Summary};
 
@@ -360,7 +361,14 @@ impl Gateway {
             };
         }
 
-        // executor
+        // destructive work runs at most once per task, even across a crash
+        if task.effect == EffectClass::Destructive
+            && let Some(body) = self.claim_once(route, task, started).await
+        {
+            return body;
+        }
+
+        // executor (retried on host failures unless destructive)
         let limits = effective_limits(&route.limits, &task.config);
         let executed = self.execute(route, task, &limits).await;
         if let Some(fuel) = executed.fuel_used {
@@ -422,24 +430,6 @@ impl Gateway {
         }
     }
 
-    /// Runs the task on the route's backend. Failing to run at all is an outcome too: the invocation
-    /// has consumed its replay slot, so the caller gets a signed account of what happened.
-    async fn execute(&self, route: &Route, task: &Task, limits: &Limits) -> Executed {
-        let Some(executor) = self.executors.get(&route.backend) else {
-            return Executed::failed(
-                "ExecutionFailed",
-                format!("backend {} is not configured", route.backend),
-            );
-        };
-        match executor.execute(task, limits).await {
-            Ok(executed) => executed,
-            Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "executor failed");
-                Executed::failed("ExecutionFailed", e.to_string())
-            }
-        }
-    }
-
     /// Signs the receipt, commits it, then issues its effects.
     pub(crate) async fn finish(&self, task: &Task, body: ReceiptBody) -> Result<Answer, Refusal> {
         let record = Record {
@@ -450,6 +440,9 @@ impl Gateway {
         };
         let fx = body.fx.clone();
         let receipt = self.commit(record, body).await?;
+        if task.effect == EffectClass::Destructive {
+            self.settle_once(task, &receipt).await;
+        }
         let mut effects = Vec::with_capacity(fx.fork.len() + usize::from(fx.join.is_some()));
         for effect in fx.fork.iter().chain(fx.join.iter()) {
             let issued = effect.issue(receipt.cid(), &self.key).map_err(|e| {

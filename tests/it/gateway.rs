@@ -19,7 +19,7 @@ const SPIN_WAT: &str = r#"(module (func (export "spin") (loop br 0)))"#;
 const GROW_WAT: &str = r#"(module (memory 1) (func (export "grow") (param i32) (result i32) local.get 0 memory.grow))"#;
 const TRAP_WAT: &str = r#"(module (func (export "boom") unreachable))"#;
 
-fn wasm(wat: &str) -> Vec<u8> {
+pub(crate) fn wasm(wat: &str) -> Vec<u8> {
     wat::parse_str(wat).unwrap()
 }
 
@@ -29,7 +29,7 @@ async fn gateway(dir: &Path, operator: &SigningKey, extra_policy: &str) -> Runni
 }
 
 /// A gateway with extra keys in its `/wasm/run` route and extra policy text after the routes.
-async fn gateway_with(
+pub(crate) async fn gateway_with(
     dir: &Path,
     operator: &SigningKey,
     wasm_route: &str,
@@ -74,14 +74,14 @@ effect = "nondestructive"
 }
 
 /// Operator → app → friend, the friend holding `/wasm/run` limited to `add` by the app's policy.
-struct World {
-    operator: SigningKey,
-    app: SigningKey,
-    friend: SigningKey,
-    chain: Vec<Delegation>,
+pub(crate) struct World {
+    pub(crate) operator: SigningKey,
+    pub(crate) app: SigningKey,
+    pub(crate) friend: SigningKey,
+    pub(crate) chain: Vec<Delegation>,
 }
 
-fn world() -> World {
+pub(crate) fn world() -> World {
     let operator = SigningKey::generate(KeyAlg::Ed25519);
     let app = SigningKey::generate(KeyAlg::P256);
     let friend = SigningKey::generate(KeyAlg::Secp256k1);
@@ -111,7 +111,7 @@ fn world() -> World {
     }
 }
 
-fn args(pairs: Vec<(&str, Ipld)>) -> BTreeMap<String, Ipld> {
+pub(crate) fn args(pairs: Vec<(&str, Ipld)>) -> BTreeMap<String, Ipld> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
@@ -123,7 +123,7 @@ fn add_args(module: Vec<u8>, a: i128, b: i128) -> BTreeMap<String, Ipld> {
     ])
 }
 
-fn container(inv: &Invocation, proofs: &[Delegation]) -> Vec<u8> {
+pub(crate) fn container(inv: &Invocation, proofs: &[Delegation]) -> Vec<u8> {
     let mut c = Container::default();
     c.tokens.push(inv.bytes().to_vec());
     c.tokens.extend(proofs.iter().map(|d| d.bytes().to_vec()));
@@ -139,7 +139,7 @@ fn invoke(w: &World, gw: &Running, cmd: &str, a: BTreeMap<String, Ipld>) -> Invo
         .unwrap()
 }
 
-async fn post(gw: &Running, body: Vec<u8>) -> (u16, Vec<u8>) {
+pub(crate) async fn post(gw: &Running, body: Vec<u8>) -> (u16, Vec<u8>) {
     let response = reqwest::Client::new()
         .post(format!("http://{}/", gw.addr))
         .body(body)
@@ -151,7 +151,7 @@ async fn post(gw: &Running, body: Vec<u8>) -> (u16, Vec<u8>) {
 }
 
 /// Posts and expects a verified receipt.
-async fn receipt(gw: &Running, body: Vec<u8>) -> Receipt {
+pub(crate) async fn receipt(gw: &Running, body: Vec<u8>) -> Receipt {
     let (status, bytes) = post(gw, body).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     let tokens = Container::decode(&bytes).unwrap().tokens;
@@ -163,7 +163,7 @@ async fn receipt(gw: &Running, body: Vec<u8>) -> Receipt {
 }
 
 /// Posts and expects a refusal with this status and error name.
-async fn refused(gw: &Running, body: Vec<u8>, status: u16, name: &str) {
+pub(crate) async fn refused(gw: &Running, body: Vec<u8>, status: u16, name: &str) {
     let (got, bytes) = post(gw, body).await;
     let json: serde_json::Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
@@ -174,7 +174,7 @@ async fn refused(gw: &Running, body: Vec<u8>, status: u16, name: &str) {
     );
 }
 
-fn error_name(r: &Receipt) -> &str {
+pub(crate) fn error_name(r: &Receipt) -> &str {
     match &r.body.out {
         Out::Error { name, .. } => name,
         Out::Ok(v) => panic!("expected an error receipt, got ok {v:?}"),

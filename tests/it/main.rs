@@ -3,11 +3,14 @@
 mod cli;
 mod config;
 mod container;
+mod effects;
 mod envelope;
 mod fixtures;
 mod gateway;
 mod policy;
+mod promise;
 mod receipt;
+mod schedule;
 mod store;
 mod task;
 mod validate;
