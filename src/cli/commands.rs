@@ -87,6 +87,15 @@ fn fetch_receipt(args: super::ReceiptArgs) -> anyhow::Result<ExitCode> {
     let remote = super::remote::Remote::new(&args.url)?;
     let rt = runtime()?;
     let did = rt.block_on(remote.did())?;
+    if args.tree || args.dot {
+        let tree = rt.block_on(super::tree::fetch(&remote, &args.cid, &did))?;
+        if args.dot {
+            print!("{}", super::tree::render_dot(&tree));
+        } else {
+            print!("{}", super::tree::render_text(&tree));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     print_receipt_result(rt.block_on(remote.receipt(&args.cid, &did))?)
 }
 

@@ -11,6 +11,7 @@ mod commands;
 pub mod remote;
 pub mod serve;
 pub mod tokens;
+pub mod tree;
 
 /// Capability-secured invocation gateway: UCAN 1.0 tokens in, signed receipts out.
 #[derive(Debug, Parser)]
@@ -37,6 +38,7 @@ pub enum Command {
     /// Show any token or container as readable DAG-JSON, with CIDs and signature status.
     Inspect(InspectArgs),
     /// Fetch a receipt from a gateway by invocation CID, task id or receipt CID, and check its signature.
+    #[command(alias = "receipts")]
     Receipt(ReceiptArgs),
 }
 
@@ -45,6 +47,12 @@ pub enum Command {
 pub struct ReceiptArgs {
     /// An invocation CID, task id or receipt CID.
     pub cid: String,
+    /// Print the invocation → receipt → effects tree (effects' receipts fetched by task id).
+    #[arg(long, conflicts_with = "dot")]
+    pub tree: bool,
+    /// Print the same tree as a Graphviz DOT digraph.
+    #[arg(long)]
+    pub dot: bool,
     /// The gateway's base URL.
     #[arg(
         long,

@@ -424,6 +424,43 @@ async fn the_gateway_runs_effects_within_its_bounds() {
     let third = stored(&gw, effect_task(3, b"c"), |_| true).await;
     assert_eq!(error_name(&third), "EffectFanOutExceeded");
 
+    // The CLI draws the tree from the gateway: the request's receipt and its three effects.
+    let url = format!("http://{}", gw.addr);
+    let cli = |flag: &'static str| {
+        let (url, cid) = (url.clone(), inv.cid().to_string());
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
+                .args(["receipts", &cid, "--url", &url, flag])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let tree = cli("--tree").await.unwrap();
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines.len(), 4, "{tree}");
+    assert!(
+        lines[0].starts_with(&format!("ran {}", inv.cid())),
+        "{tree}"
+    );
+    assert!(lines[0].ends_with(": ok 7"), "{tree}");
+    assert!(
+        lines[1].starts_with("├─ fork /wasm/run ran ") && lines[1].ends_with("ok 3"),
+        "{tree}"
+    );
+    assert!(
+        lines[3].starts_with("└─ fork /wasm/run ") && lines[3].contains("EffectFanOutExceeded"),
+        "{tree}"
+    );
+    let dot = cli("--dot").await.unwrap();
+    assert!(dot.starts_with("digraph receipts {"), "{dot}");
+    assert_eq!(dot.matches(" -> ").count(), 3, "{dot}");
+
     gw.stop().await.unwrap();
 }
 
