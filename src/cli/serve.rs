@@ -35,7 +35,7 @@ pub struct ServeArgs {
         default_value = "ucan-gateway-data"
     )]
     pub data_dir: PathBuf,
-    /// The gateway's key file. Default: <data-dir>/gateway.key, generated on first start.
+    /// The gateway's key file. Default: `<data-dir>/gateway.key`, generated on first start.
     #[arg(long, env = "UCAN_GATEWAY_KEY")]
     pub key: Option<PathBuf>,
     /// Operator policy file. Default: the embedded policies/default.toml.

@@ -1,8 +1,9 @@
 //! The path of one invocation, in order:
 //!
-//! `decode → address → route → authority → admission → replay → task → (memo) → executor → receipt → store`
+//! `decode → address → route → promises → authority → task → admission → replay → (memo) → executor
+//! → effects → receipt → store`
 //!
-//! [`Gateway::invoke`] reads top to bottom as that path; each stage calls the module named for it
+//! `Gateway::invoke_one` reads top to bottom as that path; each stage calls the module named for it
 //! (`ucan::container`, `ucan::validate`, `task`, `exec`, `receipt`, `store`). Everything before the
 //! executor can refuse ([`Refusal`], nothing signed); once a task has been admitted, every outcome,
 //! failures included, is a signed receipt committed to the store before it is returned.

@@ -7,8 +7,8 @@
 //!
 //! A pipeline is ordered by those promises: invocations whose awaited results are all known run
 //! together, concurrently, then the ones that awaited them, and so on. The first refusal stops the
-//! pipeline: what already ran is answered, what did not
-//! is left unrun (and unseen, so it can be sent again).
+//! pipeline: what already ran is answered, what did not is left unrun (and unseen, so it can be
+//! sent again).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

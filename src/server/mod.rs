@@ -1,5 +1,5 @@
 //! The HTTP edge: the only module that knows axum. It turns requests into calls on the
-//! [`Gateway`](crate::gateway::Gateway) and answers back; everything between is the gateway's.
+//! [`Gateway`] and answers back; everything between is the gateway's.
 //!
 //! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container.
 //! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID.
