@@ -581,3 +581,84 @@ async fn a_malformed_effect_request_fails_the_task() {
     assert_eq!(error_name(&r), "InvalidEffect");
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn follow_join_waits_for_the_end_of_the_join_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = gateway_with(dir.path(), &w.operator, "run_effects = true", "").await;
+    let adder = put_blob(&w, &gw, wasm(ADD_WAT)).await;
+    let mut proofs = w.chain.clone();
+    proofs.push(to_gateway(&w, &gw));
+    let guest = returning(&map(vec![
+        ("ucan/ok", Ipld::Integer(7)),
+        ("ucan/fx", map(vec![("join", effect(adder, 10, b"j"))])),
+    ]));
+    let inv = invoke(&w, &gw, abi(Ipld::Bytes(guest)), b"1");
+    let (receipts, effects, _) = reply(&gw, container(&inv, &proofs)).await;
+    assert_eq!(receipts[0].body.out, Out::Ok(Ipld::Integer(7)));
+    let join = receipts[0].body.fx.join.as_ref().expect("a join effect");
+    assert_eq!(effects.len(), 1);
+
+    let followed = reqwest::get(format!(
+        "http://{}/receipts/{}?follow=join&wait=10",
+        gw.addr,
+        inv.cid()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(followed.status().as_u16(), 200);
+    let tokens = Container::decode(&followed.bytes().await.unwrap())
+        .unwrap()
+        .tokens;
+    let end = Receipt::decode(&tokens[0]).unwrap();
+    end.verify(Some(&gw.did)).unwrap();
+    assert_eq!(end.body.out, Out::Ok(Ipld::Integer(12)), "10 + 2");
+    assert_eq!(end.body.ran, effects[0].cid());
+    assert_eq!(end.body.task, join.task_id());
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_promise_waits_for_a_result_that_arrives_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = gateway_with(dir.path(), &w.operator, "", "").await;
+    let module = Ipld::Bytes(wasm(ADD_WAT));
+    let first = invoke(&w, &gw, add(module.clone(), 1.into(), 1.into()), b"1");
+    let second = invoke(
+        &w,
+        &gw,
+        add(
+            module,
+            awaiting("await/ok", first.payload.task_id()),
+            1.into(),
+        ),
+        b"2",
+    );
+    // The dependent request goes first and waits; the awaited one arrives while it does.
+    let early = {
+        let body = container(&second, &w.chain);
+        let url = format!("http://{}/", gw.addr);
+        tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.bytes().await.unwrap().to_vec(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!early.is_finished(), "the dependent request waits");
+    receipt(&gw, container(&first, &w.chain)).await;
+    let (status, bytes) = early.await.unwrap();
+    assert_eq!(status, 200);
+    let r = Receipt::decode(&Container::decode(&bytes).unwrap().tokens[0]).unwrap();
+    assert_eq!(r.body.out, Out::Ok(Ipld::Integer(3)));
+    gw.stop().await.unwrap();
+}
