@@ -241,7 +241,9 @@ impl Gateway {
         }
 
         // promises: the chain's policies apply to the values awaited, not to the promises
-        let resolution = self.resolve_promises(invocation, known).await?;
+        let resolution = self
+            .resolve_promises(invocation, proofs, known, now)
+            .await?;
 
         // authority
         let args = match &resolution {
@@ -407,8 +409,8 @@ impl Gateway {
     }
 
     /// The chain checked as for [`Gateway::authorize`] but without its policies, which cannot be
-    /// evaluated when a promise has no value: used only to answer a branch mismatch, which runs
-    /// nothing.
+    /// evaluated while a promise has no value: before waiting for promises, and to answer a branch
+    /// mismatch, which runs nothing.
     fn authorize_unchecked(
         &self,
         invocation: &Invocation,

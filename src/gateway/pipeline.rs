@@ -19,10 +19,9 @@ use ipld_core::ipld::Ipld;
 use tokio::time::Instant;
 
 use super::{Gateway, Refusal, RefusalClass, Reply, Request, Summary, decode_stored};
-use crate::did::PublicKey;
 use crate::promise::{self, PromiseError, Resolved};
 use crate::receipt::Receipt;
-use crate::ucan::{ErrorKind, Invocation, ValidationError};
+use crate::ucan::{Delegation, Invocation};
 
 /// How often a waiter looks again when no wake-up came (receipts stored by another process).
 const POLL: Duration = Duration::from_millis(250);
@@ -91,27 +90,18 @@ impl Gateway {
     pub(super) async fn resolve_promises(
         &self,
         invocation: &Invocation,
+        proofs: &HashMap<Cid, Delegation>,
         known: &HashMap<Cid, Resolved>,
+        now: i64,
     ) -> Result<Result<Option<BTreeMap<String, Ipld>>, PromiseError>, Refusal> {
         let args = &invocation.payload.args;
         let promises = promise::promises(args);
         if promises.is_empty() {
             return Ok(Ok(None));
         }
-        // Nobody gets the gateway to wait on their behalf without signing the request.
-        let iss = &invocation.payload.iss;
-        let key = PublicKey::from_did(iss).map_err(|e| {
-            Refusal::from(ValidationError::new(
-                ErrorKind::InvalidSignature,
-                format!("issuer key: {e}"),
-            ))
-        })?;
-        invocation.envelope.verify(&key).map_err(|_| {
-            Refusal::from(ValidationError::new(
-                ErrorKind::InvalidSignature,
-                format!("signature by {iss} does not verify"),
-            ))
-        })?;
+        // Nobody gets the gateway to wait on their behalf without authority for the request: the
+        // chain is checked now, except for its policies, which need the resolved values.
+        self.authorize_unchecked(invocation, proofs, now)?;
 
         let wait = self.policy.effects.promise_wait;
         let deadline = Instant::now() + wait;

@@ -660,5 +660,26 @@ async fn a_promise_waits_for_a_result_that_arrives_later() {
     assert_eq!(status, 200);
     let r = Receipt::decode(&Container::decode(&bytes).unwrap().tokens[0]).unwrap();
     assert_eq!(r.body.out, Out::Ok(Ipld::Integer(3)));
+
+    // Without authority nobody gets the gateway to wait: refused at once, not after the 10 s wait.
+    let orphan = invoke(
+        &w,
+        &gw,
+        add(
+            Ipld::Bytes(wasm(ADD_WAT)),
+            awaiting("await/ok", cid_for(RAW, b"never run")),
+            1.into(),
+        ),
+        b"3",
+    );
+    let started = Instant::now();
+    refused(
+        &gw,
+        container(&orphan, &w.chain[..1]),
+        403,
+        "UnavailableProof",
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
     gw.stop().await.unwrap();
 }
