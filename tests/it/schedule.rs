@@ -21,6 +21,8 @@ use ucan_gateway::ucan::invocation::InvocationBuilder;
 use ucan_gateway::ucan::validate::unix_now;
 use ucan_gateway::ucan::{Command, Invocation};
 
+use super::gateway::error_name;
+
 /// Fails with a host error on its first `failures` calls, then returns the call count.
 struct Flaky {
     calls: AtomicUsize,
@@ -137,13 +139,6 @@ fn flaky(failures: usize) -> Arc<Flaky> {
         calls: AtomicUsize::new(0),
         failures,
     })
-}
-
-fn error_name(r: &Receipt) -> &str {
-    match &r.body.out {
-        Out::Error { name, .. } => name,
-        Out::Ok(v) => panic!("expected an error, got {v:?}"),
-    }
 }
 
 #[tokio::test]
