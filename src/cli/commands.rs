@@ -286,15 +286,27 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let inv = builder.sign(&key)?;
     eprintln!("invocation {} (task {})", inv.cid(), inv.payload.task_id());
 
+    // Earlier pipeline steps first, then this invocation, then every delegation once.
+    let earlier = Tokens::read(&args.with)?;
     let mut container = Container::default();
+    container
+        .tokens
+        .extend(earlier.invocations.iter().map(|i| i.bytes().to_vec()));
     container.tokens.push(inv.bytes().to_vec());
-    for cid in &chain {
-        container
-            .tokens
-            .push(proofs.delegations[cid].bytes().to_vec());
+    let mut included = std::collections::HashSet::new();
+    let delegations = chain.iter().map(|cid| &proofs.delegations[cid]).chain(
+        earlier
+            .delegation_order
+            .iter()
+            .map(|cid| &earlier.delegations[cid]),
+    );
+    for dlg in delegations {
+        if included.insert(dlg.cid()) {
+            container.tokens.push(dlg.bytes().to_vec());
+        }
     }
     if let Some((remote, rt, did)) = remote {
-        let answer = rt.block_on(remote.invoke(container.encode(Format::Raw), &did))?;
+        let answer = rt.block_on(remote.invoke(container.encode(Format::Raw), &did, inv.cid()))?;
         return print_receipt_result(answer);
     }
     let mut bytes = container.encode(container_format(args.format));

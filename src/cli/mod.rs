@@ -150,6 +150,11 @@ pub struct InvokeArgs {
     /// Delegations proving the invoker's authority (token files or containers, any order).
     #[arg(long = "proof")]
     pub proofs: Vec<PathBuf>,
+    /// Earlier steps of a pipeline: containers written by `invoke -o`, whose invocations (and
+    /// delegations) go into the same request, before this one. This invocation's arguments may await
+    /// their results (`{"await/ok": {"/": "<invocation CID>"}}`).
+    #[arg(long = "with")]
+    pub with: Vec<PathBuf>,
     /// Expiry: a duration from now or "never".
     #[arg(long, default_value = "5m")]
     pub exp: String,

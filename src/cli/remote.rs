@@ -3,6 +3,7 @@
 //! `GET /`, so a tampered answer is never printed as if it were the gateway's.
 
 use anyhow::{Context, anyhow, bail};
+use cid::Cid;
 
 use crate::receipt::Receipt;
 use crate::ucan::container::Container;
@@ -42,11 +43,13 @@ impl Remote {
             .ok_or_else(|| anyhow!("the gateway's description names no DID"))
     }
 
-    /// Posts a container; returns the verified receipt, or the gateway's refusal as JSON.
+    /// Posts a container; returns the verified receipt for the invocation `ran` (the last step, when
+    /// the container is a pipeline), or the gateway's refusal as JSON.
     pub async fn invoke(
         &self,
         container: Vec<u8>,
         gateway_did: &str,
+        ran: Cid,
     ) -> anyhow::Result<Result<Receipt, serde_json::Value>> {
         let response = self
             .http
@@ -56,7 +59,7 @@ impl Remote {
             .send()
             .await
             .context("posting the invocation")?;
-        self.read_receipt(response, gateway_did).await
+        self.read_receipt(response, gateway_did, Some(ran)).await
     }
 
     /// Fetches the receipt stored under `cid`.
@@ -71,13 +74,16 @@ impl Remote {
             .send()
             .await
             .context("fetching the receipt")?;
-        self.read_receipt(response, gateway_did).await
+        self.read_receipt(response, gateway_did, None).await
     }
 
+    /// The verified receipt in a response: the one answering `ran` if given (a pipeline's answer
+    /// holds several), else the first.
     async fn read_receipt(
         &self,
         response: reqwest::Response,
         gateway_did: &str,
+        ran: Option<Cid>,
     ) -> anyhow::Result<Result<Receipt, serde_json::Value>> {
         let status = response.status();
         let body = response.bytes().await.context("reading the response")?;
@@ -91,8 +97,18 @@ impl Remote {
             .tokens
             .first()
             .ok_or_else(|| anyhow!("the response holds no receipt"))?;
-        let receipt =
+        let mut receipt =
             Receipt::decode(first).context("the response's first token is not a receipt")?;
+        if let Some(ran) = ran
+            && receipt.body.ran != ran
+        {
+            receipt = container
+                .tokens
+                .iter()
+                .filter_map(|t| Receipt::decode(t).ok())
+                .find(|r| r.body.ran == ran)
+                .ok_or_else(|| anyhow!("the response holds no receipt for {ran}"))?;
+        }
         if let Err(e) = receipt.verify(Some(gateway_did)) {
             bail!("the receipt does not verify against the gateway {gateway_did}: {e}");
         }

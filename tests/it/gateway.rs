@@ -576,14 +576,40 @@ async fn the_cli_invokes_a_running_gateway_and_checks_its_receipts() {
     assert_eq!(printed["out"]["ok"], 42, "{printed}");
     let invocation = stderr.split_whitespace().nth(1).unwrap().to_owned();
 
-    let (code, stdout, _) = tokio::task::spawn_blocking(move || {
-        run(vec!["receipt".into(), invocation, "--url".into(), url])
+    let (code, stdout, _) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || run(vec!["receipt".into(), invocation, "--url".into(), url])
     })
     .await
     .unwrap();
     assert_eq!(code, Some(0));
     let fetched: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(fetched["cid"], printed["cid"]);
+
+    // A two-step pipeline: the first step written to a file, the second awaiting it, sent together.
+    let step = |args: String, extra: Vec<String>| {
+        let (key, did) = (path("operator.key"), gw.did.clone());
+        let mut argv: Vec<String> = vec!["invoke".into(), "--key".into(), key, "--aud".into(), did];
+        argv.extend(extra);
+        argv.extend(["--cmd".into(), "/wasm/run".into(), "--args".into(), args]);
+        tokio::task::spawn_blocking(move || run(argv))
+    };
+    let first_args = format!(
+        r#"{{"module": {{"/": {{"bytes": "{module}"}}}}, "func": "add", "args": [20, 3]}}"#
+    );
+    let (code, _, stderr) = step(first_args, vec!["-o".into(), path("first.ctn")])
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let first = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let second_args = format!(
+        r#"{{"module": {{"/": {{"bytes": "{module}"}}}}, "func": "add", "args": [{{"await/ok": {{"/": "{first}"}}}}, 1]}}"#
+    );
+    let extra = vec!["--url".into(), url, "--with".into(), path("first.ctn")];
+    let (code, stdout, stderr) = step(second_args, extra).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["out"]["ok"], 24, "{printed}");
     gw.stop().await.unwrap();
 }
 
