@@ -271,7 +271,11 @@ impl Gateway {
                 task,
                 Replay {
                     key: dag_cbor_cid(invocation.envelope.signed_bytes()),
-                    token_len: invocation.bytes().len(),
+                    // Resolved promises can make the arguments larger than the token: measure them.
+                    token_len: match &resolution {
+                        Ok(Some(_)) => usize::MAX,
+                        _ => invocation.bytes().len(),
+                    },
                 },
             )
             .await?;

@@ -683,3 +683,39 @@ async fn a_promise_waits_for_a_result_that_arrives_later() {
     assert!(started.elapsed() < Duration::from_secs(5));
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn resolved_arguments_are_held_to_the_input_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = gateway_with(
+        dir.path(),
+        &w.operator,
+        "[route.limits]\nmax_input = 560",
+        "",
+    )
+    .await;
+    // A stored guest returning 600 bytes; its own arguments are a few dozen bytes.
+    let big = put_blob(&w, &gw, returning(&Ipld::Bytes(vec![7; 600]))).await;
+    let first = invoke(&w, &gw, abi(Ipld::Link(big)), b"1");
+    let r = receipt(&gw, container(&first, &w.chain)).await;
+    assert!(r.body.out.is_ok(), "{:?}", r.body.out);
+    let adder = put_blob(&w, &gw, wasm(ADD_WAT)).await;
+    let second = invoke(
+        &w,
+        &gw,
+        add(
+            Ipld::Link(adder),
+            awaiting("await/ok", first.cid()),
+            1.into(),
+        ),
+        b"2",
+    );
+    assert!(
+        second.bytes().len() <= 560,
+        "the token alone fits: {}",
+        second.bytes().len()
+    );
+    refused(&gw, container(&second, &w.chain), 413, "InputTooLarge").await;
+    gw.stop().await.unwrap();
+}
