@@ -29,6 +29,7 @@ use crate::ucan::{Delegation, Invocation};
 
 mod answer;
 mod revoke;
+mod ucanto;
 
 pub use answer::{Answer, Refusal, RefusalClass, Summary};
 
