@@ -232,3 +232,6 @@ fn config_from_facts(fct: &[Ipld]) -> Option<BTreeMap<String, Ipld>> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests;
