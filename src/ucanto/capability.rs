@@ -335,12 +335,8 @@ fn show(value: Option<&Ipld>) -> String {
     }
 }
 
+/// RFC 3339 UTC, as people read dates in messages.
 fn iso(unix: i64) -> String {
-    humantime_like(unix)
-}
-
-/// RFC 3339 UTC without a date crate (the messages only need to be readable).
-fn humantime_like(unix: i64) -> String {
     u64::try_from(unix)
         .ok()
         .map(|s| {

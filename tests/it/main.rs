@@ -10,5 +10,6 @@ mod policy;
 mod receipt;
 mod store;
 mod task;
+mod ucanto;
 mod validate;
 mod wasm;
