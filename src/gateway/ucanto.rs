@@ -12,8 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use cid::Cid;
-
 use super::{Gateway, Replay, Summary};
 use crate::gateway::{Answer, Refusal, RefusalClass};
 use crate::ipld::{RAW, cid_for};
@@ -23,10 +21,7 @@ use crate::ucan::validate::unix_now;
 use crate::ucanto::capability::{self, Context};
 use crate::ucanto::receipt::{Outcome, UcantoReceipt};
 use crate::ucanto::token::{Capability, Ucan, UcanFields};
-use crate::ucanto::{Message, encode_report, to_gateway};
-
-/// One receipt of a report: (invocation, receipt, blocks to send with it).
-type Entry = (Cid, Cid, Vec<(Cid, Vec<u8>)>);
+use crate::ucanto::{Block, Message, ReportEntry, encode_report, to_gateway};
 
 impl Gateway {
     /// Answers a ucanto message (a CAR body) with a report CAR holding one receipt per invocation.
@@ -38,7 +33,7 @@ impl Gateway {
     ) -> Result<Vec<u8>, Refusal> {
         let message = Message::decode(body)
             .map_err(|e| Refusal::malformed("MalformedMessage", e.to_string()))?;
-        let mut entries: Vec<Entry> = Vec::with_capacity(message.invocations.len());
+        let mut entries: Vec<ReportEntry> = Vec::with_capacity(message.invocations.len());
         for inv in &message.invocations {
             let started = Instant::now();
             summary.invocation = Some(inv.cid);
@@ -95,7 +90,11 @@ impl Gateway {
             blocks.extend(fork);
             blocks.extend(join);
             blocks.push((receipt.cid, receipt.bytes));
-            entries.push((inv.cid, receipt.cid, blocks));
+            entries.push(ReportEntry {
+                ran: inv.cid,
+                receipt: receipt.cid,
+                blocks,
+            });
         }
         Ok(encode_report(&entries))
     }
@@ -163,7 +162,7 @@ impl Gateway {
 
     /// An effect as a ucanto invocation issued by the gateway: `with` = `sub`, `can` = `cmd` without
     /// its leading `/`, `nb` = `args`.
-    fn ucanto_effect(&self, effect: &Effect) -> Result<(Cid, Vec<u8>), Refusal> {
+    fn ucanto_effect(&self, effect: &Effect) -> Result<Block, Refusal> {
         let can = effect.cmd.as_str().trim_start_matches('/');
         let fields = UcanFields {
             aud: effect.aud.clone().unwrap_or_else(|| self.did.clone()),

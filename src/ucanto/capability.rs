@@ -13,8 +13,8 @@
 //!    b. it is addressed to the issuer of the token that cites it
 //!    c. its signature verifies; d. it is within its time bounds; e. it is not revoked
 //!    f. one of its capabilities derives the claim (`@ucanto/validator`'s default rule):
-//!       `with` equal, or the delegated `with` ends in `*` and is a prefix (`ucan:*`: any resource);
-//!       `can` equal, `*`, or `ns/*` covering `ns/…`; every delegated `nb` field equal in the claim
+//!    `with` equal, or the delegated `with` ends in `*` and is a prefix (`ucan:*`: any resource);
+//!    `can` equal, `*`, or `ns/*` covering `ns/…`; every delegated `nb` field equal in the claim
 //!    g. its issuer owns the resource (`iss` = `with`): the root; otherwise continue with its proofs
 //!
 //! Every link is checked against the invocation's own capability rather than against the capability

@@ -137,7 +137,7 @@ impl Message {
 
     /// The blocks of `invocation` and, transitively, of every proof it cites that came with the
     /// request: what `@ucanto/server` echoes with a receipt. Bounded by the blocks received.
-    pub fn dag_of(&self, invocation: &Cid) -> Vec<(Cid, Vec<u8>)> {
+    pub fn dag_of(&self, invocation: &Cid) -> Vec<Block> {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut pending = vec![*invocation];
@@ -156,12 +156,25 @@ impl Message {
     }
 }
 
-/// A report: receipts for invocations, as one CAR. `entries` are (invocation, receipt, blocks),
-/// the blocks including the receipt's own and whatever should travel with it.
-pub fn encode_report(entries: &[(Cid, Cid, Vec<(Cid, Vec<u8>)>)]) -> Vec<u8> {
+/// A block: its CID and bytes.
+pub type Block = (Cid, Vec<u8>);
+
+/// One receipt of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportEntry {
+    /// The invocation answered.
+    pub ran: Cid,
+    /// The receipt's CID.
+    pub receipt: Cid,
+    /// The receipt block and whatever travels with it (the invocation, its proofs, effects).
+    pub blocks: Vec<Block>,
+}
+
+/// A report: receipts for invocations, as one CAR.
+pub fn encode_report(entries: &[ReportEntry]) -> Vec<u8> {
     let report: BTreeMap<String, Ipld> = entries
         .iter()
-        .map(|(ran, receipt, _)| (ran.to_string(), Ipld::Link(*receipt)))
+        .map(|e| (e.ran.to_string(), Ipld::Link(e.receipt)))
         .collect();
     let root = Ipld::Map(BTreeMap::from([(
         MESSAGE_TAG.to_owned(),
@@ -171,8 +184,8 @@ pub fn encode_report(entries: &[(Cid, Cid, Vec<(Cid, Vec<u8>)>)]) -> Vec<u8> {
     let root_bytes = crate::ipld::to_dag_cbor(&root).unwrap_or_default();
     let root_cid = crate::ipld::dag_cbor_cid(&root_bytes);
     let mut blocks = vec![(root_cid, root_bytes)];
-    for (_, _, extra) in entries {
-        blocks.extend(extra.iter().cloned());
+    for entry in entries {
+        blocks.extend(entry.blocks.iter().cloned());
     }
     Car::encode(root_cid, &blocks)
 }

@@ -213,7 +213,7 @@ impl World {
             prf,
             ..UcanFields::default()
         };
-        self.issue(&by, fields).cid
+        self.issue(by, fields).cid
     }
 
     fn invoke(&mut self, by: &SigningKey, cap: Capability, prf: Vec<Cid>) -> Ucan {
@@ -224,7 +224,7 @@ impl World {
             prf,
             ..UcanFields::default()
         };
-        self.issue(&by, fields)
+        self.issue(by, fields)
     }
 
     fn check(&self, inv: &Ucan) -> Result<super::capability::Checked, super::capability::Denied> {

@@ -491,7 +491,7 @@ fn decode_jwt(cid: Cid, bytes: &[u8]) -> Result<Ucan, TokenError> {
         prf,
         alg,
         signature,
-        signing_input: text[..header.len() + 1 + payload.len()].as_bytes().to_vec(),
+        signing_input: text.as_bytes()[..header.len() + 1 + payload.len()].to_vec(),
     })
 }
 
