@@ -15,11 +15,16 @@ use std::time::Instant;
 use super::{Gateway, Replay, Summary};
 use crate::gateway::{Answer, Refusal, RefusalClass};
 use crate::ipld::{RAW, cid_for};
-use crate::receipt::{Effect, Out};
-use crate::task::Task;
+use ipld_core::ipld::Ipld;
+
+use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
+use crate::task::{EffectClass, Task};
+use crate::ucan::invocation::InvocationPayload;
+use crate::ucan::validate::Authorized;
 use crate::ucan::validate::unix_now;
 use crate::ucanto::capability::{self, Context};
 use crate::ucanto::receipt::{Outcome, UcantoReceipt};
+use crate::ucanto::revoke::{self, REVOKE_ABILITY};
 use crate::ucanto::token::{Capability, Ucan, UcanFields};
 use crate::ucanto::{Block, Message, ReportEntry, encode_report, to_gateway};
 
@@ -124,6 +129,15 @@ impl Gateway {
         let (payload, auth) = to_gateway(inv, &checked)
             .map_err(|e| Refusal::malformed("MalformedCapability", e.to_string()))?;
 
+        // revocation is built in
+        if checked.capability.can == REVOKE_ABILITY {
+            let target = revoke::target(inv, &checked, &message.tokens)
+                .map_err(|d| Refusal::forbidden(d.name, d.message))?;
+            return self
+                .ucanto_revoke(inv, &payload, &auth, target, now, started)
+                .await;
+        }
+
         // route
         let route = self.policy.route(&payload.cmd).ok_or_else(|| {
             Refusal::not_found(
@@ -158,6 +172,48 @@ impl Gateway {
             .await?;
         let body = self.run(&admitted, started).await;
         self.finish(&admitted.task, body).await
+    }
+
+    /// Records a revocation checked by [`revoke::target`] and answers with a stored receipt, as
+    /// `/ucan/revoke` does for UCAN 1.0 delegations.
+    async fn ucanto_revoke(
+        &self,
+        inv: &Ucan,
+        payload: &InvocationPayload,
+        auth: &Authorized,
+        target: cid::Cid,
+        now: i64,
+        started: Instant,
+    ) -> Result<Answer, Refusal> {
+        let task = Task::new(auth, payload, EffectClass::Destructive)
+            .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
+        let seen_until = auth.expires.map(|exp| exp.saturating_add(self.leeway));
+        if !self
+            .store
+            .mark_seen(cid_for(RAW, inv.signing_input()), seen_until)
+            .await?
+        {
+            return Err(Refusal::new(
+                RefusalClass::Replayed,
+                "Replayed",
+                format!("invocation {} was already received", inv.cid),
+            ));
+        }
+        self.store.revoke(target, inv.cid, now).await?;
+        if let Ok(mut set) = self.revoked.0.write() {
+            set.insert(target);
+        }
+        tracing::info!(delegation = %target, by = %inv.iss, "dag-ucan delegation revoked");
+        let body = ReceiptBody {
+            ran: inv.cid,
+            task: task.id,
+            out: Out::Ok(Ipld::Map(
+                [("revoked".to_owned(), Ipld::Link(target))].into(),
+            )),
+            fx: Effects::default(),
+            meta: gateway_meta("built-in", None, started.elapsed(), None),
+        };
+        self.finish(&task, body).await
     }
 
     /// An effect as a ucanto invocation issued by the gateway: `with` = `sub`, `can` = `cmd` without

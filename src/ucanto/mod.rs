@@ -15,12 +15,13 @@
 //! | `iss`, `aud`, `exp` | `iss`, `aud`, `exp`                               |
 //!
 //! so the work id, routing, limits, executors, memoization, replay protection and revocation are the
-//! gateway's own. The answer is a CAR whose root is `{"ucanto/message@7.0.0": {report: {"<inv>":
+//! gateway's own; `ucan/revoke` ([`revoke`]) records revocations in the same store. The answer is a CAR whose root is `{"ucanto/message@7.0.0": {report: {"<inv>":
 //! &receipt}}}` with ucanto receipts ([`receipt`]). This module does no I/O and knows no HTTP.
 
 pub mod capability;
 pub mod car;
 pub mod receipt;
+pub mod revoke;
 pub mod token;
 
 use std::collections::{BTreeMap, HashMap};

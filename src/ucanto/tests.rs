@@ -454,3 +454,46 @@ fn the_same_work_has_the_same_work_id_over_both_wire_formats() {
     assert_eq!(ucanto.work_id, native.work_id);
     assert_ne!(ucanto.id, native.id, "different nonces, different tasks");
 }
+
+#[test]
+fn a_delegation_is_revoked_by_an_issuer_on_its_path_only() {
+    use super::revoke::target;
+    let mut w = World::new();
+    let (owner, app, user) = (w.owner.clone(), w.app.clone(), w.user.clone());
+    let root = w.delegate(&owner, &app, w.cap("wasm/run", &[]), vec![]);
+    let leaf = w.delegate(&app, &user, w.cap("wasm/run", &[]), vec![root]);
+    let revoke = |w: &mut World, by: &SigningKey, what: Cid| {
+        let fields = UcanFields {
+            aud: w.gateway.clone(),
+            att: vec![Capability {
+                with: by.did(),
+                can: "ucan/revoke".into(),
+                nb: BTreeMap::from([("ucan".to_owned(), Ipld::Link(what))]),
+            }],
+            exp: Some(NOW + 60),
+            ..UcanFields::default()
+        };
+        let inv = w.issue(by, fields);
+        let checked = w.check(&inv).unwrap();
+        target(&inv, &checked, &w.tokens)
+    };
+    // Its issuer, and the issuer of a delegation upstream of it.
+    assert_eq!(revoke(&mut w, &app, leaf), Ok(leaf));
+    assert_eq!(revoke(&mut w, &owner, leaf), Ok(leaf));
+    // Its audience is downstream, a stranger is nowhere on the path.
+    assert_eq!(
+        revoke(&mut w, &user, leaf).unwrap_err().name,
+        "Unauthorized"
+    );
+    let stranger = SigningKey::generate(KeyAlg::Ed25519);
+    assert_eq!(
+        revoke(&mut w, &stranger, leaf).unwrap_err().name,
+        "Unauthorized"
+    );
+    // The delegation must come with the request.
+    let unknown = crate::ipld::dag_cbor_cid(b"elsewhere");
+    assert_eq!(
+        revoke(&mut w, &app, unknown).unwrap_err().name,
+        "UnavailableProof"
+    );
+}

@@ -165,6 +165,22 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
     );
     assert_eq!(error_name(&lines["audience"]), "InvalidAudience");
     assert_eq!(error_name(&lines["replay"]), "Replayed");
+    assert!(
+        lines["revoke"]["ok"]["revoked"]["/"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("bafy")),
+        "{}",
+        lines["revoke"]
+    );
+    let revoked = &lines["revoked"];
+    assert_eq!(error_name(revoked), "Unauthorized");
+    assert!(
+        revoked["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has been revoked"),
+        "{revoked}"
+    );
 
     // The canonical record is the UCAN 1.0 receipt, found by the ucanto invocation's CID.
     let stored = stored_receipt(&gw, ok["invocation"].as_str().unwrap()).await;

@@ -112,6 +112,18 @@ const once = await run(friend, { module, func: 'add', args: [3, 4] })
 await report('first', once)
 await report('replay', once)
 
+// The app revokes its delegation to the friend (ucan/revoke, as @storacha/capabilities shapes it);
+// the friend's next call through it is refused.
+const revocation = await Client.invoke({
+  issuer: app,
+  audience: gateway,
+  capability: { with: app.did(), can: 'ucan/revoke', nb: { ucan: leaf.cid } },
+  proofs: [leaf],
+  expiration: now + 300,
+}).delegate()
+await report('revoke', revocation)
+await report('revoked', await run(friend, { module, func: 'add', args: [8, 9] }))
+
 // A P-256 (WebCrypto) invoker at the end of the chain.
 const browser = await p256()
 const toBrowser = await delegate({
