@@ -305,3 +305,132 @@ async fn the_car_transport_answers_415_406_and_400_as_ucanto_server_does() {
     assert_eq!(report.blocks.len(), 1);
     gw.stop().await.unwrap();
 }
+
+/// Tokens issued by the gateway's encoder (receipt effects use it) decode and verify with
+/// `@ipld/dag-ucan`; the caveats exercise the DAG-JSON signing input on every kind of value.
+#[test]
+fn tokens_issued_here_verify_with_the_real_dag_ucan() {
+    use ucan_gateway::ucanto::token::{Capability, Ucan, UcanFields};
+
+    let issuer = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&operator_seed()));
+    let audience = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&operator_seed()));
+    let link = ucan_gateway::ipld::dag_cbor_cid(b"x");
+    let nb = BTreeMap::from([
+        ("bytes".to_owned(), Ipld::Bytes(vec![0, 1, 2, 250])),
+        ("link".to_owned(), Ipld::Link(link)),
+        (
+            "text".to_owned(),
+            Ipld::String("héllo ✓ \"q\" / \\ \n\t</script>".into()),
+        ),
+        ("n".to_owned(), Ipld::Integer(-42)),
+        ("big".to_owned(), Ipld::Integer(9_007_199_254_740_991)),
+        ("flag".to_owned(), Ipld::Bool(true)),
+        ("none".to_owned(), Ipld::Null),
+        (
+            "nested".to_owned(),
+            Ipld::Map(BTreeMap::from([
+                (
+                    "b".to_owned(),
+                    Ipld::List(vec![Ipld::Integer(1), Ipld::String("z".into())]),
+                ),
+                ("a".to_owned(), Ipld::Map(BTreeMap::new())),
+            ])),
+        ),
+    ]);
+    let tokens: Vec<Vec<u8>> = [
+        UcanFields {
+            aud: audience.did(),
+            att: vec![Capability {
+                with: issuer.did(),
+                can: "wasm/run".into(),
+                nb: nb.clone(),
+            }],
+            exp: Some(4_102_444_800),
+            nbf: Some(1_700_000_000),
+            nnc: Some("nonce".into()),
+            fct: vec![Ipld::Map(BTreeMap::from([(
+                "ipvm/config".to_owned(),
+                Ipld::Map(BTreeMap::from([("fuel".to_owned(), Ipld::Integer(5))])),
+            )]))],
+            prf: vec![link],
+        },
+        UcanFields {
+            aud: audience.did(),
+            att: vec![Capability {
+                with: "ucan:*".into(),
+                can: "*".into(),
+                nb: BTreeMap::new(),
+            }],
+            exp: None,
+            ..UcanFields::default()
+        },
+    ]
+    .iter()
+    .map(|fields| Ucan::issue(fields, &issuer).unwrap().1)
+    .collect();
+
+    let lines = check_tokens(&tokens);
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        assert_eq!(line["decoded"], true, "{line}");
+        assert_eq!(line["verified"], true, "{line}");
+        assert_eq!(line["iss"], issuer.did().as_str(), "{line}");
+    }
+    assert_eq!(lines[0]["can"][0], "wasm/run");
+    assert_eq!(lines[1]["exp"], serde_json::Value::Null);
+
+    // The same check fails a token signed by a key other than its `iss`: signed by `other`, then
+    // `iss` swapped for the issuer's.
+    let other = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&operator_seed()));
+    let (_, signed_by_other) = Ucan::issue(
+        &UcanFields {
+            aud: audience.did(),
+            att: vec![Capability {
+                with: "ucan:*".into(),
+                can: "*".into(),
+                nb: BTreeMap::new(),
+            }],
+            exp: None,
+            ..UcanFields::default()
+        },
+        &other,
+    )
+    .unwrap();
+    let field = |bytes: &[u8], key: &str| match ucan_gateway::ipld::from_dag_cbor_strict(bytes) {
+        Ok(Ipld::Map(map)) => map[key].clone(),
+        _ => panic!("not a map"),
+    };
+    let Ok(Ipld::Map(mut forged)) = ucan_gateway::ipld::from_dag_cbor_strict(&signed_by_other)
+    else {
+        panic!("not a map")
+    };
+    forged.insert("iss".to_owned(), field(&tokens[1], "iss"));
+    let forged = ucan_gateway::ipld::to_dag_cbor(&Ipld::Map(forged)).unwrap();
+    let line = &check_tokens(&[forged])[0];
+    assert_eq!(line["decoded"], true, "{line}");
+    assert_eq!(line["verified"], false, "{line}");
+}
+
+/// What `check-token.mjs` (the real `@ipld/dag-ucan`) says of each token.
+fn check_tokens(tokens: &[Vec<u8>]) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut child = Process::new("node")
+        .arg("check-token.mjs")
+        .current_dir(interop_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node is required for the ucanto interop tests");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for token in tokens {
+            writeln!(stdin, "{}", hex(token)).unwrap();
+        }
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "check-token.mjs failed");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
