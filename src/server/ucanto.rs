@@ -140,3 +140,63 @@ pub(super) async fn invoke(gateway: Arc<Gateway>, body: Body) -> Response {
         Err(refusal) => ApiError(refusal).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn status(pairs: &[(&'static str, &'static str)]) -> Result<bool, u16> {
+        match select(&headers(pairs)) {
+            Ok(Transport::Ucanto) => Ok(true),
+            Ok(Transport::Container) => Ok(false),
+            Err(response) => Err(response.status().as_u16()),
+        }
+    }
+
+    #[test]
+    fn selects_the_transport_by_media_type() {
+        assert_eq!(status(&[]), Ok(false));
+        assert_eq!(
+            status(&[("content-type", "application/octet-stream")]),
+            Ok(false)
+        );
+        assert_eq!(
+            status(&[("content-type", "text/plain; charset=utf-8")]),
+            Ok(false)
+        );
+        assert_eq!(status(&[("content-type", CONTENT_TYPE)]), Ok(true));
+        assert_eq!(
+            status(&[("content-type", "Application/VND.ipld.car; version=1")]),
+            Ok(true)
+        );
+        assert_eq!(status(&[("content-type", "application/json")]), Err(415));
+        assert_eq!(
+            status(&[("content-type", "application/vnd.ipld.dag-json")]),
+            Err(415)
+        );
+    }
+
+    #[test]
+    fn a_car_request_must_accept_a_car_answer() {
+        let car = ("content-type", CONTENT_TYPE);
+        for ok in [
+            "*/*",
+            "application/*",
+            CONTENT_TYPE,
+            "text/html, application/vnd.ipld.car;q=0.5",
+        ] {
+            assert_eq!(status(&[car, ("accept", ok)]), Ok(true), "{ok}");
+        }
+        for refused in ["application/json", "text/*", "application/vnd.ipld.car;q=0"] {
+            assert_eq!(status(&[car, ("accept", refused)]), Err(406), "{refused}");
+        }
+    }
+}
