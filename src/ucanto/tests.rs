@@ -497,3 +497,63 @@ fn a_delegation_is_revoked_by_an_issuer_on_its_path_only() {
         "UnavailableProof"
     );
 }
+
+proptest::proptest! {
+    /// Damaged messages are refused with an error, never a panic: single-byte changes and cuts of a
+    /// real message, and arbitrary bytes.
+    #[test]
+    fn damaged_messages_never_panic(at in 0usize..ED25519.len(), byte in proptest::prelude::any::<u8>(), cut in 0usize..ED25519.len(), noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let mut changed = ED25519.to_vec();
+        changed[at] = byte;
+        if let Ok(message) = Message::decode(&changed) {
+            for inv in &message.invocations {
+                let _ = check(inv, &message.tokens, &cx("did:key:z6Mkx", &NoRevocations));
+            }
+        }
+        let _ = Message::decode(&ED25519[..cut]);
+        let _ = Message::decode(&noise);
+        let _ = Ucan::decode(crate::ipld::dag_cbor_cid(&noise), &noise);
+        let _ = Ucan::decode(Cid::new_v1(crate::ipld::RAW, *crate::ipld::dag_cbor_cid(&noise).hash()), &noise);
+    }
+}
+
+/// A delegation of `wasm/run` to `to`, signed by `signer` but naming `claimed` as its issuer.
+fn forge(w: &mut World, signer: &SigningKey, claimed: &SigningKey, to: &SigningKey) -> Cid {
+    let fields = UcanFields {
+        aud: to.did(),
+        att: vec![w.cap("wasm/run", &[])],
+        exp: Some(NOW + 3600),
+        ..UcanFields::default()
+    };
+    let map_of = |key: &SigningKey| match crate::ipld::from_dag_cbor_strict(
+        &Ucan::issue(&fields, key).unwrap().1,
+    ) {
+        Ok(Ipld::Map(map)) => map,
+        _ => panic!("a token is a map"),
+    };
+    let mut forged = map_of(signer);
+    forged.insert("iss".into(), map_of(claimed)["iss"].clone());
+    let bytes = crate::ipld::to_dag_cbor(&Ipld::Map(forged)).unwrap();
+    let cid = crate::ipld::dag_cbor_cid(&bytes);
+    w.tokens.insert(cid, Ucan::decode(cid, &bytes));
+    cid
+}
+
+#[test]
+fn a_forged_proof_is_reported_once_however_often_it_is_cited() {
+    let mut w = World::new();
+    let (owner, app, user) = (w.owner.clone(), w.app.clone(), w.user.clone());
+    let forged = forge(&mut w, &app, &owner, &user);
+    let inv = w.invoke(&user, w.cap("wasm/run", &[]), vec![forged, forged, forged]);
+    let denied = w.check(&inv).unwrap_err();
+    assert_eq!(
+        denied.message.matches("valid signature").count(),
+        1,
+        "{}",
+        denied.message
+    );
+    // A genuine proof next to it still proves the claim.
+    let genuine = w.delegate(&owner, &user, w.cap("wasm/run", &[]), vec![]);
+    let inv = w.invoke(&user, w.cap("wasm/run", &[]), vec![forged, genuine]);
+    assert_eq!(w.check(&inv).unwrap().chain, vec![genuine]);
+}
