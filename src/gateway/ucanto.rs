@@ -12,16 +12,16 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use ipld_core::ipld::Ipld;
+
 use super::{Gateway, Replay, Summary};
 use crate::gateway::{Answer, Refusal, RefusalClass};
 use crate::ipld::{RAW, cid_for};
-use ipld_core::ipld::Ipld;
-
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
 use crate::task::{EffectClass, Task};
+use crate::ucan::command::Command;
 use crate::ucan::invocation::InvocationPayload;
-use crate::ucan::validate::Authorized;
-use crate::ucan::validate::unix_now;
+use crate::ucan::validate::{Authorized, unix_now};
 use crate::ucanto::capability::{self, Context};
 use crate::ucanto::receipt::{Outcome, UcantoReceipt};
 use crate::ucanto::revoke::{self, REVOKE_ABILITY};
@@ -47,8 +47,16 @@ impl Gateway {
                 .att
                 .first()
                 .map_or_else(|| "-".to_owned(), |c| format!("/{}", c.can));
-            summary.command = Some(command.clone());
+            // Metrics are labelled with offered commands only: `can` is the sender's to choose, and
+            // every distinct label value is a new time series.
+            let label = match Command::parse(&command) {
+                Ok(cmd) if self.policy.route(&cmd).is_some() => command.clone(),
+                Ok(cmd) if cmd.as_str() == format!("/{REVOKE_ABILITY}") => command.clone(),
+                _ => "other".to_owned(),
+            };
+            summary.command = Some(command);
 
+            let mut outcome_name = "ok";
             let (out, meta, fork, join) = match self.ucanto_one(&message, inv, started).await {
                 Ok(answer) => {
                     let body = answer.receipt.body;
@@ -67,18 +75,27 @@ impl Gateway {
                     (body.out, body.meta, fork, join)
                 }
                 Err(refusal) if refusal.class == RefusalClass::Unavailable => return Err(refusal),
-                Err(refusal) => (
-                    Out::error(refusal.name, refusal.message),
-                    BTreeMap::new(),
-                    Vec::new(),
-                    None,
-                ),
+                Err(refusal) => {
+                    outcome_name = refusal.name;
+                    (
+                        Out::error(refusal.name, refusal.message),
+                        BTreeMap::new(),
+                        Vec::new(),
+                        None,
+                    )
+                }
             };
-            let outcome_name = if out.is_ok() { "ok" } else { "error" };
+            if outcome_name == "ok" && !out.is_ok() {
+                outcome_name = "error";
+            }
             self.metrics
                 .invocations
-                .with_label_values(&[command.as_str(), outcome_name])
+                .with_label_values(&[label.as_str(), outcome_name])
                 .inc();
+            self.metrics
+                .latency
+                .with_label_values(&[label.as_str()])
+                .observe(started.elapsed().as_secs_f64());
 
             let receipt = UcantoReceipt::issue(
                 &Outcome {

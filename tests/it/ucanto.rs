@@ -303,6 +303,75 @@ async fn the_car_transport_answers_415_406_and_400_as_ucanto_server_does() {
     assert_eq!((status, content_type.as_str()), (200, CAR));
     let report = ucan_gateway::ucanto::car::Car::decode(&body).unwrap();
     assert_eq!(report.blocks.len(), 1);
+
+    // An ability no route offers: a signed HandlerNotFound receipt, counted under "other" (the
+    // sender's `can` never becomes a metrics label).
+    use ucan_gateway::ucanto::receipt::UcantoReceipt;
+    use ucan_gateway::ucanto::token::{Capability, Ucan, UcanFields};
+    let (inv, inv_bytes) = Ucan::issue(
+        &UcanFields {
+            aud: gw.did.clone(),
+            att: vec![Capability {
+                with: operator.did(),
+                can: "evil/label".into(),
+                nb: BTreeMap::new(),
+            }],
+            exp: Some(unix_now() + 60),
+            ..UcanFields::default()
+        },
+        &operator,
+    )
+    .unwrap();
+    let root = ucan_gateway::ipld::to_dag_cbor(&Ipld::Map(BTreeMap::from([(
+        "ucanto/message@7.0.0".to_owned(),
+        Ipld::Map(BTreeMap::from([(
+            "execute".to_owned(),
+            Ipld::List(vec![Ipld::Link(inv)]),
+        )])),
+    )])))
+    .unwrap();
+    let cid = ucan_gateway::ipld::dag_cbor_cid(&root);
+    let car = ucan_gateway::ucanto::car::Car::encode(cid, &[(cid, root), (inv, inv_bytes)]);
+    let (status, _, body) = post(&gw, &[("content-type", CAR)], car).await;
+    assert_eq!(status, 200);
+    let report = ucan_gateway::ucanto::car::Car::decode(&body).unwrap();
+    let Ok(Ipld::Map(root)) =
+        ucan_gateway::ipld::from_dag_cbor_strict(&report.blocks[&report.root.unwrap()])
+    else {
+        panic!("report root")
+    };
+    let Some(Ipld::Map(message)) = root.get("ucanto/message@7.0.0") else {
+        panic!("report tag")
+    };
+    let Some(Ipld::Map(receipts)) = message.get("report") else {
+        panic!("report map")
+    };
+    let Some(Ipld::Link(receipt)) = receipts.get(&inv.to_string()) else {
+        panic!("no receipt for the invocation")
+    };
+    let ocm = UcantoReceipt::verify(&report.blocks[receipt], &gw.did).unwrap();
+    let Some(Ipld::Map(out)) = ocm.get("out") else {
+        panic!("out")
+    };
+    let Some(Ipld::Map(error)) = out.get("error") else {
+        panic!("expected an error: {out:?}")
+    };
+    assert_eq!(
+        error.get("name"),
+        Some(&Ipld::String("HandlerNotFound".into()))
+    );
+    assert!(report.blocks.contains_key(&inv), "the invocation is echoed");
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"command="other",outcome="HandlerNotFound""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("evil"), "{metrics}");
     gw.stop().await.unwrap();
 }
 
