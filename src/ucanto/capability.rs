@@ -6,6 +6,7 @@
 //!    b. it is addressed to this gateway (`aud`)
 //!    c. its signature verifies against `iss`
 //!    d. it is within its time bounds (`nbf`, `exp`; `exp: null` never expires)
+//!    (c and d fail as `Unauthorized`, as in `@ucanto/validator`, which checks the invocation like a proof)
 //!    e. its capability is concrete: `with` is a DID (the subject), `can` has no wildcard
 //!    f. self-issued (`iss` = `with`): authorised with no proofs
 //! 2. Each proof on a path from the invocation towards the root
@@ -38,8 +39,8 @@ pub const MAX_STEPS: usize = 256;
 /// Why an invocation is refused, named as `@ucanto/server` and `@ucanto/validator` name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
-    /// `InvocationCapabilityError`, `InvalidAudience`, `InvalidSignature`, `Expired`,
-    /// `NotValidBefore`, `MalformedCapability` or `Unauthorized`.
+    /// `InvocationCapabilityError`, `InvalidAudience`, `MalformedCapability` or `Unauthorized`
+    /// (bad signatures and time bounds, the invocation's included, are lines of `Unauthorized`).
     pub name: &'static str,
     /// For people: for `Unauthorized`, one line per failed proof as `@ucanto/validator` lists them.
     pub message: String,
@@ -110,10 +111,16 @@ pub fn check(
             format!("Expected {} instead got {}", cx.audience, invocation.aud),
         ));
     }
-    // 1c
-    verify(invocation, cx).map_err(|e| denied("InvalidSignature", e.to_string()))?;
-    // 1d
-    time_bounds(invocation, cx)?;
+    // 1c, 1d: @ucanto/validator checks the invocation as the first "proof" of its own claim, so
+    // these failures are reported the same way, inside `Unauthorized`.
+    if let Err(e) = verify(invocation, cx) {
+        let line = format!(
+            "Proof {} does not have a valid signature: {e}",
+            invocation.cid
+        );
+        return Err(unauthorized(claim, &[line]));
+    }
+    time_bounds(invocation, cx).map_err(|d| unauthorized(claim, &[d.message]))?;
     // 1e
     if !claim.with.starts_with("did:") {
         return Err(denied(

@@ -328,7 +328,13 @@ fn expired_and_premature_proofs_and_invocations_are_refused() {
             ..UcanFields::default()
         },
     );
-    assert_eq!(w.check(&stale).unwrap_err().name, "Expired");
+    let denied = w.check(&stale).unwrap_err();
+    assert_eq!(denied.name, "Unauthorized");
+    assert!(
+        denied
+            .message
+            .contains(&format!("Proof {} has expired", stale.cid))
+    );
 }
 
 #[test]
@@ -517,6 +523,20 @@ proptest::proptest! {
     }
 }
 
+/// A token with `fields`, signed by `signer` but naming `claimed` as its issuer.
+fn forged(fields: &UcanFields, signer: &SigningKey, claimed: &SigningKey) -> (Cid, Vec<u8>) {
+    let map_of = |key: &SigningKey| match crate::ipld::from_dag_cbor_strict(
+        &Ucan::issue(fields, key).unwrap().1,
+    ) {
+        Ok(Ipld::Map(map)) => map,
+        _ => panic!("a token is a map"),
+    };
+    let mut map = map_of(signer);
+    map.insert("iss".into(), map_of(claimed)["iss"].clone());
+    let bytes = crate::ipld::to_dag_cbor(&Ipld::Map(map)).unwrap();
+    (crate::ipld::dag_cbor_cid(&bytes), bytes)
+}
+
 /// A delegation of `wasm/run` to `to`, signed by `signer` but naming `claimed` as its issuer.
 fn forge(w: &mut World, signer: &SigningKey, claimed: &SigningKey, to: &SigningKey) -> Cid {
     let fields = UcanFields {
@@ -525,16 +545,7 @@ fn forge(w: &mut World, signer: &SigningKey, claimed: &SigningKey, to: &SigningK
         exp: Some(NOW + 3600),
         ..UcanFields::default()
     };
-    let map_of = |key: &SigningKey| match crate::ipld::from_dag_cbor_strict(
-        &Ucan::issue(&fields, key).unwrap().1,
-    ) {
-        Ok(Ipld::Map(map)) => map,
-        _ => panic!("a token is a map"),
-    };
-    let mut forged = map_of(signer);
-    forged.insert("iss".into(), map_of(claimed)["iss"].clone());
-    let bytes = crate::ipld::to_dag_cbor(&Ipld::Map(forged)).unwrap();
-    let cid = crate::ipld::dag_cbor_cid(&bytes);
+    let (cid, bytes) = forged(&fields, signer, claimed);
     w.tokens.insert(cid, Ucan::decode(cid, &bytes));
     cid
 }
@@ -556,4 +567,30 @@ fn a_forged_proof_is_reported_once_however_often_it_is_cited() {
     let genuine = w.delegate(&owner, &user, w.cap("wasm/run", &[]), vec![]);
     let inv = w.invoke(&user, w.cap("wasm/run", &[]), vec![forged, genuine]);
     assert_eq!(w.check(&inv).unwrap().chain, vec![genuine]);
+}
+
+#[test]
+fn an_invocation_with_a_bad_signature_is_unauthorized() {
+    let mut w = World::new();
+    let (owner, user) = (w.owner.clone(), w.user.clone());
+    // Claims to be the owner's own (self-issued) invocation, but the user signed it.
+    let fields = UcanFields {
+        aud: w.gateway.clone(),
+        att: vec![w.cap("wasm/run", &[])],
+        exp: Some(NOW + 60),
+        ..UcanFields::default()
+    };
+    let (cid, bytes) = forged(&fields, &user, &owner);
+    let forged = Ucan::decode(cid, &bytes).unwrap();
+    assert_eq!(forged.iss, owner.did());
+    let denied = w.check(&forged).unwrap_err();
+    assert_eq!(denied.name, "Unauthorized");
+    assert!(
+        denied.message.contains("does not have a valid signature"),
+        "{}",
+        denied.message
+    );
+    // Signed by the owner, the same fields pass.
+    let own = w.issue(&owner, fields);
+    w.check(&own).unwrap();
 }
