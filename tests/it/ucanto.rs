@@ -503,3 +503,131 @@ fn check_tokens(tokens: &[Vec<u8>]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A backend (standing in for `wasm`) whose every task asks for more work: one fork and a join.
+struct Forker;
+
+#[async_trait::async_trait]
+impl ucan_gateway::exec::Executor for Forker {
+    async fn execute(
+        &self,
+        task: &ucan_gateway::task::Task,
+        _: &ucan_gateway::config::Limits,
+    ) -> Result<ucan_gateway::exec::Executed, ucan_gateway::exec::ExecError> {
+        use ucan_gateway::receipt::{Effect, Effects};
+        let effect = |cmd: &str| Effect {
+            cmd: Command::parse(cmd).unwrap(),
+            sub: task.resource.clone(),
+            args: BTreeMap::from([("x".to_owned(), Ipld::Integer(1))]),
+            nonce: b"n".to_vec(),
+            iss: None,
+            aud: None,
+            meta: None,
+            prf: None,
+            exp: Some(unix_now() + 60),
+        };
+        Ok(ucan_gateway::exec::Executed {
+            out: Out::Ok(Ipld::Integer(1)),
+            fuel_used: None,
+            effects: Effects {
+                fork: vec![effect("/wasm/run")],
+                join: Some(effect("/blob/put")),
+            },
+        })
+    }
+}
+
+/// Effects reach a ucanto client as dag-ucan invocations issued by the gateway, linked from the
+/// receipt's `fx` and carried in the report.
+#[tokio::test]
+async fn effects_are_ucanto_invocations_signed_by_the_gateway() {
+    use std::sync::Arc;
+    use ucan_gateway::gateway::{Gateway, Summary};
+    use ucan_gateway::ucanto::car::Car;
+    use ucan_gateway::ucanto::receipt::UcantoReceipt;
+    use ucan_gateway::ucanto::token::{Capability, Ucan, UcanFields};
+
+    let operator = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&operator_seed()));
+    let policy = ucan_gateway::config::OperatorPolicy::parse(
+        &format!(
+            "subjects = [\"{}\"]\n[[route]]\ncommand = \"/wasm/run\"\nbackend = \"wasm\"\neffect = \"nondestructive\"\n",
+            operator.did()
+        ),
+        "test",
+    )
+    .unwrap();
+    let store = Arc::new(ucan_gateway::store::SqliteStore::memory().await.unwrap());
+    let executors: HashMap<String, Arc<dyn ucan_gateway::exec::Executor>> =
+        HashMap::from([("wasm".to_owned(), Arc::new(Forker) as _)]);
+    let key = SigningKey::generate(ucan_gateway::did::KeyAlg::Ed25519);
+    let gateway = Gateway::new(key, policy, store, executors, 60)
+        .await
+        .unwrap();
+
+    let (inv, inv_bytes) = Ucan::issue(
+        &UcanFields {
+            aud: gateway.did().to_owned(),
+            att: vec![Capability {
+                with: operator.did(),
+                can: "wasm/run".into(),
+                nb: BTreeMap::new(),
+            }],
+            exp: Some(unix_now() + 60),
+            ..UcanFields::default()
+        },
+        &operator,
+    )
+    .unwrap();
+    let root = ucan_gateway::ipld::to_dag_cbor(&Ipld::Map(BTreeMap::from([(
+        "ucanto/message@7.0.0".to_owned(),
+        Ipld::Map(BTreeMap::from([(
+            "execute".to_owned(),
+            Ipld::List(vec![Ipld::Link(inv)]),
+        )])),
+    )])))
+    .unwrap();
+    let cid = ucan_gateway::ipld::dag_cbor_cid(&root);
+    let car = Car::encode(cid, &[(cid, root), (inv, inv_bytes)]);
+    let report = Car::decode(
+        &gateway
+            .invoke_ucanto(&car, &mut Summary::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+
+    let link = |value: Option<&Ipld>| match value {
+        Some(Ipld::Link(cid)) => *cid,
+        other => panic!("expected a link, got {other:?}"),
+    };
+    let Ok(Ipld::Map(root)) =
+        ucan_gateway::ipld::from_dag_cbor_strict(&report.blocks[&report.root.unwrap()])
+    else {
+        panic!("report root")
+    };
+    let receipt = match &root["ucanto/message@7.0.0"] {
+        Ipld::Map(message) => match &message["report"] {
+            Ipld::Map(receipts) => link(receipts.get(&inv.to_string())),
+            _ => panic!("report"),
+        },
+        _ => panic!("message"),
+    };
+    let ocm = UcantoReceipt::verify(&report.blocks[&receipt], gateway.did()).unwrap();
+    let Some(Ipld::Map(fx)) = ocm.get("fx") else {
+        panic!("fx")
+    };
+    let fork = match fx.get("fork") {
+        Some(Ipld::List(items)) => link(items.first()),
+        other => panic!("fork: {other:?}"),
+    };
+    let join = link(fx.get("join"));
+    for (cid, can) in [(fork, "wasm/run"), (join, "blob/put")] {
+        let effect = Ucan::decode(cid, &report.blocks[&cid]).unwrap();
+        effect.verify().unwrap();
+        assert_eq!(effect.iss, gateway.did());
+        assert_eq!(effect.att[0].can, can);
+        assert_eq!(effect.att[0].with, operator.did());
+        assert_eq!(effect.att[0].nb["x"], Ipld::Integer(1));
+        assert_eq!(effect.nnc.as_deref(), Some("6e"));
+    }
+}
