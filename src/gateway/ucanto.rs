@@ -234,7 +234,7 @@ impl Gateway {
     }
 
     /// An effect as a ucanto invocation issued by the gateway: `with` = `sub`, `can` = `cmd` without
-    /// its leading `/`, `nb` = `args`.
+    /// its leading `/`, `nb` = `args`, `nnc` = hex of `nonce`, `fct` = `[meta]`.
     fn ucanto_effect(&self, effect: &Effect) -> Result<Block, Refusal> {
         let can = effect.cmd.as_str().trim_start_matches('/');
         let fields = UcanFields {
@@ -247,6 +247,12 @@ impl Gateway {
             exp: effect.exp,
             nnc: (!effect.nonce.is_empty()).then(|| hex(&effect.nonce)),
             prf: effect.prf.clone().unwrap_or_default(),
+            // dag-ucan has no `meta`; facts are where ucanto puts such settings (see `to_gateway`).
+            fct: effect
+                .meta
+                .clone()
+                .map(|meta| vec![Ipld::Map(meta)])
+                .unwrap_or_default(),
             ..UcanFields::default()
         };
         Ucan::issue(&fields, &self.key)

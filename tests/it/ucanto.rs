@@ -522,7 +522,10 @@ impl ucan_gateway::exec::Executor for Forker {
             nonce: b"n".to_vec(),
             iss: None,
             aud: None,
-            meta: None,
+            meta: Some(BTreeMap::from([(
+                "ipvm/config".to_owned(),
+                Ipld::Map(BTreeMap::from([("fuel".to_owned(), Ipld::Integer(9))])),
+            )])),
             prf: None,
             exp: Some(unix_now() + 60),
         };
@@ -629,5 +632,9 @@ async fn effects_are_ucanto_invocations_signed_by_the_gateway() {
         assert_eq!(effect.att[0].with, operator.did());
         assert_eq!(effect.att[0].nb["x"], Ipld::Integer(1));
         assert_eq!(effect.nnc.as_deref(), Some("6e"));
+        let Some(Ipld::Map(fact)) = effect.fct.first() else {
+            panic!("meta travels as a fact")
+        };
+        assert!(fact.contains_key("ipvm/config"));
     }
 }
