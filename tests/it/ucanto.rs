@@ -164,6 +164,28 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
         "{expired}"
     );
     assert_eq!(error_name(&lines["audience"]), "InvalidAudience");
+    for late in ["late", "unproven"] {
+        assert_eq!(error_name(&lines[late]), "Unauthorized", "{}", lines[late]);
+    }
+    assert!(
+        lines["late"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has expired"),
+        "{}",
+        lines["late"]
+    );
+
+    // The reference @ucanto/server answers every shared case alike: same outcome, same error name.
+    for case in ["ok", "outside", "expired", "audience", "late", "unproven"] {
+        let line = &lines[case];
+        let reference = &line["reference"];
+        assert_eq!(line["ok"], reference["ok"], "{case}: {line}");
+        assert_eq!(
+            line["error"]["name"], reference["error"]["name"],
+            "{case}: {line}"
+        );
+    }
     assert_eq!(error_name(&lines["replay"]), "Replayed");
     assert!(
         lines["revoke"]["ok"]["revoked"]["/"]
