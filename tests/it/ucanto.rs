@@ -133,8 +133,22 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
     let gw_ref = &gw;
     let lines = tokio::task::block_in_place(|| run_interop(gw_ref, &seed, &module));
 
+    // The transport refuses as the reference server does: 415, 406, 400.
+    for (name, status) in [
+        ("unsupported", 415),
+        ("unacceptable", 406),
+        ("malformed", 400),
+    ] {
+        let line = &lines[&format!("status/{name}")];
+        assert_eq!(line["status"], status, "{line}");
+        assert_eq!(line["reference"], status, "{line}");
+    }
+
     // Every answer is a receipt for the invocation sent, signed by the gateway, as the client sees it.
-    for (name, line) in &lines {
+    for (name, line) in lines
+        .iter()
+        .filter(|(name, _)| !name.starts_with("status/"))
+    {
         assert_eq!(line["verified"], true, "{name}: {line}");
         assert_eq!(line["verified_by_other"], false, "{name}: {line}");
         assert_eq!(line["ran"], line["invocation"], "{name}: {line}");

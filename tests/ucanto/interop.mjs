@@ -204,3 +204,16 @@ const toBrowser = await delegate({
   proofs: [root],
 })
 await report('p256', await run(browser, { module, func: 'add', args: [5, 6] }, { proofs: [toBrowser] }))
+
+// Transport-level answers, against the gateway over HTTP and the reference directly.
+const transport = [
+  ['unsupported', { 'content-type': 'application/json', accept: 'application/vnd.ipld.car' }, '{}'],
+  ['unacceptable', { 'content-type': 'application/vnd.ipld.car', accept: 'application/json' }, ''],
+  ['malformed', { 'content-type': 'application/vnd.ipld.car', accept: 'application/vnd.ipld.car' }, 'not a car'],
+]
+for (const [name, headers, text] of transport) {
+  const body = new TextEncoder().encode(text)
+  const response = await fetch(env('GATEWAY_URL'), { method: 'POST', headers, body })
+  const answer = await reference.request({ headers, body })
+  console.log(JSON.stringify({ case: `status/${name}`, status: response.status, reference: answer.status }))
+}
