@@ -130,6 +130,10 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
     let gw = gateway(dir.path(), &operator).await;
     let module = wat::parse_str(ADD_WAT).unwrap();
 
+    // Work the P-256 case below asks for again, done first through UCAN 1.0.
+    let earlier = native_add(&gw, &operator, &module, 5, 6).await;
+    assert_eq!(earlier.body.out, Out::Ok(Ipld::Integer(11)));
+
     let gw_ref = &gw;
     let lines = tokio::task::block_in_place(|| run_interop(gw_ref, &seed, &module));
 
@@ -231,20 +235,45 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
     .unwrap();
     assert_eq!(refused.status().as_u16(), 404);
 
-    // The same work through UCAN 1.0 is answered from the ucanto run.
+    // The same work through UCAN 1.0 is answered from the ucanto run…
+    let native = native_add(&gw, &operator, &module, 20, 22).await;
+    assert_eq!(native.body.out, Out::Ok(Ipld::Integer(42)));
+    assert_eq!(
+        native.body.meta.get(META_MEMOIZED),
+        Some(&Ipld::Link(stored.cid())),
+        "memoized from the ucanto run"
+    );
+    // …and the other way round: 5 + 6 ran through UCAN 1.0 before the P-256 ucanto client asked.
+    let p256 = stored_receipt(&gw, lines["p256"]["invocation"].as_str().unwrap()).await;
+    assert_eq!(
+        p256.body.meta.get(META_MEMOIZED),
+        Some(&Ipld::Link(earlier.cid())),
+        "memoized from the UCAN 1.0 run"
+    );
+    gw.stop().await.unwrap();
+}
+
+/// `add(a, b)` invoked through UCAN 1.0 by the subject itself; the gateway's receipt.
+async fn native_add(
+    gw: &Running,
+    operator: &SigningKey,
+    module: &[u8],
+    a: i128,
+    b: i128,
+) -> Receipt {
     let args = BTreeMap::from([
-        ("module".to_owned(), Ipld::Bytes(module.clone())),
+        ("module".to_owned(), Ipld::Bytes(module.to_vec())),
         ("func".to_owned(), Ipld::String("add".into())),
         (
             "args".to_owned(),
-            Ipld::List(vec![Ipld::Integer(20), Ipld::Integer(22)]),
+            Ipld::List(vec![Ipld::Integer(a), Ipld::Integer(b)]),
         ),
     ]);
     let inv = InvocationBuilder::new(operator.did(), Command::parse("/wasm/run").unwrap(), args)
         .audience(gw.did.clone())
         .expires(Some(unix_now() + 300))
-        .nonce(b"native".to_vec())
-        .sign(&operator)
+        .nonce(format!("native {a} {b}").into_bytes())
+        .sign(operator)
         .unwrap();
     let mut c = Container::default();
     c.tokens.push(inv.bytes().to_vec());
@@ -259,14 +288,9 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
     let tokens = Container::decode(&response.bytes().await.unwrap())
         .unwrap()
         .tokens;
-    let native = Receipt::decode(&tokens[0]).unwrap();
-    assert_eq!(native.body.out, Out::Ok(Ipld::Integer(42)));
-    assert_eq!(
-        native.body.meta.get(META_MEMOIZED),
-        Some(&Ipld::Link(stored.cid())),
-        "memoized from the ucanto run"
-    );
-    gw.stop().await.unwrap();
+    let receipt = Receipt::decode(&tokens[0]).unwrap();
+    receipt.verify(Some(&gw.did)).unwrap();
+    receipt
 }
 
 async fn stored_receipt(gw: &Running, cid: &str) -> Receipt {
