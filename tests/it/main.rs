@@ -11,5 +11,6 @@ mod receipt;
 mod store;
 mod task;
 mod ucanto;
+mod ucanto_encoding;
 mod validate;
 mod wasm;
