@@ -23,6 +23,7 @@ use crate::ucan::validate::{NoCache, NoRevocations, Options, Revocations};
 const ED25519: &[u8] = include_bytes!("../../tests/ucanto/fixtures/ed25519.car");
 const P256: &[u8] = include_bytes!("../../tests/ucanto/fixtures/p256.car");
 const JWT: &[u8] = include_bytes!("../../tests/ucanto/fixtures/jwt.car");
+const CAVEATS: &[u8] = include_bytes!("../../tests/ucanto/fixtures/caveats.car");
 const EXPECTED: &str = include_str!("../../tests/ucanto/fixtures/expected.json");
 /// A time inside every fixture's validity (they expire in 2100).
 const NOW: i64 = 1_800_000_000;
@@ -142,6 +143,40 @@ fn reads_a_proof_in_the_jwt_form() {
     assert!(text.starts_with(std::str::from_utf8(proof.signing_input()).unwrap()));
     check(
         &message.invocations[0],
+        &message.tokens,
+        &cx(want["gateway"].as_str().unwrap(), &NoRevocations),
+    )
+    .unwrap();
+}
+
+#[test]
+fn verifies_caveats_of_every_value_kind() {
+    let want = expected();
+    let message = Message::decode(CAVEATS).unwrap();
+    let inv = &message.invocations[0];
+    assert_eq!(inv.cid.to_string(), want["cases"]["caveats"]["invocation"]);
+    // The signature covers the DAG-JSON of these values exactly as @ipld/dag-json wrote it.
+    inv.verify().unwrap();
+    let nb = &inv.att[0].nb;
+    assert_eq!(
+        nb["text"],
+        Ipld::String("héllo ✓ \"q\" / \\ \n\t</script> \u{2028}".into())
+    );
+    assert_eq!(nb["bytes"], Ipld::Bytes(vec![0, 1, 254, 255]));
+    assert!(matches!(nb["link"], Ipld::Link(_)));
+    assert_eq!(nb["nothing"], Ipld::Null);
+    let Ipld::List(floats) = &nb["floats"] else {
+        panic!("floats")
+    };
+    assert_eq!(floats[0], Ipld::Float(1.5));
+    assert_eq!(floats[2], Ipld::Float(1e21));
+    assert_eq!(floats[5], Ipld::Float(5e-324));
+    let Ipld::List(ints) = &nb["ints"] else {
+        panic!("ints")
+    };
+    assert_eq!(ints[2], Ipld::Integer(9_007_199_254_740_991));
+    check(
+        inv,
         &message.tokens,
         &cx(want["gateway"].as_str().unwrap(), &NoRevocations),
     )

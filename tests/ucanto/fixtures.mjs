@@ -92,5 +92,25 @@ const invJ = await invoke({
 writeFileSync(join(out, 'jwt.car'), await request(invJ))
 expected.cases.jwt = { invocation: `${invJ.cid}`, proof: `${jwtBlock.cid}` }
 
+// 4. Caveats of every value kind, so the DAG-JSON signing input is rebuilt right for each.
+const caveats = {
+  floats: [1.5, 0.1, 1e21, 1e-7, -0.5, 5e-324, 1.7976931348623157e308],
+  ints: [0, -1, 9007199254740991, -9007199254740991],
+  text: 'héllo ✓ "q" / \\ \n\t</script> \u2028',
+  bytes: new Uint8Array([0, 1, 254, 255]),
+  link: root.cid,
+  nothing: null,
+  yes: true,
+  nested: { b: [{ c: [] }], a: {} },
+}
+const invC = await invoke({
+  issuer: operator,
+  audience: gateway,
+  capability: { with: operator.did(), can: 'wasm/run', nb: caveats },
+  expiration: EXP,
+}).delegate()
+writeFileSync(join(out, 'caveats.car'), await request(invC))
+expected.cases.caveats = { invocation: `${invC.cid}` }
+
 writeFileSync(join(out, 'expected.json'), JSON.stringify(expected, null, 2) + '\n')
 console.log(JSON.stringify(expected))
