@@ -173,10 +173,13 @@ pub struct ReportEntry {
 
 /// A report: receipts for invocations, as one CAR.
 pub fn encode_report(entries: &[ReportEntry]) -> Vec<u8> {
-    let report: BTreeMap<String, Ipld> = entries
-        .iter()
-        .map(|e| (e.ran.to_string(), Ipld::Link(e.receipt)))
-        .collect();
+    // An invocation sent twice keeps its first receipt, as `@ucanto/core`'s message builder does.
+    let mut report: BTreeMap<String, Ipld> = BTreeMap::new();
+    for entry in entries {
+        report
+            .entry(entry.ran.to_string())
+            .or_insert(Ipld::Link(entry.receipt));
+    }
     let root = Ipld::Map(BTreeMap::from([(
         MESSAGE_TAG.to_owned(),
         Ipld::Map(BTreeMap::from([("report".to_owned(), Ipld::Map(report))])),

@@ -184,6 +184,31 @@ fn verifies_caveats_of_every_value_kind() {
 }
 
 #[test]
+fn a_report_keeps_the_first_receipt_of_an_invocation_sent_twice() {
+    let ran = crate::ipld::dag_cbor_cid(b"invocation");
+    let (first, second) = (
+        crate::ipld::dag_cbor_cid(b"first"),
+        crate::ipld::dag_cbor_cid(b"second"),
+    );
+    let entry = |receipt: Cid| super::ReportEntry {
+        ran,
+        receipt,
+        blocks: vec![],
+    };
+    let car =
+        super::car::Car::decode(&super::encode_report(&[entry(first), entry(second)])).unwrap();
+    let root = crate::ipld::from_dag_cbor_strict(&car.blocks[&car.root.unwrap()]).unwrap();
+    let Ipld::Map(root) = root else { panic!() };
+    let Some(Ipld::Map(message)) = root.get(super::MESSAGE_TAG) else {
+        panic!()
+    };
+    let Some(Ipld::Map(report)) = message.get("report") else {
+        panic!()
+    };
+    assert_eq!(report.get(&ran.to_string()), Some(&Ipld::Link(first)));
+}
+
+#[test]
 fn refuses_malformed_messages() {
     assert!(Message::decode(b"not a car").is_err());
     // A CAR whose root is not a ucanto message.
