@@ -366,20 +366,55 @@ async fn the_car_transport_answers_415_406_and_400_as_ucanto_server_does() {
 
     // An ability no route offers: a signed HandlerNotFound receipt, counted under "other" (the
     // sender's `can` never becomes a metrics label).
+    let (inv, name, report) =
+        ucanto_refusal(&gw, &operator, &operator, "evil/label", Some(60)).await;
+    assert_eq!(name, "HandlerNotFound");
+    assert!(report.blocks.contains_key(&inv), "the invocation is echoed");
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"command="other",outcome="HandlerNotFound""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("evil"), "{metrics}");
+
+    // The gateway's own rules hold for ucanto too: a subject it does not serve, a missing expiry.
+    let stranger = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&operator_seed()));
+    let (_, name, _) = ucanto_refusal(&gw, &stranger, &stranger, "wasm/run", Some(60)).await;
+    assert_eq!(name, "InvalidSubject");
+    let (_, name, _) = ucanto_refusal(&gw, &operator, &operator, "wasm/run", None).await;
+    assert_eq!(name, "MissingExpiry");
+    gw.stop().await.unwrap();
+}
+
+/// Sends one self-issued ucanto invocation of `can` on `subject`'s resource and expects a signed
+/// error receipt; gives the invocation's CID, the error name and the report.
+async fn ucanto_refusal(
+    gw: &Running,
+    subject: &SigningKey,
+    issuer: &SigningKey,
+    can: &str,
+    ttl: Option<i64>,
+) -> (cid::Cid, String, ucan_gateway::ucanto::car::Car) {
+    use ucan_gateway::ucanto::car::Car;
     use ucan_gateway::ucanto::receipt::UcantoReceipt;
     use ucan_gateway::ucanto::token::{Capability, Ucan, UcanFields};
     let (inv, inv_bytes) = Ucan::issue(
         &UcanFields {
             aud: gw.did.clone(),
             att: vec![Capability {
-                with: operator.did(),
-                can: "evil/label".into(),
+                with: subject.did(),
+                can: can.into(),
                 nb: BTreeMap::new(),
             }],
-            exp: Some(unix_now() + 60),
+            exp: ttl.map(|ttl| unix_now() + ttl),
             ..UcanFields::default()
         },
-        &operator,
+        issuer,
     )
     .unwrap();
     let root = ucan_gateway::ipld::to_dag_cbor(&Ipld::Map(BTreeMap::from([(
@@ -391,10 +426,10 @@ async fn the_car_transport_answers_415_406_and_400_as_ucanto_server_does() {
     )])))
     .unwrap();
     let cid = ucan_gateway::ipld::dag_cbor_cid(&root);
-    let car = ucan_gateway::ucanto::car::Car::encode(cid, &[(cid, root), (inv, inv_bytes)]);
-    let (status, _, body) = post(&gw, &[("content-type", CAR)], car).await;
+    let car = Car::encode(cid, &[(cid, root), (inv, inv_bytes)]);
+    let (status, _, body) = post(gw, &[("content-type", CAR)], car).await;
     assert_eq!(status, 200);
-    let report = ucan_gateway::ucanto::car::Car::decode(&body).unwrap();
+    let report = Car::decode(&body).unwrap();
     let Ok(Ipld::Map(root)) =
         ucan_gateway::ipld::from_dag_cbor_strict(&report.blocks[&report.root.unwrap()])
     else {
@@ -416,21 +451,8 @@ async fn the_car_transport_answers_415_406_and_400_as_ucanto_server_does() {
     let Some(Ipld::Map(error)) = out.get("error") else {
         panic!("expected an error: {out:?}")
     };
-    assert_eq!(
-        error.get("name"),
-        Some(&Ipld::String("HandlerNotFound".into()))
-    );
-    assert!(report.blocks.contains_key(&inv), "the invocation is echoed");
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"command="other",outcome="HandlerNotFound""#),
-        "{metrics}"
-    );
-    assert!(!metrics.contains("evil"), "{metrics}");
-    gw.stop().await.unwrap();
+    let Some(Ipld::String(name)) = error.get("name") else {
+        panic!("error name")
+    };
+    (inv, name.clone(), report)
 }
