@@ -22,7 +22,7 @@ use crate::task::{EffectClass, Task};
 use crate::ucan::command::Command;
 use crate::ucan::invocation::InvocationPayload;
 use crate::ucan::validate::{Authorized, unix_now};
-use crate::ucanto::capability::{self, Context};
+use crate::ucanto::capability::{self, Context, EFFECT_FACT};
 use crate::ucanto::receipt::{Outcome, UcantoReceipt};
 use crate::ucanto::revoke::{self, REVOKE_ABILITY};
 use crate::ucanto::token::{Capability, Ucan, UcanFields};
@@ -59,18 +59,19 @@ impl Gateway {
             let mut outcome_name = "ok";
             let (out, meta, fork, join) = match self.ucanto_one(&message, inv, started).await {
                 Ok(answer) => {
+                    let cause = answer.receipt.cid();
                     let body = answer.receipt.body;
                     let fork = body
                         .fx
                         .fork
                         .iter()
-                        .map(|e| self.ucanto_effect(e))
+                        .map(|e| self.ucanto_effect(e, cause))
                         .collect::<Result<Vec<_>, _>>()?;
                     let join = body
                         .fx
                         .join
                         .as_ref()
-                        .map(|e| self.ucanto_effect(e))
+                        .map(|e| self.ucanto_effect(e, cause))
                         .transpose()?;
                     (body.out, body.meta, fork, join)
                 }
@@ -234,8 +235,9 @@ impl Gateway {
     }
 
     /// An effect as a ucanto invocation issued by the gateway: `with` = `sub`, `can` = `cmd` without
-    /// its leading `/`, `nb` = `args`, `nnc` = hex of `nonce`, `fct` = `[meta]`.
-    fn ucanto_effect(&self, effect: &Effect) -> Result<Block, Refusal> {
+    /// its leading `/`, `nb` = `args`, `nnc` = hex of `nonce`, `fct` = `[{EFFECT_FACT: cause}, meta]`
+    /// where `cause` is the stored receipt that asked for it.
+    fn ucanto_effect(&self, effect: &Effect, cause: cid::Cid) -> Result<Block, Refusal> {
         let can = effect.cmd.as_str().trim_start_matches('/');
         let fields = UcanFields {
             aud: effect.aud.clone().unwrap_or_else(|| self.did.clone()),
@@ -247,12 +249,14 @@ impl Gateway {
             exp: effect.exp,
             nnc: (!effect.nonce.is_empty()).then(|| hex(&effect.nonce)),
             prf: effect.prf.clone().unwrap_or_default(),
-            // dag-ucan has no `meta`; facts are where ucanto puts such settings (see `to_gateway`).
-            fct: effect
-                .meta
-                .clone()
-                .map(|meta| vec![Ipld::Map(meta)])
-                .unwrap_or_default(),
+            // The effect mark (so it can never serve as a delegation), then `meta`: dag-ucan has none,
+            // facts are where ucanto puts such settings (see `to_gateway`).
+            fct: std::iter::once(Ipld::Map(BTreeMap::from([(
+                EFFECT_FACT.to_owned(),
+                Ipld::Link(cause),
+            )])))
+            .chain(effect.meta.clone().map(Ipld::Map))
+            .collect(),
             ..UcanFields::default()
         };
         Ucan::issue(&fields, &self.key)

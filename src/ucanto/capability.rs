@@ -12,7 +12,8 @@
 //! 2. Each proof on a path from the invocation towards the root
 //!    a. it is among the blocks received and decodes
 //!    b. it is addressed to the issuer of the token that cites it
-//!    c. its signature verifies; d. it is within its time bounds; e. it is not revoked
+//!    c. its signature verifies; d. it is within its time bounds; e. it is not revoked, and it is not
+//!    an effect this gateway issued (see [`EFFECT_FACT`])
 //!    f. one of its capabilities derives the claim (`@ucanto/validator`'s default rule):
 //!    `with` equal, or the delegated `with` ends in `*` and is a prefix (`ucan:*`: any resource);
 //!    `can` equal, `*`, or `ns/*` covering `ns/…`; every delegated `nb` field equal in the claim
@@ -31,6 +32,12 @@ use ipld_core::ipld::Ipld;
 
 use super::token::{Capability, TokenError, Ucan};
 use crate::ucan::validate::{MAX_CHAIN, Revocations, SignatureCache};
+
+/// The fact key marking a dag-ucan token as an effect issued by the gateway (its value links the
+/// receipt that asked for it). dag-ucan does not tell invocations from delegations, so without it a
+/// gateway-signed effect `{with: <gateway DID>, aud: X}` would serve X as a root delegation of the
+/// gateway's own authority; tokens the gateway signs with this fact are never accepted as proofs.
+pub const EFFECT_FACT: &str = "gateway/effect-of";
 
 /// Most proof examinations in one search: bounds the work (signature checks above all) a request
 /// with a wide, shared proof DAG can cause. Real chains take a handful.
@@ -201,6 +208,12 @@ pub fn check(
                 errors.push(format!("Proof {link} has been revoked"));
                 continue;
             }
+            if proof.iss == cx.audience && is_effect(proof) {
+                errors.push(format!(
+                    "Proof {link} is an effect issued by this service, not a delegation"
+                ));
+                continue;
+            }
             // 2f
             let mut reasons = Vec::new();
             let derived = proof.att.iter().any(|d| match derives(claim, d) {
@@ -245,6 +258,14 @@ pub fn check(
         }
     }
     Err(unauthorized(claim, &errors))
+}
+
+/// Whether `token` carries the [`EFFECT_FACT`].
+fn is_effect(token: &Ucan) -> bool {
+    token
+        .fct
+        .iter()
+        .any(|fact| matches!(fact, Ipld::Map(map) if map.contains_key(EFFECT_FACT)))
 }
 
 fn unauthorized(claim: &Capability, errors: &[String]) -> Denied {

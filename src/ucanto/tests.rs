@@ -654,3 +654,44 @@ fn an_invocation_with_a_bad_signature_is_unauthorized() {
     let own = w.issue(&owner, fields);
     w.check(&own).unwrap();
 }
+
+#[test]
+fn an_effect_signed_by_this_gateway_is_never_a_delegation() {
+    let mut w = World::new();
+    let gateway = SigningKey::generate(KeyAlg::Ed25519);
+    w.gateway = gateway.did();
+    let user = w.user.clone();
+    let own = |fct: Vec<Ipld>| UcanFields {
+        aud: user.did(),
+        att: vec![Capability {
+            with: gateway.did(),
+            can: "wasm/run".into(),
+            nb: BTreeMap::new(),
+        }],
+        exp: Some(NOW + 60),
+        fct,
+        ..UcanFields::default()
+    };
+    let mark = Ipld::Map(BTreeMap::from([(
+        super::capability::EFFECT_FACT.to_owned(),
+        Ipld::Link(crate::ipld::dag_cbor_cid(b"receipt")),
+    )]));
+    let claim = Capability {
+        with: gateway.did(),
+        can: "wasm/run".into(),
+        nb: BTreeMap::new(),
+    };
+    // A delegation of the gateway's own authority, signed with its key, is a delegation…
+    let delegation = w.issue(&gateway, own(vec![])).cid;
+    let inv = w.invoke(&user, claim.clone(), vec![delegation]);
+    w.check(&inv).unwrap();
+    // …but a token it issued as an effect is not, though it has the same shape.
+    let effect = w.issue(&gateway, own(vec![mark])).cid;
+    let inv = w.invoke(&user, claim, vec![effect]);
+    let denied = w.check(&inv).unwrap_err();
+    assert!(
+        denied.message.contains("is an effect"),
+        "{}",
+        denied.message
+    );
+}
