@@ -15,6 +15,8 @@
 //! - [`gateway`]: the path of one invocation, from container bytes to a stored, signed receipt.
 //! - [`exec`]: executors (local Wasm, WASI, blobs) behind one small trait.
 //! - [`store`]: durable state (receipts, blobs, replay keys, revocations) behind one small trait.
+//! - [`ucanto`]: ucanto compatibility: CAR messages, dag-ucan 0.9.1 tokens, `with/can/nb` authority
+//!   and ucanto receipts, mapped onto the same tasks as UCAN 1.0 invocations.
 //! - [`server`]: the HTTP edge (axum); [`metrics`]: Prometheus metrics.
 //! - [`cli`]: the command-line interface.
 
@@ -31,3 +33,4 @@ pub mod server;
 pub mod store;
 pub mod task;
 pub mod ucan;
+pub mod ucanto;

@@ -34,6 +34,7 @@ mod effects;
 mod pipeline;
 mod revoke;
 mod schedule;
+mod ucanto;
 
 pub use answer::{Answer, Refusal, RefusalClass, Reply, Summary};
 

@@ -1,7 +1,8 @@
 //! The HTTP edge: the only module that knows axum. It turns requests into calls on the
 //! [`Gateway`] and answers back; everything between is the gateway's.
 //!
-//! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container.
+//! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container;
+//!   with `content-type: application/vnd.ipld.car`, a ucanto message → ucanto report (`ucanto.rs`).
 //! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID.
 //! - `GET /`: service description; `GET /health`; `GET /metrics`; `GET /openapi.json`.
 
@@ -20,6 +21,7 @@ use crate::gateway::{Gateway, Refusal, Reply, Summary};
 use crate::ucan::container::{Container, Format};
 
 pub mod error;
+mod ucanto;
 
 use error::ApiError;
 
@@ -98,6 +100,11 @@ fn request_container(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Refusal>
 }
 
 async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    match ucanto::select(&headers) {
+        Ok(ucanto::Transport::Ucanto) => return ucanto::invoke(gateway, body).await,
+        Ok(ucanto::Transport::Container) => {}
+        Err(response) => return *response,
+    }
     let started = Instant::now();
     let mut summary = Summary::default();
     let result = async {

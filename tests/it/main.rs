@@ -13,5 +13,7 @@ mod receipt;
 mod schedule;
 mod store;
 mod task;
+mod ucanto;
+mod ucanto_encoding;
 mod validate;
 mod wasm;

@@ -1,0 +1,400 @@
+//! ucanto authority: does a chain of dag-ucan delegations back an invocation's one capability?
+//!
+//! The checklist, tagged in the code:
+//! 1. Invocation
+//!    a. it carries exactly one capability (as `@ucanto/server` demands)
+//!    b. it is addressed to this gateway (`aud`)
+//!    c. its signature verifies against `iss`
+//!    d. it is within its time bounds (`nbf`, `exp`; `exp: null` never expires)
+//!    (c and d fail as `Unauthorized`, as in `@ucanto/validator`, which checks the invocation like a proof)
+//!    e. its capability is concrete: `with` is a DID (the subject), `can` has no wildcard
+//!    f. self-issued (`iss` = `with`): authorised with no proofs
+//! 2. Each proof on a path from the invocation towards the root
+//!    a. it is among the blocks received and decodes
+//!    b. it is addressed to the issuer of the token that cites it
+//!    c. its signature verifies; d. it is within its time bounds; e. it is not revoked, and it is not
+//!    an effect this gateway issued (see [`EFFECT_FACT`])
+//!    f. one of its capabilities derives the claim (`@ucanto/validator`'s default rule):
+//!    `with` equal, or the delegated `with` ends in `*` and is a prefix (`ucan:*`: any resource);
+//!    `can` equal, `*`, or `ns/*` covering `ns/…`; every delegated `nb` field equal in the claim
+//!    g. its issuer owns the resource (`iss` = `with`): the root; otherwise continue with its proofs
+//!
+//! Every link is checked against the invocation's own capability rather than against the capability
+//! the next link delegated. That is sound (each issuer is shown to hold what was invoked) and gives
+//! the UCAN 1.0 reading, where every policy on the chain must hold on the arguments; it accepts one
+//! chain `@ucanto/validator` refuses: a middle link that drops a caveat its parent imposed, when the
+//! invocation still satisfies that caveat. The search is a bounded loop, never recursion.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+use super::token::{Capability, TokenError, Ucan};
+use crate::ucan::validate::{MAX_CHAIN, Revocations, SignatureCache};
+
+/// The fact key marking a dag-ucan token as an effect issued by the gateway (its value links the
+/// receipt that asked for it). dag-ucan does not tell invocations from delegations, so without it a
+/// gateway-signed effect `{with: <gateway DID>, aud: X}` would serve X as a root delegation of the
+/// gateway's own authority; tokens the gateway signs with this fact are never accepted as proofs.
+pub const EFFECT_FACT: &str = "gateway/effect-of";
+
+/// Most proof examinations in one search: bounds the work (signature checks above all) a request
+/// with a wide, shared proof DAG can cause. Real chains take a handful.
+pub const MAX_STEPS: usize = 256;
+
+/// Why an invocation is refused, named as `@ucanto/server` and `@ucanto/validator` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// `InvocationCapabilityError`, `InvalidAudience`, `MalformedCapability` or `Unauthorized`
+    /// (bad signatures and time bounds, the invocation's included, are lines of `Unauthorized`).
+    pub name: &'static str,
+    /// For people: for `Unauthorized`, one line per failed proof as `@ucanto/validator` lists them.
+    pub message: String,
+}
+
+fn denied(name: &'static str, message: impl Into<String>) -> Denied {
+    Denied {
+        name,
+        message: message.into(),
+    }
+}
+
+/// When and for whom to check.
+pub struct Context<'a> {
+    /// This gateway's DID: the audience every invocation must name.
+    pub audience: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+    /// Allowed clock skew for `nbf` and `exp`.
+    pub leeway: i64,
+    /// Revoked delegations.
+    pub revoked: &'a dyn Revocations,
+    /// Signatures already verified.
+    pub verified: &'a dyn SignatureCache,
+}
+
+/// What a valid chain established.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The invoked capability.
+    pub capability: Capability,
+    /// Proofs used, root first.
+    pub chain: Vec<Cid>,
+    /// The latest `nbf` on the path.
+    pub not_before: Option<i64>,
+    /// The earliest `exp` on the path, the invocation's included.
+    pub expires: Option<i64>,
+}
+
+/// One place in the search: the token whose proofs are examined next, and what the path so far gives.
+struct Step<'a> {
+    holder: &'a Ucan,
+    path: Vec<Cid>,
+    not_before: Option<i64>,
+    expires: Option<i64>,
+}
+
+/// Checks `invocation` against the decoded `proofs` (CID → token, or why it did not decode).
+pub fn check(
+    invocation: &Ucan,
+    proofs: &HashMap<Cid, Result<Ucan, TokenError>>,
+    cx: &Context<'_>,
+) -> Result<Checked, Denied> {
+    // 1a
+    let [claim] = invocation.att.as_slice() else {
+        return Err(denied(
+            "InvocationCapabilityError",
+            format!(
+                "Invocation is required to have a single capability, it has {}",
+                invocation.att.len()
+            ),
+        ));
+    };
+    // 1b
+    if invocation.aud != cx.audience {
+        return Err(denied(
+            "InvalidAudience",
+            format!("Expected {} instead got {}", cx.audience, invocation.aud),
+        ));
+    }
+    // 1c, 1d: @ucanto/validator checks the invocation as the first "proof" of its own claim, so
+    // these failures are reported the same way, inside `Unauthorized`.
+    if let Err(e) = verify(invocation, cx) {
+        let line = format!(
+            "Proof {} does not have a valid signature: {e}",
+            invocation.cid
+        );
+        return Err(unauthorized(claim, &[line]));
+    }
+    time_bounds(invocation, cx).map_err(|d| unauthorized(claim, &[d.message]))?;
+    // 1e
+    if !claim.with.starts_with("did:") {
+        return Err(denied(
+            "MalformedCapability",
+            format!("the resource {} is not a DID", claim.with),
+        ));
+    }
+    if claim.can.contains('*') {
+        return Err(denied(
+            "MalformedCapability",
+            format!("the ability {} is not concrete", claim.can),
+        ));
+    }
+    // 1f
+    if invocation.iss == claim.with {
+        return Ok(Checked {
+            capability: claim.clone(),
+            chain: Vec::new(),
+            not_before: invocation.nbf,
+            expires: invocation.exp,
+        });
+    }
+
+    let mut errors: Vec<String> = Vec::new();
+    let mut pending = vec![Step {
+        holder: invocation,
+        path: Vec::new(),
+        not_before: invocation.nbf,
+        expires: invocation.exp,
+    }];
+    let mut steps = 0usize;
+    // Valid signatures are remembered by the cache; invalid ones here, so a bad token cited from
+    // many places costs one check.
+    let mut forged: std::collections::HashSet<Cid> = std::collections::HashSet::new();
+    while let Some(step) = pending.pop() {
+        for link in &step.holder.prf {
+            steps += 1;
+            if steps > MAX_STEPS {
+                errors.push(format!("gave up after examining {MAX_STEPS} proofs"));
+                return Err(unauthorized(claim, &errors));
+            }
+            // 2a
+            let proof = match proofs.get(link) {
+                None => {
+                    errors.push(format!("Linked proof '{link}' is not included"));
+                    continue;
+                }
+                Some(Err(e)) => {
+                    errors.push(format!("Proof {link} is malformed: {e}"));
+                    continue;
+                }
+                Some(Ok(proof)) => proof,
+            };
+            // 2b
+            if proof.aud != step.holder.iss {
+                errors.push(format!(
+                    "Delegation audience is '{}' instead of '{}'",
+                    proof.aud, step.holder.iss
+                ));
+                continue;
+            }
+            // 2c
+            if forged.contains(link) {
+                continue;
+            }
+            if let Err(e) = verify(proof, cx) {
+                forged.insert(*link);
+                errors.push(format!("Proof {link} does not have a valid signature: {e}"));
+                continue;
+            }
+            // 2d
+            if let Err(d) = time_bounds(proof, cx) {
+                errors.push(d.message);
+                continue;
+            }
+            // 2e
+            if cx.revoked.is_revoked(link) {
+                errors.push(format!("Proof {link} has been revoked"));
+                continue;
+            }
+            if proof.iss == cx.audience && is_effect(proof) {
+                errors.push(format!(
+                    "Proof {link} is an effect issued by this service, not a delegation"
+                ));
+                continue;
+            }
+            // 2f
+            let mut reasons = Vec::new();
+            let derived = proof.att.iter().any(|d| match derives(claim, d) {
+                Ok(()) => true,
+                Err(reason) => {
+                    reasons.push(reason);
+                    false
+                }
+            });
+            if !derived {
+                errors.push(format!(
+                    "Capability {} is not authorized by proof {link}: {}",
+                    describe(claim),
+                    reasons.join("; ")
+                ));
+                continue;
+            }
+            let mut path = step.path.clone();
+            path.push(*link);
+            let not_before = max_opt(step.not_before, proof.nbf);
+            let expires = min_opt(step.expires, proof.exp);
+            // 2g
+            if proof.iss == claim.with {
+                path.reverse();
+                return Ok(Checked {
+                    capability: claim.clone(),
+                    chain: path,
+                    not_before,
+                    expires,
+                });
+            }
+            if path.len() >= MAX_CHAIN {
+                errors.push(format!("Proof chain is longer than {MAX_CHAIN}"));
+                continue;
+            }
+            pending.push(Step {
+                holder: proof,
+                path,
+                not_before,
+                expires,
+            });
+        }
+    }
+    Err(unauthorized(claim, &errors))
+}
+
+/// Whether `token` carries the [`EFFECT_FACT`].
+fn is_effect(token: &Ucan) -> bool {
+    token
+        .fct
+        .iter()
+        .any(|fact| matches!(fact, Ipld::Map(map) if map.contains_key(EFFECT_FACT)))
+}
+
+fn unauthorized(claim: &Capability, errors: &[String]) -> Denied {
+    let mut message = format!("Claim {} is not authorized", describe(claim));
+    if errors.is_empty() {
+        message.push_str("\n  - No matching delegated capability found");
+    }
+    for error in errors {
+        message.push_str("\n  - ");
+        message.push_str(&error.replace('\n', "\n    "));
+    }
+    denied("Unauthorized", message)
+}
+
+fn verify(token: &Ucan, cx: &Context<'_>) -> Result<(), TokenError> {
+    if cx.verified.is_verified(&token.cid) {
+        return Ok(());
+    }
+    token.verify()?;
+    cx.verified.mark_verified(&token.cid);
+    Ok(())
+}
+
+fn time_bounds(token: &Ucan, cx: &Context<'_>) -> Result<(), Denied> {
+    if let Some(exp) = token.exp
+        && exp.saturating_add(cx.leeway) < cx.now
+    {
+        return Err(denied(
+            "Expired",
+            format!("Proof {} has expired on {}", token.cid, iso(exp)),
+        ));
+    }
+    if let Some(nbf) = token.nbf
+        && nbf.saturating_sub(cx.leeway) > cx.now
+    {
+        return Err(denied(
+            "NotValidBefore",
+            format!("Proof {} is not valid before {}", token.cid, iso(nbf)),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the delegated capability `d` covers `claim` (the default `derives` of `@ucanto/validator`
+/// plus its ability wildcards). Caveats are compared as whole IPLD values.
+pub fn derives(claim: &Capability, d: &Capability) -> Result<(), String> {
+    let with_ok = if d.with == "ucan:*" {
+        true
+    } else if let Some(prefix) = d.with.strip_suffix('*') {
+        claim.with.starts_with(prefix)
+    } else {
+        d.with == claim.with
+    };
+    if !with_ok {
+        return Err(format!(
+            "Resource {} is not contained by {}",
+            claim.with, d.with
+        ));
+    }
+    let can_ok = d.can == "*"
+        || d.can == claim.can
+        || d.can
+            .strip_suffix('*')
+            .is_some_and(|ns| ns.ends_with('/') && claim.can.starts_with(ns));
+    if !can_ok {
+        return Err(format!("{} is not contained by {}", claim.can, d.can));
+    }
+    for (name, value) in &d.nb {
+        if claim.nb.get(name) != Some(value) {
+            return Err(format!(
+                "Constraint violation: {name}: {} violates {}",
+                show(claim.nb.get(name)),
+                show(Some(value))
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe(cap: &Capability) -> String {
+    let mut map = BTreeMap::from([
+        ("can".to_owned(), Ipld::String(cap.can.clone())),
+        ("with".to_owned(), Ipld::String(cap.with.clone())),
+    ]);
+    if !cap.nb.is_empty() {
+        map.insert("nb".to_owned(), Ipld::Map(cap.nb.clone()));
+    }
+    show(Some(&Ipld::Map(map)))
+}
+
+/// A value for an error message, shortened: caveats are attacker-sized.
+fn show(value: Option<&Ipld>) -> String {
+    let Some(value) = value else {
+        return "undefined".to_owned();
+    };
+    let text = crate::ipld::to_dag_json(value).unwrap_or_else(|_| "?".to_owned());
+    if text.chars().count() > 200 {
+        let short: String = text.chars().take(200).collect();
+        format!("{short}…")
+    } else {
+        text
+    }
+}
+
+/// RFC 3339 UTC, as people read dates in messages.
+fn iso(unix: i64) -> String {
+    u64::try_from(unix)
+        .ok()
+        .map(|s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+            .to_string()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
