@@ -9,7 +9,7 @@
 //! expects, since it reads one receipt per invocation and treats any non-200 status as a transport
 //! failure. Only a failure of the gateway itself (the store) fails the whole request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use ipld_core::ipld::Ipld;
@@ -189,6 +189,10 @@ impl Gateway {
             )
             .await?;
         let body = self.run(&admitted, started).await;
+        // Effects need authority the gateway holds. A dag-ucan delegation to the gateway cannot be
+        // cited by a UCAN 1.0 effect, so here only the gateway's own commands (`gateway_effects`)
+        // qualify; any other effect turns the receipt into `UnauthorizedEffect`.
+        let (body, _) = self.authorize_effects(body, &auth, &HashMap::new(), now);
         self.finish(&admitted.task, body).await
     }
 

@@ -182,6 +182,16 @@ impl ucan_gateway::exec::Executor for Forker {
 /// receipt's `fx` and carried in the report.
 #[tokio::test]
 async fn effects_are_ucanto_invocations_signed_by_the_gateway() {
+    forked(true).await;
+}
+
+/// Without authority for them (no `gateway_effects`), the effects are refused in the receipt.
+#[tokio::test]
+async fn effects_without_authority_are_refused_in_the_ucanto_receipt() {
+    forked(false).await;
+}
+
+async fn forked(own: bool) {
     use std::sync::Arc;
     use ucan_gateway::gateway::{Gateway, Summary};
     use ucan_gateway::ucanto::capability::EFFECT_FACT;
@@ -192,7 +202,8 @@ async fn effects_are_ucanto_invocations_signed_by_the_gateway() {
     let operator = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&operator_seed()));
     let policy = ucan_gateway::config::OperatorPolicy::parse(
         &format!(
-            "subjects = [\"{}\"]\n[[route]]\ncommand = \"/wasm/run\"\nbackend = \"wasm\"\neffect = \"nondestructive\"\n",
+            // Effects on the ucanto path can only use the gateway's own authority.
+            "subjects = [\"{}\", \"self\"]\n[[route]]\ncommand = \"/wasm/run\"\nbackend = \"wasm\"\neffect = \"nondestructive\"\ngateway_effects = {own}\n[[route]]\ncommand = \"/blob/put\"\nbackend = \"wasm\"\neffect = \"nondestructive\"\ngateway_effects = {own}\n",
             operator.did()
         ),
         "test",
@@ -255,6 +266,21 @@ async fn effects_are_ucanto_invocations_signed_by_the_gateway() {
         _ => panic!("message"),
     };
     let ocm = UcantoReceipt::verify(&report.blocks[&receipt], gateway.did()).unwrap();
+    if !own {
+        let name = match ocm.get("out") {
+            Some(Ipld::Map(out)) => match out.get("error") {
+                Some(Ipld::Map(error)) => error.get("name").cloned(),
+                _ => None,
+            },
+            _ => None,
+        };
+        assert_eq!(
+            name,
+            Some(Ipld::String("UnauthorizedEffect".into())),
+            "{ocm:?}"
+        );
+        return;
+    }
     let Some(Ipld::Map(fx)) = ocm.get("fx") else {
         panic!("fx")
     };
@@ -268,7 +294,11 @@ async fn effects_are_ucanto_invocations_signed_by_the_gateway() {
         effect.verify().unwrap();
         assert_eq!(effect.iss, gateway.did());
         assert_eq!(effect.att[0].can, can);
-        assert_eq!(effect.att[0].with, operator.did());
+        assert_eq!(
+            effect.att[0].with,
+            gateway.did(),
+            "the gateway's own authority"
+        );
         assert_eq!(effect.att[0].nb["x"], Ipld::Integer(1));
         assert_eq!(effect.nnc.as_deref(), Some("6e"));
         // Marked as an effect of the stored receipt, so it can never serve as a delegation; its
