@@ -30,6 +30,8 @@ struct RawPolicy {
     max_body: Option<Spanned<RawSize>>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    bacalhau: Vec<super::bacalhau::RawBacalhau>,
 }
 
 /// A `[limits]` table, at the top or in a route; every key is optional and overrides the layer
@@ -54,6 +56,7 @@ struct RawRoute {
     allow_no_expiry: Option<bool>,
     admission: Option<Spanned<String>>,
     limits: Option<RawLimits>,
+    compute: Option<super::bacalhau::RawCompute>,
 }
 
 /// Fuel as written: an integer, range-checked during resolution.
@@ -159,10 +162,26 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         Some(size) => size_usize(&src, size)?,
     };
 
+    let fail = |span: &Range<usize>, kind: Kind, message: String| src.error(span, kind, message);
+    let mut bacalhau: Vec<super::BacalhauBackend> = Vec::new();
+    for raw_backend in &raw.bacalhau {
+        let taken: Vec<&str> = BACKENDS
+            .iter()
+            .copied()
+            .chain(bacalhau.iter().map(|b| b.name.as_str()))
+            .collect();
+        bacalhau.push(super::bacalhau::backend(raw_backend, &taken, &fail)?);
+    }
+    let names: Vec<&str> = BACKENDS
+        .iter()
+        .copied()
+        .chain(bacalhau.iter().map(|b| b.name.as_str()))
+        .collect();
+
     let mut routes = Vec::with_capacity(raw.route.len());
     let mut seen: HashMap<Command, usize> = HashMap::new();
     for raw_route in &raw.route {
-        let route = route(&src, &defaults, raw_route)?;
+        let route = route(&src, &defaults, raw_route, &names)?;
         let (line, _) = line_column(text, raw_route.command.span().start);
         if let Some(first) = seen.insert(route.command.clone(), line) {
             return Err(src.error(
@@ -182,6 +201,7 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         defaults,
         routes,
         max_body_bytes,
+        bacalhau,
     })
 }
 
@@ -232,7 +252,12 @@ fn subjects(
     Ok(out)
 }
 
-fn route(src: &Source<'_>, defaults: &Limits, raw: &RawRoute) -> Result<Route, PolicyFileError> {
+fn route(
+    src: &Source<'_>,
+    defaults: &Limits,
+    raw: &RawRoute,
+    backends: &[&str],
+) -> Result<Route, PolicyFileError> {
     let command = Command::parse(raw.command.get_ref())
         .map_err(|e| src.error(&raw.command.span(), Kind::Command, e.to_string()))?;
     // Spec 1.0, "Reserved Commands": `/ucan/*` belongs to UCAN itself. The one we serve,
@@ -249,13 +274,13 @@ fn route(src: &Source<'_>, defaults: &Limits, raw: &RawRoute) -> Result<Route, P
     }
 
     let backend = raw.backend.get_ref();
-    if !BACKENDS.contains(&backend.as_str()) {
+    if !backends.contains(&backend.as_str()) {
         return Err(src.error(
             &raw.backend.span(),
             Kind::Backend,
             format!(
                 "unknown backend {backend:?} (expected one of {})",
-                BACKENDS.join(", ")
+                backends.join(", ")
             ),
         ));
     }
@@ -295,6 +320,9 @@ fn route(src: &Source<'_>, defaults: &Limits, raw: &RawRoute) -> Result<Route, P
         limits,
         admission,
         allow_no_expiry: raw.allow_no_expiry.unwrap_or(false),
+        compute: super::bacalhau::compute(raw.compute.as_ref(), &|span, kind, message| {
+            src.error(span, kind, message)
+        })?,
     })
 }
 
@@ -397,7 +425,7 @@ const SIZE_UNITS: &[(&str, u64)] = &[
 
 /// Parses `"<digits>[ ]<unit>"`, e.g. `"64MiB"`, `"1 MB"` or `"4096"` (bytes). Whole numbers only:
 /// a fractional size would need rounding rules nobody wants to look up.
-pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || {
         format!(
             "invalid size {text:?} (write a whole number with an optional unit, e.g. \"64MiB\"; units: {})",

@@ -11,14 +11,16 @@
 //! - [`wasm`]: the local Wasm engine for `/wasm/run` (core exports and a DAG-CBOR ABI) and
 //!   `/wasi/run` (WASI preview-1 command modules).
 //! - [`local`]: the `wasm`, `wasi` and `blob` backends built on it and on the store.
+//! - [`bacalhau`]: tasks forwarded to a Bacalhau compute network, whose jobs may outlive a request.
 //!
 //! Nothing here knows HTTP, UCAN or storage: executors take bytes and IPLD values and give back IPLD.
 
+pub mod bacalhau;
 mod executor;
 pub mod local;
 pub mod wasm;
 
-pub use executor::{Executed, Executor};
+pub use executor::{Executed, Executor, JobStatus};
 
 use std::fmt;
 
@@ -146,6 +148,8 @@ pub enum ExecErrorKind {
     CidMismatch,
     /// The host failed while setting up or tearing down a run (not caused by the guest).
     Host,
+    /// An external backend (e.g. a Bacalhau network) could not be reached or failed.
+    Backend,
 }
 
 impl fmt::Display for ExecErrorKind {
@@ -154,6 +158,7 @@ impl fmt::Display for ExecErrorKind {
             ExecErrorKind::Engine => "engine",
             ExecErrorKind::CidMismatch => "CID mismatch",
             ExecErrorKind::Host => "host",
+            ExecErrorKind::Backend => "backend",
         })
     }
 }
