@@ -28,6 +28,7 @@ use crate::ucan::validate::{self, Options, Revocations, SignatureCache, unix_now
 use crate::ucan::{Delegation, Invocation};
 
 mod answer;
+mod pending;
 mod revoke;
 
 pub use answer::{Answer, Refusal, RefusalClass, Summary};
@@ -178,6 +179,17 @@ impl Gateway {
 
     /// Runs one invocation from a container: the whole path.
     pub async fn invoke(&self, container: &[u8], summary: &mut Summary) -> Result<Answer, Refusal> {
+        self.invoke_with(container, summary, None).await
+    }
+
+    /// [`Gateway::invoke`], where the caller waits at most `wait` for work that may outlive the
+    /// request (HTTP `Prefer: wait=N`) before taking a receipt that points at it.
+    pub async fn invoke_with(
+        &self,
+        container: &[u8],
+        summary: &mut Summary,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let now = unix_now();
 
@@ -221,8 +233,9 @@ impl Gateway {
         let auth = self.authorize(&request, now)?;
 
         // task
-        let task = Task::new(&auth, inv, route.effect)
+        let mut task = Task::new(&auth, inv, route.effect)
             .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
+        task.wait = wait;
 
         // admission, input size and replay, then the run
         let admitted = self
@@ -385,6 +398,8 @@ impl Gateway {
             let issued = effect.issue(receipt.cid(), &self.key).map_err(|e| {
                 Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string())
             })?;
+            // An effect awaiting an external job is watched until the job ends.
+            self.track(effect, &issued).await?;
             effects.push(issued);
         }
         Ok(Answer { receipt, effects })

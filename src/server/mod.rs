@@ -71,6 +71,17 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// `Prefer: wait=N` (RFC 7240): how many seconds the client will wait for a result.
+fn prefer_wait(headers: &HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .find_map(|p| p.trim().strip_prefix("wait=")?.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+}
+
 fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -110,7 +121,9 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
                 )
             })?;
         let container = request_container(&headers, body)?;
-        let answer = gateway.invoke(&container, &mut summary).await?;
+        let answer = gateway
+            .invoke_with(&container, &mut summary, prefer_wait(&headers))
+            .await?;
         Ok::<_, Refusal>((answer, Container::format_of(&container)))
     }
     .await;

@@ -1,0 +1,234 @@
+//! Jobs that outlive their request: a backend that cannot finish within the wait window answers
+//! with a join effect awaiting the job (e.g. `/bacalhau/job/await`). Once the gateway has issued
+//! that effect, the job is recorded in the store ([`Gateway::track`]); a background watcher
+//! ([`Gateway::watch_pending`]) polls each job with backoff, stops it when its deadline passes, and
+//! on a terminal state signs the final receipt — `ran` = the issued await invocation, `task` = the
+//! effect's task id — so `GET /receipts/{cid}` answers for either. Pending jobs live in the store,
+//! so a restarted gateway picks them up again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+use super::{Gateway, Refusal, RefusalClass};
+use crate::exec::bacalhau::AWAIT_COMMAND;
+use crate::exec::{Executed, JobStatus};
+use crate::receipt::{Effect, Effects, Out, Receipt, ReceiptBody, gateway_meta};
+use crate::store::{Pending, StoredReceipt};
+use crate::ucan::Invocation;
+use crate::ucan::validate::unix_now;
+
+/// The first pause between polls of a job, and the pause after its state changed.
+const POLL_FIRST: Duration = Duration::from_millis(250);
+/// The longest pause between polls of a job that shows no change.
+const POLL_MAX: Duration = Duration::from_secs(1);
+/// How often the watcher looks for due jobs.
+const TICK: Duration = Duration::from_millis(50);
+
+/// What the gateway needs to finish an awaited job, stored as the pending entry's payload.
+#[derive(Debug, Clone, PartialEq)]
+struct Awaiting {
+    /// The issued await invocation (the final receipt's `ran`).
+    ran: Cid,
+    /// The effect's task id (the final receipt's `task`).
+    task: Cid,
+    /// When the job must be over (Unix seconds); past it the job is stopped.
+    deadline: i64,
+    /// When the job was recorded (Unix seconds), for the receipt's duration.
+    since: i64,
+}
+
+impl Awaiting {
+    fn encode(&self) -> Vec<u8> {
+        let map = Ipld::Map(BTreeMap::from([
+            ("ran".to_owned(), Ipld::Link(self.ran)),
+            ("task".to_owned(), Ipld::Link(self.task)),
+            ("deadline".to_owned(), Ipld::Integer(self.deadline.into())),
+            ("since".to_owned(), Ipld::Integer(self.since.into())),
+        ]));
+        // A map of links and small integers always encodes.
+        crate::ipld::to_dag_cbor(&map).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let value: Ipld = serde_ipld_dagcbor::from_slice(bytes).ok()?;
+        let Ipld::Map(m) = value else { return None };
+        let link = |k: &str| match m.get(k) {
+            Some(Ipld::Link(c)) => Some(*c),
+            _ => None,
+        };
+        let int = |k: &str| match m.get(k) {
+            Some(Ipld::Integer(n)) => i64::try_from(*n).ok(),
+            _ => None,
+        };
+        Some(Awaiting {
+            ran: link("ran")?,
+            task: link("task")?,
+            deadline: int("deadline")?,
+            since: int("since")?,
+        })
+    }
+}
+
+/// Per-job polling state, in memory only: after a restart every job is simply due at once.
+struct Due {
+    at: Instant,
+    pause: Duration,
+    state: Option<String>,
+}
+
+impl Gateway {
+    /// Records each issued await effect as a pending job, so the watcher finishes it. Called after
+    /// the receipt holding the effect is stored: a failure here is reported, not hidden, since the
+    /// caller would otherwise wait for a receipt that never comes.
+    pub(crate) async fn track(&self, effect: &Effect, issued: &Invocation) -> Result<(), Refusal> {
+        if effect.cmd.as_str() != AWAIT_COMMAND {
+            return Ok(());
+        }
+        let (Some(Ipld::String(job)), Some(Ipld::String(backend))) =
+            (effect.args.get("job"), effect.args.get("backend"))
+        else {
+            return Err(Refusal::new(
+                RefusalClass::Unavailable,
+                "ReceiptFailed",
+                "an await effect without job and backend",
+            ));
+        };
+        let deadline = match effect.args.get("deadline") {
+            Some(Ipld::Integer(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
+            _ => i64::MAX,
+        };
+        let record = Awaiting {
+            ran: issued.cid(),
+            task: effect.task_id(),
+            deadline,
+            since: unix_now(),
+        };
+        self.store
+            .put_pending(record.task, backend, job, record.encode())
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the background watcher of pending jobs; it runs until the returned handle is aborted.
+    pub fn watch_pending(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut due: HashMap<Cid, Due> = HashMap::new();
+            loop {
+                self.poll_pending(&mut due).await;
+                tokio::time::sleep(TICK).await;
+            }
+        })
+    }
+
+    /// One pass over the pending jobs that are due.
+    async fn poll_pending(&self, due: &mut HashMap<Cid, Due>) {
+        let pending = match self.store.pending().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading pending jobs failed");
+                return;
+            }
+        };
+        due.retain(|key, _| pending.iter().any(|p| p.key == *key));
+        for job in pending {
+            let now = Instant::now();
+            let entry = due.entry(job.key).or_insert(Due {
+                at: now,
+                pause: POLL_FIRST,
+                state: None,
+            });
+            if entry.at > now {
+                continue;
+            }
+            let Some(record) = Awaiting::decode(&job.payload) else {
+                tracing::error!(key = %job.key, "unreadable pending job; dropping it");
+                let _ = self.store.remove_pending(job.key).await;
+                continue;
+            };
+            if let Some(executed) = self.check(&job, &record, entry).await {
+                if let Err(e) = self.settle(&job, &record, executed).await {
+                    tracing::warn!(job = %job.job_id, error = %e.message, "storing the final receipt failed; will retry");
+                }
+            }
+            entry.at = Instant::now() + entry.pause;
+        }
+    }
+
+    /// Polls one job: its outcome when it is over (or past its deadline), `None` while it runs.
+    async fn check(&self, job: &Pending, record: &Awaiting, entry: &mut Due) -> Option<Executed> {
+        let Some(executor) = self.executors.get(&job.backend) else {
+            return Some(Executed::failed(
+                "ExecutionFailed",
+                format!("backend {} is no longer configured", job.backend),
+            ));
+        };
+        if unix_now() > record.deadline {
+            let reason = "the gateway's total timeout for the task passed";
+            if let Err(e) = executor.stop(&job.job_id, reason).await {
+                tracing::warn!(job = %job.job_id, error = %e, "stopping a job past its deadline failed");
+            }
+            let mut out = Out::error("Timeout", format!("job {} {reason}; it was stopped", job.job_id));
+            if let Out::Error { details, .. } = &mut out {
+                details.insert("job".to_owned(), Ipld::String(job.job_id.clone()));
+            }
+            return Some(Executed {
+                out,
+                fuel_used: None,
+                effects: Effects::default(),
+            });
+        }
+        match executor.status(&job.job_id).await {
+            Ok(JobStatus::Finished(executed)) => Some(executed),
+            Ok(JobStatus::Running { state }) => {
+                if entry.state.as_ref() == Some(&state) {
+                    entry.pause = (entry.pause * 2).min(POLL_MAX);
+                } else {
+                    entry.pause = POLL_FIRST;
+                    entry.state = Some(state);
+                }
+                None
+            }
+            Err(e) => {
+                tracing::debug!(job = %job.job_id, error = %e, "polling a job failed");
+                entry.pause = (entry.pause * 2).min(POLL_MAX);
+                None
+            }
+        }
+    }
+
+    /// Signs and stores the final receipt of an awaited job, then forgets the job. A receipt already
+    /// stored for the await invocation (a crash after storing it) is kept, not issued twice.
+    async fn settle(&self, job: &Pending, record: &Awaiting, executed: Executed) -> Result<(), Refusal> {
+        if self.store.receipt_by_invocation(record.ran).await?.is_none() {
+            let elapsed = u64::try_from(unix_now().saturating_sub(record.since)).unwrap_or(0);
+            let body = ReceiptBody {
+                ran: record.ran,
+                task: record.task,
+                out: executed.out,
+                fx: Effects::default(),
+                meta: gateway_meta(&job.backend, None, Duration::from_secs(elapsed), None),
+            };
+            let receipt = Receipt::issue(body, &self.key).map_err(|e| {
+                Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string())
+            })?;
+            let stored = StoredReceipt {
+                receipt_cid: receipt.cid(),
+                ran: record.ran,
+                task_id: record.task,
+                work_id: None,
+                ok: receipt.body.out.is_ok(),
+                pure: false,
+                created_at: unix_now(),
+                bytes: receipt.bytes().to_vec(),
+            };
+            self.store.put_receipt(&stored).await?;
+            tracing::info!(job = %job.job_id, receipt = %stored.receipt_cid, ok = stored.ok, "awaited job settled");
+        }
+        self.store.remove_pending(job.key).await?;
+        Ok(())
+    }
+}
