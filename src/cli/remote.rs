@@ -87,12 +87,13 @@ impl Remote {
             return Ok(Err(error));
         }
         let container = Container::decode(&body).context("the response is not a UCAN container")?;
-        let first = container
+        // A container's tokens are sorted bytewise, so the receipt (the one `/ucan/assert` token)
+        // need not come first when effects travel with it.
+        let receipt = container
             .tokens
-            .first()
+            .iter()
+            .find_map(|t| Receipt::decode(t).ok())
             .ok_or_else(|| anyhow!("the response holds no receipt"))?;
-        let receipt =
-            Receipt::decode(first).context("the response's first token is not a receipt")?;
         if let Err(e) = receipt.verify(Some(gateway_did)) {
             bail!("the receipt does not verify against the gateway {gateway_did}: {e}");
         }

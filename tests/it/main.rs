@@ -1,5 +1,7 @@
 //! Integration tests, compiled into one binary to keep link time down.
 
+mod bacalhau;
+mod bacalhau_contract;
 mod cli;
 mod config;
 mod container;
@@ -9,6 +11,7 @@ mod gateway;
 mod policy;
 mod receipt;
 mod store;
+mod support;
 mod task;
 mod validate;
 mod wasm;

@@ -2,7 +2,8 @@
 //! results, stop, nodes, agent health), with authentication, timeouts, bounded retries and
 //! Bacalhau's error body turned into a typed [`BacalhauError`].
 //!
-//! Reads are retried with backoff on connection errors, 429 and 503. A submit is never retried
+//! Reads (and stops, which are idempotent) are retried with backoff on connection errors, 429 and
+//! any 5xx. A submit is never retried
 //! blindly: its outcome may be unknown (the connection dropped after the request went out), so the
 //! caller looks the job up by its name first and resubmits only when Bacalhau does not know it
 //! (see [`Client::submit_once`] and `BacalhauExecutor`).
@@ -145,6 +146,12 @@ impl BacalhauError {
             self.kind,
             BacalhauErrorKind::Connect | BacalhauErrorKind::Timeout
         ) || matches!(self.status, Some(429 | 503))
+    }
+
+    /// Whether an idempotent call (a read, a stop) is worth trying again: a transient failure or
+    /// any 5xx, since repeating it cannot do harm.
+    pub fn retryable_read(&self) -> bool {
+        self.is_transient() || self.status.is_some_and(|s| (500..600).contains(&s))
     }
 
     /// Whether Bacalhau may have acted on the request even though no answer arrived (so a submit's
@@ -361,7 +368,7 @@ impl Client {
         let mut tries = 1;
         loop {
             match call().await {
-                Err(e) if e.is_transient() && tries < self.config.attempts.max(1) => {
+                Err(e) if e.retryable_read() && tries < self.config.attempts.max(1) => {
                     tracing::debug!(error = %e, tries, "bacalhau call failed; retrying");
                     tokio::time::sleep(pause).await;
                     pause = pause.saturating_mul(2);
