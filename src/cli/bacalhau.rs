@@ -24,7 +24,10 @@ pub fn executors(
     for backend in &policy.bacalhau {
         let env = |name: &str| {
             std::env::var(name).with_context(|| {
-                format!("backend {}: environment variable {name} is not set", backend.name)
+                format!(
+                    "backend {}: environment variable {name} is not set",
+                    backend.name
+                )
             })
         };
         let auth = match &backend.auth {

@@ -7,6 +7,16 @@ use anyhow::{Context, anyhow, bail};
 use crate::receipt::Receipt;
 use crate::ucan::container::Container;
 
+/// What polling for a receipt found.
+pub enum Polled {
+    /// The verified receipt.
+    Receipt(Box<Receipt>),
+    /// Not yet: the awaited job's `{backend, job, state}`.
+    Pending(serde_json::Value),
+    /// The gateway's refusal (e.g. no such receipt).
+    Refused(serde_json::Value),
+}
+
 /// A gateway at a base URL.
 pub struct Remote {
     base: String,
@@ -72,6 +82,25 @@ impl Remote {
             .await
             .context("fetching the receipt")?;
         self.read_receipt(response, gateway_did).await
+    }
+
+    /// Fetches the receipt stored under `cid`, or the state of the job it awaits (`202`).
+    pub async fn poll_receipt(&self, cid: &str, gateway_did: &str) -> anyhow::Result<Polled> {
+        let response = self
+            .http
+            .get(format!("{}/receipts/{cid}", self.base))
+            .send()
+            .await
+            .context("fetching the receipt")?;
+        if response.status() == reqwest::StatusCode::ACCEPTED {
+            let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)
+                .context("the pending answer is not JSON")?;
+            return Ok(Polled::Pending(body["pending"].clone()));
+        }
+        Ok(match self.read_receipt(response, gateway_did).await? {
+            Ok(receipt) => Polled::Receipt(Box::new(receipt)),
+            Err(refusal) => Polled::Refused(refusal),
+        })
     }
 
     async fn read_receipt(

@@ -113,7 +113,8 @@ pub(super) struct RawCompute {
 }
 
 /// A positioned error: span, kind, message.
-pub(super) type Fail<'a> = &'a dyn Fn(&std::ops::Range<usize>, Kind, String) -> super::PolicyFileError;
+pub(super) type Fail<'a> =
+    &'a dyn Fn(&std::ops::Range<usize>, Kind, String) -> super::PolicyFileError;
 
 pub(super) fn backend(
     raw: &RawBacalhau,
@@ -184,7 +185,10 @@ pub(super) fn backend(
     })
 }
 
-pub(super) fn compute(raw: Option<&RawCompute>, fail: Fail<'_>) -> Result<Compute, super::PolicyFileError> {
+pub(super) fn compute(
+    raw: Option<&RawCompute>,
+    fail: Fail<'_>,
+) -> Result<Compute, super::PolicyFileError> {
     let mut out = Compute::default();
     let Some(raw) = raw else {
         return Ok(out);

@@ -16,7 +16,7 @@ mod bacalhau;
 mod policy_file;
 
 pub use bacalhau::{
-    BackendAuth, BacalhauBackend, Compute, DEFAULT_BACALHAU_WAIT, DEFAULT_CPU_MILLI,
+    BacalhauBackend, BackendAuth, Compute, DEFAULT_BACALHAU_WAIT, DEFAULT_CPU_MILLI,
     DEFAULT_DISK_BYTES, DEFAULT_GPU, DEFAULT_PUBLISHER,
 };
 

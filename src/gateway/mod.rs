@@ -32,6 +32,7 @@ mod pending;
 mod revoke;
 
 pub use answer::{Answer, Refusal, RefusalClass, Summary};
+pub use pending::PendingJob;
 
 /// The built-in command for revoking a delegation.
 pub const REVOKE_COMMAND: &str = "/ucan/revoke";
@@ -47,6 +48,8 @@ pub struct Gateway {
     verified: VerifiedCache,
     metrics: Metrics,
     leeway: i64,
+    /// The last state seen of each awaited job, for answers about receipts still to come.
+    progress: pending::Progress,
 }
 
 /// What replay protection keys on, and the size of the token that carried the task.
@@ -101,6 +104,7 @@ impl Gateway {
             verified: VerifiedCache::default(),
             metrics: Metrics::new(),
             leeway,
+            progress: pending::Progress::default(),
         })
     }
 

@@ -1,13 +1,13 @@
 //! Jobs that outlive their request: a backend that cannot finish within the wait window answers
 //! with a join effect awaiting the job (e.g. `/bacalhau/job/await`). Once the gateway has issued
 //! that effect, the job is recorded in the store ([`Gateway::track`]); a background watcher
-//! ([`Gateway::watch_pending`]) polls each job with backoff, stops it when its deadline passes, and
+//! ([`Gateway::watch_pending`]) polls each job every 250 ms (backing off while its backend fails), stops it when its deadline passes, and
 //! on a terminal state signs the final receipt — `ran` = the issued await invocation, `task` = the
 //! effect's task id — so `GET /receipts/{cid}` answers for either. Pending jobs live in the store,
 //! so a restarted gateway picks them up again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
@@ -21,10 +21,11 @@ use crate::store::{Pending, StoredReceipt};
 use crate::ucan::Invocation;
 use crate::ucan::validate::unix_now;
 
-/// The first pause between polls of a job, and the pause after its state changed.
+/// The pause between polls of a job, so a change of state is seen within about this long.
 const POLL_FIRST: Duration = Duration::from_millis(250);
-/// The longest pause between polls of a job that shows no change.
-const POLL_MAX: Duration = Duration::from_secs(1);
+/// The longest pause between polls of a job whose backend keeps failing (doubling from
+/// [`POLL_FIRST`] after each failure).
+const POLL_MAX: Duration = Duration::from_secs(5);
 /// How often the watcher looks for due jobs.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -73,6 +74,48 @@ impl Awaiting {
     }
 }
 
+/// A job whose final receipt is still to come, as `GET /receipts/{cid}` describes it meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    /// The backend running it.
+    pub backend: String,
+    /// The backend's job id.
+    pub job: String,
+    /// The last state the watcher saw (`Submitted` before the first poll).
+    pub state: String,
+}
+
+impl PendingJob {
+    /// `{"pending": {"backend", "job", "state"}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "pending": { "backend": self.backend, "job": self.job, "state": self.state } })
+    }
+}
+
+/// Last seen states by effect task id and by await invocation CID.
+#[derive(Default)]
+pub(crate) struct Progress(Mutex<HashMap<Cid, String>>);
+
+impl Progress {
+    fn set(&self, record: &Awaiting, state: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(record.ran, state.to_owned());
+            map.insert(record.task, state.to_owned());
+        }
+    }
+
+    fn forget(&self, record: &Awaiting) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&record.ran);
+            map.remove(&record.task);
+        }
+    }
+
+    fn get(&self, cid: &Cid) -> Option<String> {
+        self.0.lock().ok()?.get(cid).cloned()
+    }
+}
+
 /// Per-job polling state, in memory only: after a restart every job is simply due at once.
 struct Due {
     at: Instant,
@@ -81,6 +124,22 @@ struct Due {
 }
 
 impl Gateway {
+    /// The job behind `cid` (an await invocation or its task id) if its receipt is still to come.
+    pub async fn pending_job(&self, cid: &Cid) -> Option<PendingJob> {
+        let pending = self.store.pending().await.ok()?;
+        pending.into_iter().find_map(|p| {
+            let record = Awaiting::decode(&p.payload)?;
+            (record.ran == *cid || record.task == *cid).then(|| PendingJob {
+                state: self
+                    .progress
+                    .get(cid)
+                    .unwrap_or_else(|| "Submitted".to_owned()),
+                backend: p.backend,
+                job: p.job_id,
+            })
+        })
+    }
+
     /// Records each issued await effect as a pending job, so the watcher finishes it. Called after
     /// the receipt holding the effect is stored: a failure here is reported, not hidden, since the
     /// caller would otherwise wait for a receipt that never comes.
@@ -171,7 +230,10 @@ impl Gateway {
             if let Err(e) = executor.stop(&job.job_id, reason).await {
                 tracing::warn!(job = %job.job_id, error = %e, "stopping a job past its deadline failed");
             }
-            let mut out = Out::error("Timeout", format!("job {} {reason}; it was stopped", job.job_id));
+            let mut out = Out::error(
+                "Timeout",
+                format!("job {} {reason}; it was stopped", job.job_id),
+            );
             if let Out::Error { details, .. } = &mut out {
                 details.insert("job".to_owned(), Ipld::String(job.job_id.clone()));
             }
@@ -184,10 +246,10 @@ impl Gateway {
         match executor.status(&job.job_id).await {
             Ok(JobStatus::Finished(executed)) => Some(executed),
             Ok(JobStatus::Running { state }) => {
-                if entry.state.as_ref() == Some(&state) {
-                    entry.pause = (entry.pause * 2).min(POLL_MAX);
-                } else {
-                    entry.pause = POLL_FIRST;
+                self.progress.set(record, &state);
+                entry.pause = POLL_FIRST;
+                if entry.state.as_ref() != Some(&state) {
+                    tracing::debug!(job = %job.job_id, %state, "job state changed");
                     entry.state = Some(state);
                 }
                 None
@@ -202,8 +264,18 @@ impl Gateway {
 
     /// Signs and stores the final receipt of an awaited job, then forgets the job. A receipt already
     /// stored for the await invocation (a crash after storing it) is kept, not issued twice.
-    async fn settle(&self, job: &Pending, record: &Awaiting, executed: Executed) -> Result<(), Refusal> {
-        if self.store.receipt_by_invocation(record.ran).await?.is_none() {
+    async fn settle(
+        &self,
+        job: &Pending,
+        record: &Awaiting,
+        executed: Executed,
+    ) -> Result<(), Refusal> {
+        if self
+            .store
+            .receipt_by_invocation(record.ran)
+            .await?
+            .is_none()
+        {
             let elapsed = u64::try_from(unix_now().saturating_sub(record.since)).unwrap_or(0);
             let body = ReceiptBody {
                 ran: record.ran,
@@ -229,6 +301,7 @@ impl Gateway {
             tracing::info!(job = %job.job_id, receipt = %stored.receipt_cid, ok = stored.ok, "awaited job settled");
         }
         self.store.remove_pending(job.key).await?;
+        self.progress.forget(record);
         Ok(())
     }
 }

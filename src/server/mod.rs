@@ -2,7 +2,8 @@
 //! [`Gateway`](crate::gateway::Gateway) and answers back; everything between is the gateway's.
 //!
 //! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container.
-//! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID.
+//! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID; `202` with
+//!   the job's state while the receipt of an awaited job is still to come.
 //! - `GET /`: service description; `GET /health`; `GET /metrics`; `GET /openapi.json`.
 
 use std::sync::Arc;
@@ -197,6 +198,13 @@ async fn receipt(
     };
     match gateway.receipt(&cid).await {
         Ok(answer) => answer_response(&answer, wants_json(&headers), Format::Raw),
+        Err(refusal) if refusal.class == crate::gateway::RefusalClass::NotFound => {
+            // A receipt still to come: 202 with the job's last known state.
+            match gateway.pending_job(&cid).await {
+                Some(job) => (StatusCode::ACCEPTED, axum::Json(job.to_json())).into_response(),
+                None => ApiError(refusal).into_response(),
+            }
+        }
         Err(refusal) => ApiError(refusal).into_response(),
     }
 }

@@ -114,12 +114,16 @@ fn own(gw: &Running, operator: &SigningKey, cmd: &str, a: &str) -> Vec<u8> {
 }
 
 fn by_friend(w: &World, gw: &Running, a: &str) -> Vec<u8> {
-    let inv = InvocationBuilder::new(w.operator.did(), Command::parse("/docker/run").unwrap(), args(a))
-        .audience(gw.did.clone())
-        .proofs(w.chain.iter().map(|d| d.cid()).collect())
-        .expires(Some(unix_now() + 300))
-        .sign(&w.friend)
-        .unwrap();
+    let inv = InvocationBuilder::new(
+        w.operator.did(),
+        Command::parse("/docker/run").unwrap(),
+        args(a),
+    )
+    .audience(gw.did.clone())
+    .proofs(w.chain.iter().map(|d| d.cid()).collect())
+    .expires(Some(unix_now() + 300))
+    .sign(&w.friend)
+    .unwrap();
     container(&inv, &w.chain)
 }
 
@@ -150,7 +154,10 @@ async fn answer(gw: &Running, body: Vec<u8>, wait: Option<u64>) -> (Receipt, Vec
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     // A container's tokens are sorted bytewise: the receipt is the `/ucan/assert` one, wherever it is.
     let tokens = Container::decode(&bytes).unwrap().tokens;
-    let mut receipts: Vec<Receipt> = tokens.iter().filter_map(|t| Receipt::decode(t).ok()).collect();
+    let mut receipts: Vec<Receipt> = tokens
+        .iter()
+        .filter_map(|t| Receipt::decode(t).ok())
+        .collect();
     assert_eq!(receipts.len(), 1, "one receipt per answer");
     let receipt = receipts.remove(0);
     receipt.verify(Some(&gw.did)).unwrap();
@@ -163,17 +170,29 @@ async fn answer(gw: &Running, body: Vec<u8>, wait: Option<u64>) -> (Receipt, Vec
 }
 
 /// Polls `GET /receipts/{cid}` until it answers (or fails the test after `limit`).
-async fn stored_receipt(gw_addr: std::net::SocketAddr, did: &str, cid: &cid::Cid, limit: Duration) -> Receipt {
+async fn stored_receipt(
+    gw_addr: std::net::SocketAddr,
+    did: &str,
+    cid: &cid::Cid,
+    limit: Duration,
+) -> Receipt {
     let started = Instant::now();
     loop {
-        let response = reqwest::get(format!("http://{gw_addr}/receipts/{cid}")).await.unwrap();
+        let response = reqwest::get(format!("http://{gw_addr}/receipts/{cid}"))
+            .await
+            .unwrap();
         if response.status().as_u16() == 200 {
-            let tokens = Container::decode(&response.bytes().await.unwrap()).unwrap().tokens;
+            let tokens = Container::decode(&response.bytes().await.unwrap())
+                .unwrap()
+                .tokens;
             let receipt = Receipt::decode(&tokens[0]).unwrap();
             receipt.verify(Some(did)).unwrap();
             return receipt;
         }
-        assert!(started.elapsed() < limit, "no receipt for {cid} after {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "no receipt for {cid} after {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -187,7 +206,11 @@ fn ok_map(r: &Receipt) -> &BTreeMap<String, Ipld> {
 
 fn error_of(r: &Receipt) -> (&str, &str, &BTreeMap<String, Ipld>) {
     match &r.body.out {
-        Out::Error { name, message, details } => (name, message, details),
+        Out::Error {
+            name,
+            message,
+            details,
+        } => (name, message, details),
         Out::Ok(v) => panic!("expected an error receipt, got ok {v:?}"),
     }
 }
@@ -197,7 +220,9 @@ fn published_cid(out: &BTreeMap<String, Ipld>) -> cid::Cid {
     let Some(Ipld::List(executions)) = out.get("executions") else {
         panic!("no executions in {out:?}")
     };
-    let Ipld::Map(first) = &executions[0] else { panic!() };
+    let Ipld::Map(first) = &executions[0] else {
+        panic!()
+    };
     let Some(Ipld::Map(published)) = first.get("published") else {
         panic!("nothing published in {first:?}")
     };
@@ -222,19 +247,31 @@ async fn docker_run_is_forwarded_and_the_receipt_carries_the_published_cid() {
 
     let body = own(&gw, &operator, "/docker/run", DOCKER_ARGS);
     let (receipt, effects) = answer(&gw, body, None).await;
-    assert!(effects.is_empty(), "finished inside the wait window: no await effect");
+    assert!(
+        effects.is_empty(),
+        "finished inside the wait window: no await effect"
+    );
     let out = ok_map(&receipt);
     assert_eq!(out.get("state"), Some(&Ipld::String("Completed".into())));
-    let Some(Ipld::String(job_id)) = out.get("job") else { panic!() };
+    let Some(Ipld::String(job_id)) = out.get("job") else {
+        panic!()
+    };
     // The CID the fake published, as a link.
     assert_eq!(
         published_cid(out),
         ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, job_id.as_bytes())
     );
-    let Some(Ipld::List(executions)) = out.get("executions") else { panic!() };
-    let Ipld::Map(first) = &executions[0] else { panic!() };
+    let Some(Ipld::List(executions)) = out.get("executions") else {
+        panic!()
+    };
+    let Ipld::Map(first) = &executions[0] else {
+        panic!()
+    };
     assert_eq!(first.get("exit_code"), Some(&Ipld::Integer(0)));
-    assert_eq!(first.get("stdout"), Some(&Ipld::String("hello from alpine:3\n".into())));
+    assert_eq!(
+        first.get("stdout"),
+        Some(&Ipld::String("hello from alpine:3\n".into()))
+    );
     assert_eq!(first.get("node"), Some(&Ipld::String("node-0".into())));
 
     // The submitted job matches the contract and says what was asked.
@@ -249,7 +286,10 @@ async fn docker_run_is_forwarded_and_the_receipt_carries_the_published_cid() {
     let task = &job["Tasks"][0];
     assert_eq!(task["Engine"]["Type"], "docker");
     assert_eq!(task["Engine"]["Params"]["Image"], "alpine:3");
-    assert_eq!(task["Engine"]["Params"]["Entrypoint"], serde_json::json!(["sh", "-c"]));
+    assert_eq!(
+        task["Engine"]["Params"]["Entrypoint"],
+        serde_json::json!(["sh", "-c"])
+    );
     assert_eq!(task["Engine"]["Params"]["WorkingDirectory"], "/work");
     assert_eq!(task["Env"]["GREETING"], "hi");
     assert_eq!(task["Resources"]["CPU"], "1500m");
@@ -270,11 +310,24 @@ async fn a_job_outliving_the_wait_window_is_awaited_through_the_join_effect() {
     let gw = gateway(dir.path(), &operator, &fake.url(), "5s").await;
 
     let started = Instant::now();
-    let (first, effects) = answer(&gw, own(&gw, &operator, "/docker/run", DOCKER_ARGS), Some(0)).await;
-    assert!(started.elapsed() < Duration::from_secs(2), "Prefer: wait=0 answers at once");
+    let (first, effects) = answer(
+        &gw,
+        own(&gw, &operator, "/docker/run", DOCKER_ARGS),
+        Some(0),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "Prefer: wait=0 answers at once"
+    );
     let out = ok_map(&first);
-    assert!(matches!(out.get("state"), Some(Ipld::String(s)) if s != "Completed"), "{out:?}");
-    let Some(Ipld::String(job)) = out.get("job") else { panic!() };
+    assert!(
+        matches!(out.get("state"), Some(Ipld::String(s)) if s != "Completed"),
+        "{out:?}"
+    );
+    let Some(Ipld::String(job)) = out.get("job") else {
+        panic!()
+    };
 
     // The join effect: an await invocation issued by the gateway, caused by the first receipt.
     let join = first.body.fx.join.as_ref().expect("a join effect");
@@ -291,8 +344,14 @@ async fn a_job_outliving_the_wait_window_is_awaited_through_the_join_effect() {
     assert_eq!(last.body.ran, awaiting.cid());
     assert_eq!(last.body.task, join.task_id());
     let final_out = ok_map(&last);
-    assert_eq!(final_out.get("state"), Some(&Ipld::String("Completed".into())));
-    assert_eq!(published_cid(final_out), ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, job.as_bytes()));
+    assert_eq!(
+        final_out.get("state"),
+        Some(&Ipld::String("Completed".into()))
+    );
+    assert_eq!(
+        published_cid(final_out),
+        ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, job.as_bytes())
+    );
     let by_task = stored_receipt(gw.addr, &gw.did, &join.task_id(), Duration::from_secs(1)).await;
     assert_eq!(by_task.cid(), last.cid());
     // The first receipt is still the answer for the original invocation.
@@ -306,13 +365,19 @@ async fn a_job_outliving_the_wait_window_is_awaited_through_the_join_effect() {
 async fn a_third_party_is_held_to_the_image_and_resources_it_was_delegated() {
     let fake = FakeBacalhau::start(Duration::from_millis(10)).await;
     let dir = tempfile::tempdir().unwrap();
-    let w = world(r#"[["==", ".image", "alpine:3"], ["<=", ".resources.cpu", 2000], ["<=", ".resources.timeout", 600]]"#);
+    let w = world(
+        r#"[["==", ".image", "alpine:3"], ["<=", ".resources.cpu", 2000], ["<=", ".resources.timeout", 600]]"#,
+    );
     let gw = gateway(dir.path(), &w.operator, &fake.url(), "5s").await;
 
     let refuse = async |a: &str| {
         let (status, bytes) = post(&gw, by_friend(&w, &gw, a), None).await;
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!((status, json["error"]["name"].as_str().unwrap()), (403, "MatchError"), "{a}: {json}");
+        assert_eq!(
+            (status, json["error"]["name"].as_str().unwrap()),
+            (403, "MatchError"),
+            "{a}: {json}"
+        );
     };
     // Another image, more CPU, more time, or no resources stated at all: refused, nothing submitted.
     refuse(r#"{"image": "ubuntu:24.04", "resources": {"cpu": 1000, "timeout": 60}}"#).await;
@@ -322,12 +387,34 @@ async fn a_third_party_is_held_to_the_image_and_resources_it_was_delegated() {
     assert_eq!(fake.job_count(), 0);
 
     // Within the delegation: runs.
-    let (r, _) = answer(&gw, by_friend(&w, &gw, r#"{"image": "alpine:3", "resources": {"cpu": 2000, "timeout": 600}}"#), None).await;
-    assert_eq!(ok_map(&r).get("state"), Some(&Ipld::String("Completed".into())));
+    let (r, _) = answer(
+        &gw,
+        by_friend(
+            &w,
+            &gw,
+            r#"{"image": "alpine:3", "resources": {"cpu": 2000, "timeout": 600}}"#,
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ok_map(&r).get("state"),
+        Some(&Ipld::String("Completed".into()))
+    );
     assert_eq!(fake.job_count(), 1);
 
     // The operator's own route caps hold even for the operator: 3 CPUs on a 2-CPU route.
-    let (r, _) = answer(&gw, own(&gw, &w.operator, "/docker/run", r#"{"image": "alpine:3", "resources": {"cpu": 3000}}"#), None).await;
+    let (r, _) = answer(
+        &gw,
+        own(
+            &gw,
+            &w.operator,
+            "/docker/run",
+            r#"{"image": "alpine:3", "resources": {"cpu": 3000}}"#,
+        ),
+        None,
+    )
+    .await;
     assert_eq!(error_of(&r).0, "OverLimit");
     // And in a passed-through spec.
     let spec = r#"{"job": {"Type": "batch", "Tasks": [{"Name": "t", "Engine": {"Type": "docker", "Params": {"Image": "alpine:3"}}, "Resources": {"Memory": "4Gb"}}]}}"#;
@@ -344,7 +431,12 @@ async fn faults_give_an_error_receipt_or_a_retry_never_a_hang_or_a_lost_job() {
     let operator = SigningKey::generate(KeyAlg::Ed25519);
     let gw = gateway(dir.path(), &operator, &fake.url(), "5s").await;
     let run = |image: &str, extra: &str| {
-        own(&gw, &operator, "/docker/run", &format!(r#"{{"image": "{image}"{extra}}}"#))
+        own(
+            &gw,
+            &operator,
+            "/docker/run",
+            &format!(r#"{{"image": "{image}"{extra}}}"#),
+        )
     };
 
     // 503 then 429 on submit: retried, one job.
@@ -375,22 +467,37 @@ async fn faults_give_an_error_receipt_or_a_retry_never_a_hang_or_a_lost_job() {
     let (name, message, details) = error_of(&r);
     assert_eq!(name, "JobFailed");
     assert!(message.contains("exit code 1"), "{message}");
-    assert_eq!(details.get("hint"), Some(&Ipld::String("check the image's entrypoint and arguments".into())));
-    assert_eq!(details.get("code"), Some(&Ipld::String("ExecutionFailed".into())));
+    assert_eq!(
+        details.get("hint"),
+        Some(&Ipld::String(
+            "check the image's entrypoint and arguments".into()
+        ))
+    );
+    assert_eq!(
+        details.get("code"),
+        Some(&Ipld::String("ExecutionFailed".into()))
+    );
 
     // A spec Bacalhau rejects (a lowercase env key): its error body in the receipt.
     let (r, _) = answer(&gw, run("alpine:5", r#", "env": {"lower": "x"}"#), None).await;
     let (name, message, details) = error_of(&r);
     assert_eq!(name, "BackendRejected");
     assert!(message.contains("invalid env var name"), "{message}");
-    assert_eq!(details.get("code"), Some(&Ipld::String("BadRequest".into())));
+    assert_eq!(
+        details.get("code"),
+        Some(&Ipld::String("BadRequest".into()))
+    );
     assert_eq!(details.get("status"), Some(&Ipld::Integer(400)));
 
     // Slow: every call takes 400 ms; the request still answers within the window plus a call.
     fake.set_latency(Duration::from_millis(400));
     let started = Instant::now();
     let (r, _) = answer(&gw, run("alpine:6", ""), Some(1)).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(r.body.out.is_ok(), "{:?}", r.body.out);
     fake.set_latency(Duration::ZERO);
 
@@ -410,9 +517,16 @@ async fn a_job_past_its_total_timeout_is_stopped_and_answered_with_an_error() {
     let operator = SigningKey::generate(KeyAlg::Ed25519);
     let gw = gateway(dir.path(), &operator, &fake.url(), "5s").await;
 
-    let body = own(&gw, &operator, "/docker/run", r#"{"image": "example/hang", "resources": {"timeout": 1}}"#);
+    let body = own(
+        &gw,
+        &operator,
+        "/docker/run",
+        r#"{"image": "example/hang", "resources": {"timeout": 1}}"#,
+    );
     let (first, effects) = answer(&gw, body, Some(0)).await;
-    let Some(Ipld::String(job)) = ok_map(&first).get("job") else { panic!() };
+    let Some(Ipld::String(job)) = ok_map(&first).get("job") else {
+        panic!()
+    };
     let last = stored_receipt(gw.addr, &gw.did, &effects[0].cid(), Duration::from_secs(10)).await;
     let (name, _, details) = error_of(&last);
     assert_eq!(name, "Timeout");
@@ -420,7 +534,11 @@ async fn a_job_past_its_total_timeout_is_stopped_and_answered_with_an_error() {
     let stops = fake.recorded(|r| r.stops.clone());
     assert_eq!(stops.len(), 1);
     assert_eq!(&stops[0].0, job);
-    assert!(stops[0].1["reason"].as_str().unwrap().contains("timeout"), "{:?}", stops[0].1);
+    assert!(
+        stops[0].1["reason"].as_str().unwrap().contains("timeout"),
+        "{:?}",
+        stops[0].1
+    );
     assert_eq!(fake.state_of(job).as_deref(), Some("Stopped"));
     gw.stop().await.unwrap();
 }
@@ -431,7 +549,17 @@ async fn a_restarted_gateway_still_delivers_the_final_receipt() {
     let dir = tempfile::tempdir().unwrap();
     let operator = SigningKey::generate(KeyAlg::Ed25519);
     let gw = gateway(dir.path(), &operator, &fake.url(), "5s").await;
-    let (first, effects) = answer(&gw, own(&gw, &operator, "/docker/run", r#"{"image": "alpine:3", "outputs": {"/outputs": {}}}"#), Some(0)).await;
+    let (first, effects) = answer(
+        &gw,
+        own(
+            &gw,
+            &operator,
+            "/docker/run",
+            r#"{"image": "alpine:3", "outputs": {"/outputs": {}}}"#,
+        ),
+        Some(0),
+    )
+    .await;
     let awaiting = effects[0].cid();
     let did = gw.did.clone();
     gw.stop().await.unwrap();
@@ -441,10 +569,190 @@ async fn a_restarted_gateway_still_delivers_the_final_receipt() {
     let gw = gateway(dir.path(), &operator, &fake.url(), "5s").await;
     assert_eq!(gw.did, did, "same key from the data dir");
     let last = stored_receipt(gw.addr, &gw.did, &awaiting, Duration::from_secs(10)).await;
-    assert!(fake.recorded(|r| r.requests.len()) > before, "the new gateway polled the job");
+    assert!(
+        fake.recorded(|r| r.requests.len()) > before,
+        "the new gateway polled the job"
+    );
     assert_eq!(last.body.ran, awaiting);
     let out = ok_map(&last);
-    let Some(Ipld::String(job)) = ok_map(&first).get("job") else { panic!() };
-    assert_eq!(published_cid(out), ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, job.as_bytes()));
+    let Some(Ipld::String(job)) = ok_map(&first).get("job") else {
+        panic!()
+    };
+    assert_eq!(
+        published_cid(out),
+        ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, job.as_bytes())
+    );
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn serve_bacalhau_routes_the_three_commands_and_the_default_policy_has_none() {
+    let fake = FakeBacalhau::start(Duration::from_millis(10)).await;
+    let describe = async |gw: &Running| -> Vec<String> {
+        let d: serde_json::Value = serde_json::from_slice(
+            &reqwest::get(format!("http://{}/", gw.addr))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        d["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["command"].as_str().unwrap(),
+                    c["backend"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let serve = async |dir: &Path, bacalhau: Option<String>| {
+        start(ServeArgs {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.to_path_buf(),
+            key: None,
+            policy: None,
+            modules: None,
+            leeway: 60,
+            bacalhau,
+        })
+        .await
+        .unwrap()
+    };
+
+    // The embedded default needs no external service and offers none of the Bacalhau commands.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = serve(plain_dir.path(), None).await;
+    assert!(
+        !describe(&plain)
+            .await
+            .iter()
+            .any(|c| c.contains("bacalhau"))
+    );
+    plain.stop().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let gw = serve(dir.path(), Some(fake.url())).await;
+    let commands = describe(&gw).await;
+    for command in [
+        "/docker/run bacalhau",
+        "/wasm32-wasi/run bacalhau",
+        "/bacalhau/job/run bacalhau",
+        "/wasm/run wasm",
+    ] {
+        assert!(
+            commands.contains(&command.to_owned()),
+            "{command} in {commands:?}"
+        );
+    }
+    // The gateway's own key (subject "self") runs a job through it.
+    let key = SigningKey::from_key_file(
+        &std::fs::read_to_string(dir.path().join("gateway.key")).unwrap(),
+    )
+    .unwrap();
+    let (r, _) = answer(
+        &gw,
+        own(&gw, &key, "/docker/run", r#"{"image": "alpine:3"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ok_map(&r).get("state"),
+        Some(&Ipld::String("Completed".into()))
+    );
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_wait_shows_the_job_and_prints_the_final_receipt() {
+    let fake = FakeBacalhau::start(Duration::from_millis(400)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = SigningKey::generate(KeyAlg::Ed25519);
+    let key_file = dir.path().join("operator.key");
+    std::fs::write(&key_file, operator.to_key_file()).unwrap();
+    // A wait window far shorter than the job, so the first receipt carries the await effect.
+    let gw = gateway(dir.path(), &operator, &fake.url(), "100ms").await;
+    let url = format!("http://{}", gw.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
+            .args([
+                "invoke",
+                "--key",
+                key_file.to_str().unwrap(),
+                "--cmd",
+                "/docker/run",
+            ])
+            .args([
+                "--args",
+                r#"{"image": "alpine:3", "outputs": {"/outputs": {}}}"#,
+            ])
+            .args(["--url", &url, "--wait"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("settled after"), "{stderr}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The final receipt, not the first: it answers the await invocation and is Completed.
+    assert_eq!(printed["out"]["ok"]["state"], "Completed", "{printed}");
+    assert!(
+        printed["out"]["ok"]["executions"][0]["published"]["cid"]["/"].is_string(),
+        "{printed}"
+    );
+    let ran: cid::Cid = printed["ran"].as_str().unwrap().parse().unwrap();
+    let awaiting = stored_receipt(gw.addr, &gw.did, &ran, Duration::from_secs(1)).await;
+    assert_eq!(awaiting.body.ran, ran);
+    assert_ne!(printed["ran"], printed["task"]);
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pending_receipt_answers_202_with_the_job_state() {
+    let fake = FakeBacalhau::start(Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = SigningKey::generate(KeyAlg::Ed25519);
+    let gw = gateway(dir.path(), &operator, &fake.url(), "5s").await;
+    let (first, effects) = answer(
+        &gw,
+        own(&gw, &operator, "/docker/run", r#"{"image": "alpine:3"}"#),
+        Some(0),
+    )
+    .await;
+    let Some(Ipld::String(job)) = ok_map(&first).get("job") else {
+        panic!()
+    };
+    let response = reqwest::get(format!("http://{}/receipts/{}", gw.addr, effects[0].cid()))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["pending"]["job"], job.as_str());
+    assert_eq!(body["pending"]["backend"], "net");
+    // The watcher's view of the state moves on with the job.
+    let started = Instant::now();
+    loop {
+        let r = reqwest::get(format!("http://{}/receipts/{}", gw.addr, effects[0].cid()))
+            .await
+            .unwrap();
+        if r.status().as_u16() == 202 {
+            let b: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            if b["pending"]["state"] == "Running" {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never saw Running"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
     gw.stop().await.unwrap();
 }

@@ -52,23 +52,48 @@ async fn client_requests_and_fake_answers_match_the_openapi_document() {
 
     let submitted = c.submit_once(&docker_job("contract-1")).await.unwrap();
     let sent = fake.recorded(|r| r.submissions[0].clone());
-    assert_eq!(api.check(&sent, "apimodels.PutJobRequest"), Vec::<String>::new());
+    assert_eq!(
+        api.check(&sent, "apimodels.PutJobRequest"),
+        Vec::<String>::new()
+    );
     tokio::time::sleep(Duration::from_millis(80)).await;
 
     let base = format!("{}/api/v1/orchestrator", fake.url());
     let id = &submitted.job_id;
     let cases = [
-        (format!("{base}/jobs/{id}?include=history,executions"), "apimodels.GetJobResponse"),
-        (format!("{base}/jobs/{id}/history"), "apimodels.ListJobHistoryResponse"),
-        (format!("{base}/jobs/{id}/executions"), "apimodels.ListJobExecutionsResponse"),
-        (format!("{base}/jobs/{id}/results"), "apimodels.ListJobResultsResponse"),
+        (
+            format!("{base}/jobs/{id}?include=history,executions"),
+            "apimodels.GetJobResponse",
+        ),
+        (
+            format!("{base}/jobs/{id}/history"),
+            "apimodels.ListJobHistoryResponse",
+        ),
+        (
+            format!("{base}/jobs/{id}/executions"),
+            "apimodels.ListJobExecutionsResponse",
+        ),
+        (
+            format!("{base}/jobs/{id}/results"),
+            "apimodels.ListJobResultsResponse",
+        ),
         (format!("{base}/nodes"), "apimodels.ListNodesResponse"),
-        (format!("{}/api/v1/agent/alive", fake.url()), "apimodels.IsAliveResponse"),
-        (format!("{}/api/v1/agent/version", fake.url()), "apimodels.GetVersionResponse"),
+        (
+            format!("{}/api/v1/agent/alive", fake.url()),
+            "apimodels.IsAliveResponse",
+        ),
+        (
+            format!("{}/api/v1/agent/version", fake.url()),
+            "apimodels.GetVersionResponse",
+        ),
     ];
     for (url, schema) in cases {
         let value = raw(url.clone()).await;
-        assert_eq!(api.check(&value, schema), Vec::<String>::new(), "{url}: {value}");
+        assert_eq!(
+            api.check(&value, schema),
+            Vec::<String>::new(),
+            "{url}: {value}"
+        );
     }
     let stopped = reqwest::Client::new()
         .delete(format!("{base}/jobs/{id}"))
@@ -77,12 +102,19 @@ async fn client_requests_and_fake_answers_match_the_openapi_document() {
         .await
         .unwrap();
     let stopped: Value = serde_json::from_slice(&stopped.bytes().await.unwrap()).unwrap();
-    assert_eq!(api.check(&stopped, "apimodels.StopJobResponse"), Vec::<String>::new());
+    assert_eq!(
+        api.check(&stopped, "apimodels.StopJobResponse"),
+        Vec::<String>::new()
+    );
 
     // The client reads them.
     let job = c.job(id, true).await.unwrap().unwrap();
     assert_eq!(job["Job"]["State"]["StateType"], "Completed");
-    assert_eq!(c.job("contract-1", false).await.unwrap().unwrap()["Job"]["ID"], id.as_str(), "found by name");
+    assert_eq!(
+        c.job("contract-1", false).await.unwrap().unwrap()["Job"]["ID"],
+        id.as_str(),
+        "found by name"
+    );
     assert!(c.job("no-such-job", false).await.unwrap().is_none());
     assert_eq!(c.executions(id).await.unwrap().len(), 1);
     assert_eq!(c.results(id).await.unwrap()[0]["Type"], "ipfs");
@@ -94,7 +126,13 @@ async fn client_requests_and_fake_answers_match_the_openapi_document() {
 #[tokio::test]
 async fn mapped_jobs_match_the_openapi_document() {
     let api = OpenApi::bacalhau();
-    let caps = Caps { cpu_milli: 2000, memory_bytes: 1 << 31, disk_bytes: 1 << 34, gpu: 1, timeout: Duration::from_secs(600) };
+    let caps = Caps {
+        cpu_milli: 2000,
+        memory_bytes: 1 << 31,
+        disk_bytes: 1 << 34,
+        gpu: 1,
+        timeout: Duration::from_secs(600),
+    };
     let meta: BTreeMap<String, Ipld> = match from_dag_json(
         r#"{"bacalhau/config": {"publisher": "s3", "labels": {"team": "a"}, "gpu": 1, "disk": 1000000,
             "constraints": [{"key": "arch", "operator": "=", "values": ["amd64"]}]}}"#,
@@ -105,12 +143,23 @@ async fn mapped_jobs_match_the_openapi_document() {
         _ => unreachable!(),
     };
     let cases = [
-        (mapping::DOCKER_RUN, r#"{"image": "alpine:3", "mounts": {"/in": "ipfs://bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}, "outputs": {"/out": {}}}"#),
-        (mapping::WASM_RUN, r#"{"module": {"/": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}, "entrypoint": "_start", "parameters": ["a"], "env": {"X": "1"}, "imports": ["https://example.com/lib.wasm"]}"#),
-        (mapping::JOB_RUN, r#"{"job": {"Type": "batch", "Tasks": [{"Name": "t", "Engine": {"Type": "docker", "Params": {"Image": "alpine:3"}}, "Resources": {"CPU": "250m"}}]}}"#),
+        (
+            mapping::DOCKER_RUN,
+            r#"{"image": "alpine:3", "mounts": {"/in": "ipfs://bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}, "outputs": {"/out": {}}}"#,
+        ),
+        (
+            mapping::WASM_RUN,
+            r#"{"module": {"/": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}, "entrypoint": "_start", "parameters": ["a"], "env": {"X": "1"}, "imports": ["https://example.com/lib.wasm"]}"#,
+        ),
+        (
+            mapping::JOB_RUN,
+            r#"{"job": {"Type": "batch", "Tasks": [{"Name": "t", "Engine": {"Type": "docker", "Params": {"Image": "alpine:3"}}, "Resources": {"CPU": "250m"}}]}}"#,
+        ),
     ];
     for (command, args) in cases {
-        let Ipld::Map(args) = from_dag_json(args).unwrap() else { unreachable!() };
+        let Ipld::Map(args) = from_dag_json(args).unwrap() else {
+            unreachable!()
+        };
         let request = JobRequest {
             command,
             args: &args,
@@ -131,14 +180,35 @@ async fn mapped_jobs_match_the_openapi_document() {
         assert_eq!(job["Tasks"][0]["Resources"]["GPU"], "1");
     }
     // The Wasm engine's v1.7+ parameters, and the module as an input source at the entry path.
-    let Ipld::Map(args) = from_dag_json(r#"{"module": "https://example.com/m.wasm"}"#).unwrap() else { unreachable!() };
+    let Ipld::Map(args) = from_dag_json(r#"{"module": "https://example.com/m.wasm"}"#).unwrap()
+    else {
+        unreachable!()
+    };
     let empty = BTreeMap::new();
-    let request = JobRequest { command: mapping::WASM_RUN, args: &args, meta: &empty, ipvm_memory: None, ipvm_timeout: None, name: "n", labels: BTreeMap::new() };
+    let request = JobRequest {
+        command: mapping::WASM_RUN,
+        args: &args,
+        meta: &empty,
+        ipvm_memory: None,
+        ipvm_timeout: None,
+        name: "n",
+        labels: BTreeMap::new(),
+    };
     let (job, _) = mapping::job(&request, &caps, &Defaults::default()).unwrap();
     let task = &job["Tasks"][0];
-    assert_eq!(task["Engine"]["Params"]["EntryModule"], task["InputSources"][0]["Target"]);
-    assert_eq!(task["InputSources"][0]["Source"], json!({ "Type": "urlDownload", "Params": { "URL": "https://example.com/m.wasm" } }));
-    assert_eq!(task["Resources"], json!({ "CPU": "500m", "Memory": "536870912" }), "defaults when nothing is asked");
+    assert_eq!(
+        task["Engine"]["Params"]["EntryModule"],
+        task["InputSources"][0]["Target"]
+    );
+    assert_eq!(
+        task["InputSources"][0]["Source"],
+        json!({ "Type": "urlDownload", "Params": { "URL": "https://example.com/m.wasm" } })
+    );
+    assert_eq!(
+        task["Resources"],
+        json!({ "CPU": "500m", "Memory": "536870912" }),
+        "defaults when nothing is asked"
+    );
 }
 
 #[tokio::test]
@@ -149,15 +219,30 @@ async fn the_fake_validates_like_bacalhau_and_answers_with_its_error_body() {
         let mut job = docker_job("v");
         edit(&mut job);
         let e = c.submit_once(&job).await.unwrap_err();
-        assert_eq!((e.kind, e.status, e.code.as_deref()), (BacalhauErrorKind::Api, Some(400), Some("BadRequest")));
+        assert_eq!(
+            (e.kind, e.status, e.code.as_deref()),
+            (BacalhauErrorKind::Api, Some(400), Some("BadRequest"))
+        );
         assert!(e.message.contains(needle), "{needle}: {e}");
         assert!(e.request_id.is_some());
     };
     rejected(&|j| j["Type"] = json!("nightly"), "invalid job type").await;
     rejected(&|j| j["Tasks"] = json!([]), "exactly one task").await;
-    rejected(&|j| j["Tasks"][0]["Env"] = json!({ "lower": "x" }), "invalid env var name").await;
-    rejected(&|j| j["Tasks"][0]["Env"] = json!({ "BACALHAU_JOB": "x" }), "reserved BACALHAU_").await;
-    rejected(&|j| j["Tasks"][0]["Publisher"] = json!({}), "publisher is required").await;
+    rejected(
+        &|j| j["Tasks"][0]["Env"] = json!({ "lower": "x" }),
+        "invalid env var name",
+    )
+    .await;
+    rejected(
+        &|j| j["Tasks"][0]["Env"] = json!({ "BACALHAU_JOB": "x" }),
+        "reserved BACALHAU_",
+    )
+    .await;
+    rejected(
+        &|j| j["Tasks"][0]["Publisher"] = json!({}),
+        "publisher is required",
+    )
+    .await;
     rejected(&|j| j["Tasks"][0]["Engine"] = json!({}), "engine type").await;
     assert_eq!(fake.job_count(), 0);
 
@@ -169,7 +254,10 @@ async fn the_fake_validates_like_bacalhau_and_answers_with_its_error_body() {
     assert_eq!(first.job_id, again.job_id);
     assert_eq!(fake.job_count(), 1);
     let got = c.job(&first.job_id, false).await.unwrap().unwrap();
-    assert_eq!(got["Job"]["Tasks"][0]["Resources"], json!({ "CPU": "500m", "Memory": "512Mb" }));
+    assert_eq!(
+        got["Job"]["Tasks"][0]["Resources"],
+        json!({ "CPU": "500m", "Memory": "512Mb" })
+    );
     assert_eq!(got["Job"]["Namespace"], "default");
 }
 
@@ -185,7 +273,11 @@ async fn history_pages_follow_next_token_through_the_states() {
     loop {
         let page = c.history(&id, token.as_deref()).await.unwrap();
         pages += 1;
-        states.extend(page.items.iter().map(|e| e["JobState"]["New"].as_str().unwrap().to_owned()));
+        states.extend(
+            page.items
+                .iter()
+                .map(|e| e["JobState"]["New"].as_str().unwrap().to_owned()),
+        );
         match page.next_token {
             Some(t) => token = Some(t),
             None => break,
@@ -201,16 +293,36 @@ async fn the_client_authenticates_retries_and_types_errors() {
     fake.require_bearer("sekrit");
     let anonymous = client(&fake.url(), Auth::None);
     let e = anonymous.alive().await.unwrap_err();
-    assert_eq!((e.status, e.code.as_deref()), (Some(401), Some("Unauthorized")));
+    assert_eq!(
+        (e.status, e.code.as_deref()),
+        (Some(401), Some("Unauthorized"))
+    );
     let keyed = client(&fake.url(), Auth::Bearer("sekrit".into()));
     assert_eq!(keyed.alive().await.unwrap(), "OK");
-    assert_eq!(fake.recorded(|r| r.last_authorization.clone()).as_deref(), Some("Bearer sekrit"));
-    let basic = client(&fake.url(), Auth::Basic { username: "u".into(), password: "p".into() });
+    assert_eq!(
+        fake.recorded(|r| r.last_authorization.clone()).as_deref(),
+        Some("Bearer sekrit")
+    );
+    let basic = client(
+        &fake.url(),
+        Auth::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        },
+    );
     let _ = basic.alive().await;
-    assert_eq!(fake.recorded(|r| r.last_authorization.clone()).as_deref(), Some("Basic dTpw"));
+    assert_eq!(
+        fake.recorded(|r| r.last_authorization.clone()).as_deref(),
+        Some("Basic dTpw")
+    );
 
     // Reads are retried on 429, 503, 5xx and dropped connections, up to the attempt limit.
-    for fault in [Fault::Status(429), Fault::Status(503), Fault::Status(500), Fault::DropBefore] {
+    for fault in [
+        Fault::Status(429),
+        Fault::Status(503),
+        Fault::Status(500),
+        Fault::DropBefore,
+    ] {
         fake.fault(Some(Method::GET), fault);
         assert_eq!(keyed.alive().await.unwrap(), "OK", "{fault:?}");
     }
@@ -218,7 +330,10 @@ async fn the_client_authenticates_retries_and_types_errors() {
         fake.fault(Some(Method::GET), Fault::Status(503));
     }
     let e = keyed.alive().await.unwrap_err();
-    assert_eq!((e.status, e.code.as_deref()), (Some(503), Some("ServiceUnavailable")));
+    assert_eq!(
+        (e.status, e.code.as_deref()),
+        (Some(503), Some("ServiceUnavailable"))
+    );
     // A submit is never retried by the client itself.
     fake.fault(Some(Method::PUT), Fault::Status(503));
     let e = keyed.submit_once(&docker_job("s")).await.unwrap_err();

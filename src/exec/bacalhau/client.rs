@@ -272,11 +272,7 @@ impl Client {
     }
 
     /// One page of a job's history from `next_token` (`GET …/jobs/{id}/history`).
-    pub async fn history(
-        &self,
-        id: &str,
-        next_token: Option<&str>,
-    ) -> Result<Page, BacalhauError> {
+    pub async fn history(&self, id: &str, next_token: Option<&str>) -> Result<Page, BacalhauError> {
         let mut query = vec![];
         if let Some(token) = next_token {
             query.push(("next_token", token));
@@ -410,10 +406,7 @@ impl Client {
             return Ok(Value::Null);
         }
         serde_json::from_slice(&bytes).map_err(|e| {
-            BacalhauError::new(
-                BacalhauErrorKind::Decode,
-                format!("{path}: not JSON: {e}"),
-            )
+            BacalhauError::new(BacalhauErrorKind::Decode, format!("{path}: not JSON: {e}"))
         })
     }
 }

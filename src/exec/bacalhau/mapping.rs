@@ -123,13 +123,25 @@ pub fn job(
         JOB_RUN => passthrough(req.args)?,
         other => return Err(MappingError::UnknownCommand(other.to_owned())),
     };
-    let task = job["Tasks"][0].as_object_mut().ok_or_else(|| bad("no task"))?;
+    let task = job["Tasks"][0]
+        .as_object_mut()
+        .ok_or_else(|| bad("no task"))?;
 
     // Resources: what was asked (args, meta, a passed-through spec), held to the caps.
     let passed = Resources::from_spec(task.get("Resources"))?;
     let want = asked.or(passed);
-    let cpu = capped("cpu (millicores)", want.cpu_milli, defaults.cpu_milli, caps.cpu_milli)?;
-    let memory = capped("memory (bytes)", want.memory, defaults.memory_bytes, caps.memory_bytes)?;
+    let cpu = capped(
+        "cpu (millicores)",
+        want.cpu_milli,
+        defaults.cpu_milli,
+        caps.cpu_milli,
+    )?;
+    let memory = capped(
+        "memory (bytes)",
+        want.memory,
+        defaults.memory_bytes,
+        caps.memory_bytes,
+    )?;
     let gpu = capped("gpu", want.gpu, 0, caps.gpu)?;
     let mut resources = Map::new();
     resources.insert("CPU".into(), json!(format!("{cpu}m")));
@@ -179,7 +191,10 @@ pub fn job(
         (has_outputs && !set).then(|| defaults.publisher.clone())
     });
     if let Some(publisher) = publisher {
-        task.insert("Publisher".into(), json!({ "Type": publisher, "Params": {} }));
+        task.insert(
+            "Publisher".into(),
+            json!({ "Type": publisher, "Params": {} }),
+        );
     }
 
     let job_map = job.as_object_mut().ok_or_else(|| bad("job is not a map"))?;
@@ -251,7 +266,10 @@ impl Resources {
 
     /// From a map `{cpu, memory, disk, gpu, timeout}` of integers (`cpu` in millicores, `timeout`
     /// in seconds). Unknown keys are refused: an ignored setting would run under terms nobody asked.
-    fn from_ipld(value: &Ipld, what: &str) -> Result<(Resources, BTreeMap<String, Ipld>), MappingError> {
+    fn from_ipld(
+        value: &Ipld,
+        what: &str,
+    ) -> Result<(Resources, BTreeMap<String, Ipld>), MappingError> {
         let Ipld::Map(map) = value else {
             return Err(bad(format!("`{what}` must be a map")));
         };
@@ -298,7 +316,11 @@ impl Resources {
 
 /// `"500m"` → 500, `"2"` → 2000, `"0.5"` → 500.
 pub fn parse_cpu(text: &str) -> Result<u64, MappingError> {
-    let err = || bad(format!("CPU {text:?} is not a quantity such as \"500m\" or \"2\""));
+    let err = || {
+        bad(format!(
+            "CPU {text:?} is not a quantity such as \"500m\" or \"2\""
+        ))
+    };
     if let Some(m) = text.strip_suffix('m') {
         return m.parse().map_err(|_| err());
     }
@@ -404,7 +426,10 @@ fn constraint(item: &Ipld) -> Result<Value, MappingError> {
     let key = string(m.get("key"), "constraint key")?;
     let op = string(m.get("operator"), "constraint operator")?;
     if !OPERATORS.contains(&op.as_str()) {
-        return Err(bad(format!("constraint operator {op:?} (expected one of {})", OPERATORS.join(" "))));
+        return Err(bad(format!(
+            "constraint operator {op:?} (expected one of {})",
+            OPERATORS.join(" ")
+        )));
     }
     let values = match m.get("values") {
         None => Vec::new(),
@@ -424,10 +449,7 @@ fn strings(value: &Ipld, what: &str) -> Result<Vec<String>, MappingError> {
     let Ipld::List(items) = value else {
         return Err(bad(format!("{what} must be a list of strings")));
     };
-    items
-        .iter()
-        .map(|i| string(Some(i), what))
-        .collect()
+    items.iter().map(|i| string(Some(i), what)).collect()
 }
 
 fn opt_strings(args: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, MappingError> {
@@ -477,7 +499,9 @@ fn absolute(path: &str, what: &str) -> Result<(), MappingError> {
     if path.starts_with('/') && !path.split('/').any(|s| s == "..") {
         Ok(())
     } else {
-        Err(bad(format!("{what} path {path:?} must be absolute, without `..`")))
+        Err(bad(format!(
+            "{what} path {path:?} must be absolute, without `..`"
+        )))
     }
 }
 
@@ -508,7 +532,11 @@ fn outputs(args: &BTreeMap<String, Ipld>) -> Result<Vec<Value>, MappingError> {
                     .chars()
                     .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
                     .collect();
-                let name = if name.is_empty() { "outputs".to_owned() } else { name };
+                let name = if name.is_empty() {
+                    "outputs".to_owned()
+                } else {
+                    name
+                };
                 out.push(json!({ "Name": name, "Path": path }));
             }
         }
@@ -541,7 +569,19 @@ fn docker(args: &BTreeMap<String, Ipld>) -> Result<Value, MappingError> {
         absolute(&dir, "workdir")?;
         params.insert("WorkingDirectory".into(), json!(dir));
     }
-    known(args, &["image", "entrypoint", "parameters", "env", "workdir", "mounts", "outputs", "resources"])?;
+    known(
+        args,
+        &[
+            "image",
+            "entrypoint",
+            "parameters",
+            "env",
+            "workdir",
+            "mounts",
+            "outputs",
+            "resources",
+        ],
+    )?;
     Ok(batch(json!({
         "Name": "main",
         "Engine": { "Type": "docker", "Params": params },
@@ -555,8 +595,22 @@ fn docker(args: &BTreeMap<String, Ipld>) -> Result<Value, MappingError> {
 const MODULE_TARGET: &str = "/ucan/module.wasm";
 
 fn wasm(args: &BTreeMap<String, Ipld>) -> Result<Value, MappingError> {
-    known(args, &["module", "entrypoint", "parameters", "env", "imports", "mounts", "outputs", "resources"])?;
-    let module = args.get("module").ok_or_else(|| bad("module is required"))?;
+    known(
+        args,
+        &[
+            "module",
+            "entrypoint",
+            "parameters",
+            "env",
+            "imports",
+            "mounts",
+            "outputs",
+            "resources",
+        ],
+    )?;
+    let module = args
+        .get("module")
+        .ok_or_else(|| bad("module is required"))?;
     let mut inputs = vec![source(module, MODULE_TARGET)?];
     let mut imports = Vec::new();
     if let Some(list) = args.get("imports") {
@@ -594,16 +648,32 @@ fn passthrough(args: &BTreeMap<String, Ipld>) -> Result<Value, MappingError> {
     let job = args.get("job").ok_or_else(|| bad("job is required"))?;
     let text = serde_ipld_dagjson::to_vec(job).map_err(|e| bad(e.to_string()))?;
     let mut job: Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-    let map = job.as_object_mut().ok_or_else(|| bad("job must be a map"))?;
+    let map = job
+        .as_object_mut()
+        .ok_or_else(|| bad("job must be a map"))?;
     // The gateway decides identity and placement; a spec may not choose them.
-    for key in ["ID", "Namespace", "State", "Version", "Revision", "CreateTime", "ModifyTime"] {
+    for key in [
+        "ID",
+        "Namespace",
+        "State",
+        "Version",
+        "Revision",
+        "CreateTime",
+        "ModifyTime",
+    ] {
         if map.contains_key(key) {
-            return Err(bad(format!("job.{key} is set by Bacalhau, not by the caller")));
+            return Err(bad(format!(
+                "job.{key} is set by Bacalhau, not by the caller"
+            )));
         }
     }
     match map.get("Type").and_then(Value::as_str) {
         Some("batch" | "ops") => {}
-        other => return Err(bad(format!("job.Type must be \"batch\" or \"ops\", not {other:?}"))),
+        other => {
+            return Err(bad(format!(
+                "job.Type must be \"batch\" or \"ops\", not {other:?}"
+            )));
+        }
     }
     match map.get("Tasks").and_then(Value::as_array) {
         Some(tasks) if tasks.len() == 1 && tasks[0].is_object() => Ok(job),
@@ -616,7 +686,10 @@ fn known(args: &BTreeMap<String, Ipld>, keys: &[&str]) -> Result<(), MappingErro
         None => Ok(()),
         Some(k) => {
             let shown: String = k.chars().take(64).collect();
-            Err(bad(format!("unknown argument {shown:?} (expected {})", keys.join(", "))))
+            Err(bad(format!(
+                "unknown argument {shown:?} (expected {})",
+                keys.join(", ")
+            )))
         }
     }
 }

@@ -94,7 +94,10 @@ impl BacalhauExecutor {
         loop {
             match self.client.submit_once(job).await {
                 Ok(submitted) => return Ok(submitted.job_id),
-                Err(e) if (e.is_transient() || e.outcome_unknown()) && tries < self.settings.client.attempts => {
+                Err(e)
+                    if (e.is_transient() || e.outcome_unknown())
+                        && tries < self.settings.client.attempts =>
+                {
                     tracing::debug!(error = %e, tries, name, "submit failed; looking the job up by name");
                     tokio::time::sleep(pause).await;
                     pause = pause.saturating_mul(2);
@@ -144,7 +147,11 @@ impl BacalhauExecutor {
                 }
             }
         }
-        let name = if state == "Stopped" { "JobStopped" } else { "JobFailed" };
+        let name = if state == "Stopped" {
+            "JobStopped"
+        } else {
+            "JobFailed"
+        };
         Ok(done(Out::error_with(name, message, details)))
     }
 
@@ -152,7 +159,10 @@ impl BacalhauExecutor {
     fn pending(&self, task: &Task, id: &str, state: String, deadline: i64) -> Executed {
         let args = BTreeMap::from([
             ("job".to_owned(), Ipld::String(id.to_owned())),
-            ("backend".to_owned(), Ipld::String(self.settings.name.clone())),
+            (
+                "backend".to_owned(),
+                Ipld::String(self.settings.name.clone()),
+            ),
             ("deadline".to_owned(), Ipld::Integer(deadline.into())),
         ]);
         let join = Command::parse(AWAIT_COMMAND).map(|cmd| Effect {
@@ -212,7 +222,15 @@ fn decode_error(message: &str) -> BacalhauError {
 /// The job's state name. Bacalhau sends `StateType` as a string on the wire; the OpenAPI document
 /// says integer, so both are read.
 pub fn state_name(job: &Value) -> String {
-    const NAMES: [&str; 7] = ["Undefined", "Pending", "Queued", "Running", "Completed", "Failed", "Stopped"];
+    const NAMES: [&str; 7] = [
+        "Undefined",
+        "Pending",
+        "Queued",
+        "Running",
+        "Completed",
+        "Failed",
+        "Stopped",
+    ];
     match &job["Job"]["State"]["StateType"] {
         Value::String(s) => s.clone(),
         Value::Number(n) => n
@@ -245,7 +263,10 @@ fn execution(e: &Value) -> Ipld {
     }
     let published = &e["PublishedResult"];
     if let Some(kind) = published["Type"].as_str().filter(|t| !t.is_empty()) {
-        out.insert("published".to_owned(), published_ipld(kind, &published["Params"]));
+        out.insert(
+            "published".to_owned(),
+            published_ipld(kind, &published["Params"]),
+        );
     }
     Ipld::Map(out)
 }
@@ -272,12 +293,20 @@ fn published_ipld(kind: &str, params: &Value) -> Ipld {
 }
 
 fn unavailable(e: &BacalhauError) -> Executed {
-    done(Out::error_with("BackendUnavailable", e.to_string(), error_details(e)))
+    done(Out::error_with(
+        "BackendUnavailable",
+        e.to_string(),
+        error_details(e),
+    ))
 }
 
 fn error_details(e: &BacalhauError) -> BTreeMap<String, Ipld> {
     let mut d = BTreeMap::new();
-    for (k, v) in [("code", &e.code), ("hint", &e.hint), ("request_id", &e.request_id)] {
+    for (k, v) in [
+        ("code", &e.code),
+        ("hint", &e.hint),
+        ("request_id", &e.request_id),
+    ] {
         if let Some(v) = v {
             d.insert(k.to_owned(), Ipld::String(v.clone()));
         }
@@ -323,8 +352,16 @@ impl Executor for BacalhauExecutor {
 
         let id = match self.find_or_submit(&name, &job).await {
             Ok(id) => id,
-            Err(e) if e.kind == BacalhauErrorKind::Api && !e.is_transient() && e.status.is_some_and(|s| s < 500) => {
-                return Ok(done(Out::error_with("BackendRejected", e.message.clone(), error_details(&e))));
+            Err(e)
+                if e.kind == BacalhauErrorKind::Api
+                    && !e.is_transient()
+                    && e.status.is_some_and(|s| s < 500) =>
+            {
+                return Ok(done(Out::error_with(
+                    "BackendRejected",
+                    e.message.clone(),
+                    error_details(&e),
+                )));
             }
             Err(e) => {
                 tracing::warn!(task = %task.id, error = %e, "bacalhau submit failed");
@@ -332,7 +369,11 @@ impl Executor for BacalhauExecutor {
             }
         };
 
-        let window = task.wait.map_or(self.settings.wait, |w| w.min(self.settings.wait));
+        // Never wait past the job's own timeout: the watcher settles it then.
+        let window = task
+            .wait
+            .map_or(self.settings.wait, |w| w.min(self.settings.wait))
+            .min(timeout);
         let mut state = "Pending".to_owned();
         loop {
             match self.client.job(&id, false).await {

@@ -302,7 +302,9 @@ fn route(g: &mut Inner, method: &Method, uri: &Uri, body: &[u8], request: u64) -
     let path = uri.path();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), parts.as_slice()) {
-        ("GET", ["api", "v1", "agent", "alive"]) => axum::Json(json!({ "Status": "OK" })).into_response(),
+        ("GET", ["api", "v1", "agent", "alive"]) => {
+            axum::Json(json!({ "Status": "OK" })).into_response()
+        }
         ("GET", ["api", "v1", "agent", "version"]) => axum::Json(json!({
             "Major": "1", "Minor": "9", "GitVersion": "v1.9.3", "GitCommit": "fake",
             "BuildDate": "2025-01-01T00:00:00Z", "GOOS": "linux", "GOARCH": "amd64",
@@ -325,7 +327,8 @@ fn route(g: &mut Inner, method: &Method, uri: &Uri, body: &[u8], request: u64) -
                     out["History"] = json!({ "Items": history(job, g.step), "NextToken": "" });
                 }
                 if include.contains("executions") {
-                    out["Executions"] = json!({ "Items": executions(job, g.step), "NextToken": "" });
+                    out["Executions"] =
+                        json!({ "Items": executions(job, g.step), "NextToken": "" });
                 }
                 axum::Json(out).into_response()
             })
@@ -335,7 +338,11 @@ fn route(g: &mut Inner, method: &Method, uri: &Uri, body: &[u8], request: u64) -
             let id = (*id).to_owned();
             g.recorded.stops.push((id.clone(), reason.clone()));
             let step = g.step;
-            let Some(job) = g.jobs.iter_mut().find(|j| j.id == id || j.spec["Name"] == id.as_str()) else {
+            let Some(job) = g
+                .jobs
+                .iter_mut()
+                .find(|j| j.id == id || j.spec["Name"] == id.as_str())
+            else {
                 return error(404, "NotFound", &format!("job not found: {id}"), request);
             };
             let over = matches!(job.state(step), "Completed" | "Failed" | "Stopped");
@@ -346,32 +353,57 @@ fn route(g: &mut Inner, method: &Method, uri: &Uri, body: &[u8], request: u64) -
             axum::Json(json!({ "EvaluationID": format!("eval-stop-{}", job.id) })).into_response()
         }
         ("GET", ["api", "v1", "orchestrator", "jobs", id, "history"]) => {
-            let from: usize = query(uri, "next_token").and_then(|t| t.parse().ok()).unwrap_or(0);
+            let from: usize = query(uri, "next_token")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
             let page = g.page;
             with_job(g, id, request, |g, job| {
                 let all = history(job, g.step);
                 let end = (from + page).min(all.len());
                 let items = all.get(from..end).unwrap_or(&[]).to_vec();
-                let next = if end < all.len() { end.to_string() } else { String::new() };
+                let next = if end < all.len() {
+                    end.to_string()
+                } else {
+                    String::new()
+                };
                 axum::Json(json!({ "Items": items, "NextToken": next })).into_response()
             })
         }
-        ("GET", ["api", "v1", "orchestrator", "jobs", id, "executions"]) => with_job(g, id, request, |g, job| {
-            axum::Json(json!({ "Items": executions(job, g.step), "NextToken": "" })).into_response()
-        }),
-        ("GET", ["api", "v1", "orchestrator", "jobs", id, "results"]) => with_job(g, id, request, |g, job| {
-            let items: Vec<Value> = executions(job, g.step)
-                .into_iter()
-                .filter_map(|e| e.get("PublishedResult").cloned())
-                .collect();
-            axum::Json(json!({ "Items": items, "NextToken": "" })).into_response()
-        }),
-        _ => error(404, "NotFound", &format!("no route {method} {path}"), request),
+        ("GET", ["api", "v1", "orchestrator", "jobs", id, "executions"]) => {
+            with_job(g, id, request, |g, job| {
+                axum::Json(json!({ "Items": executions(job, g.step), "NextToken": "" }))
+                    .into_response()
+            })
+        }
+        ("GET", ["api", "v1", "orchestrator", "jobs", id, "results"]) => {
+            with_job(g, id, request, |g, job| {
+                let items: Vec<Value> = executions(job, g.step)
+                    .into_iter()
+                    .filter_map(|e| e.get("PublishedResult").cloned())
+                    .collect();
+                axum::Json(json!({ "Items": items, "NextToken": "" })).into_response()
+            })
+        }
+        _ => error(
+            404,
+            "NotFound",
+            &format!("no route {method} {path}"),
+            request,
+        ),
     }
 }
 
-fn with_job(g: &mut Inner, id: &str, request: u64, f: impl FnOnce(&Inner, &Job) -> Response) -> Response {
-    match g.jobs.iter().position(|j| j.id == id || j.spec["Name"] == id) {
+fn with_job(
+    g: &mut Inner,
+    id: &str,
+    request: u64,
+    f: impl FnOnce(&Inner, &Job) -> Response,
+) -> Response {
+    match g
+        .jobs
+        .iter()
+        .position(|j| j.id == id || j.spec["Name"] == id)
+    {
         Some(i) => {
             let g: &Inner = g;
             f(g, &g.jobs[i])
@@ -405,27 +437,39 @@ fn submit(g: &mut Inner, body: &[u8], request: u64) -> Response {
     if let Some(env) = task["Env"].as_object() {
         for key in env.keys() {
             let upper = !key.is_empty()
-                && key.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                 && !key.starts_with(|c: char| c.is_ascii_digit());
             if !upper {
-                return bad(&format!("invalid env var name {key:?}: must be uppercase letters, digits and _"));
+                return bad(&format!(
+                    "invalid env var name {key:?}: must be uppercase letters, digits and _"
+                ));
             }
             if key.starts_with("BACALHAU_") {
-                return bad(&format!("env var {key:?} uses the reserved BACALHAU_ prefix"));
+                return bad(&format!(
+                    "env var {key:?} uses the reserved BACALHAU_ prefix"
+                ));
             }
         }
     }
-    let has_results = task["ResultPaths"].as_array().is_some_and(|p| !p.is_empty());
+    let has_results = task["ResultPaths"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty());
     if has_results && task["Publisher"]["Type"].as_str().is_none_or(str::is_empty) {
         return bad("publisher is required when ResultPaths are set");
     }
     for p in task["ResultPaths"].as_array().into_iter().flatten() {
-        if p["Name"].as_str().is_none_or(str::is_empty) || p["Path"].as_str().is_none_or(str::is_empty) {
+        if p["Name"].as_str().is_none_or(str::is_empty)
+            || p["Path"].as_str().is_none_or(str::is_empty)
+        {
             return bad("result path needs a Name and a Path");
         }
     }
     for s in task["InputSources"].as_array().into_iter().flatten() {
-        if s["Source"]["Type"].as_str().is_none_or(str::is_empty) || s["Target"].as_str().is_none_or(str::is_empty) {
+        if s["Source"]["Type"].as_str().is_none_or(str::is_empty)
+            || s["Target"].as_str().is_none_or(str::is_empty)
+        {
             return bad("input source needs a Source.Type and a Target");
         }
     }
@@ -482,7 +526,8 @@ fn submit(g: &mut Inner, body: &[u8], request: u64) -> Response {
         behaviour,
         stopped: None,
     });
-    axum::Json(json!({ "JobID": id, "EvaluationID": format!("eval-{id}"), "Warnings": [] })).into_response()
+    axum::Json(json!({ "JobID": id, "EvaluationID": format!("eval-{id}"), "Warnings": [] }))
+        .into_response()
 }
 
 fn job_json(job: &Job, step: Duration) -> Value {
@@ -522,14 +567,19 @@ fn executions(job: &Job, step: Duration) -> Vec<Value> {
         "ComputeState": { "StateType": compute, "Message": "" },
         "DesiredState": { "StateType": if compute == 6 { 1 } else { 2 }, "Message": "" },
     });
-    let image = job.spec["Tasks"][0]["Engine"]["Params"]["Image"].as_str().unwrap_or("wasm");
+    let image = job.spec["Tasks"][0]["Engine"]["Params"]["Image"]
+        .as_str()
+        .unwrap_or("wasm");
     match compute {
         9 => {
             e["RunOutput"] = json!({ "ExitCode": 0, "Stdout": format!("hello from {image}\n"), "StdoutTruncated": false, "stderr": "", "StderrTruncated": false, "ErrorMsg": "" });
-            let publisher = job.spec["Tasks"][0]["Publisher"]["Type"].as_str().unwrap_or("");
+            let publisher = job.spec["Tasks"][0]["Publisher"]["Type"]
+                .as_str()
+                .unwrap_or("");
             if !publisher.is_empty() {
                 let cid = ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, job.id.as_bytes());
-                e["PublishedResult"] = json!({ "Type": publisher, "Params": { "CID": cid.to_string() } });
+                e["PublishedResult"] =
+                    json!({ "Type": publisher, "Params": { "CID": cid.to_string() } });
             }
         }
         10 => {

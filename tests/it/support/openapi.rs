@@ -26,7 +26,10 @@ pub struct OpenApi {
 impl OpenApi {
     /// Loads the Bacalhau document.
     pub fn bacalhau() -> OpenApi {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/data/bacalhau-swagger-v1.9.3.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/data/bacalhau-swagger-v1.9.3.json"
+        );
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         OpenApi {
             definitions: doc["definitions"].clone(),
@@ -38,8 +41,11 @@ impl OpenApi {
     pub fn check(&self, value: &Value, name: &str) -> Vec<String> {
         let mut problems = Vec::new();
         // A work list rather than recursion; the schemas are finite and the values ours.
-        let mut work: Vec<(String, &Value, Value)> =
-            vec![("$".to_owned(), value, serde_json::json!({ "$ref": format!("#/definitions/{name}") }))];
+        let mut work: Vec<(String, &Value, Value)> = vec![(
+            "$".to_owned(),
+            value,
+            serde_json::json!({ "$ref": format!("#/definitions/{name}") }),
+        )];
         while let Some((path, value, schema)) = work.pop() {
             let (schema, def) = self.resolve(&schema);
             if value.is_null() {
@@ -50,19 +56,39 @@ impl OpenApi {
             {
                 // Names are the Go constants: `JobStateTypeCompleted` travels as `Completed`.
                 let prefix = def.trim_start_matches("models.");
-                let names = schema["x-enum-varnames"].as_array().cloned().unwrap_or_default();
+                let names = schema["x-enum-varnames"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 match value.as_str() {
-                    Some(s) if names.iter().any(|n| n.as_str() == Some(&format!("{prefix}{s}"))) => {}
+                    Some(s)
+                        if names
+                            .iter()
+                            .any(|n| n.as_str() == Some(&format!("{prefix}{s}"))) => {}
                     _ => problems.push(format!("{path}: {value} is not a {def} name")),
                 }
                 continue;
             }
-            let ty = schema["type"].as_str().unwrap_or(if schema.get("properties").is_some() { "object" } else { "" });
+            let ty = schema["type"]
+                .as_str()
+                .unwrap_or(if schema.get("properties").is_some() {
+                    "object"
+                } else {
+                    ""
+                });
             match ty {
-                "string" if !value.is_string() => problems.push(format!("{path}: expected a string, got {value}")),
-                "integer" if !(value.is_i64() || value.is_u64()) => problems.push(format!("{path}: expected an integer, got {value}")),
-                "number" if !value.is_number() => problems.push(format!("{path}: expected a number, got {value}")),
-                "boolean" if !value.is_boolean() => problems.push(format!("{path}: expected a boolean, got {value}")),
+                "string" if !value.is_string() => {
+                    problems.push(format!("{path}: expected a string, got {value}"))
+                }
+                "integer" if !(value.is_i64() || value.is_u64()) => {
+                    problems.push(format!("{path}: expected an integer, got {value}"))
+                }
+                "number" if !value.is_number() => {
+                    problems.push(format!("{path}: expected a number, got {value}"))
+                }
+                "boolean" if !value.is_boolean() => {
+                    problems.push(format!("{path}: expected a boolean, got {value}"))
+                }
                 "integer" => {
                     if let Some(allowed) = schema["enum"].as_array()
                         && !allowed.contains(value)
@@ -81,14 +107,22 @@ impl OpenApi {
                 "object" => match value.as_object() {
                     None => problems.push(format!("{path}: expected an object, got {value}")),
                     Some(map) => {
-                        for key in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        for key in schema["required"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                        {
                             if !map.contains_key(key) {
                                 problems.push(format!("{path}: missing required field {key}"));
                             }
                         }
                         let props = schema.get("properties").and_then(Value::as_object);
                         for (key, v) in map {
-                            match (props.and_then(|p| p.get(key)), schema.get("additionalProperties")) {
+                            match (
+                                props.and_then(|p| p.get(key)),
+                                schema.get("additionalProperties"),
+                            ) {
                                 (Some(s), _) => work.push((format!("{path}.{key}"), v, s.clone())),
                                 (None, Some(Value::Bool(true))) => {}
                                 (None, Some(extra @ Value::Object(_))) => {
@@ -136,7 +170,10 @@ impl OpenApi {
 fn the_checker_catches_what_it_should() {
     let api = OpenApi::bacalhau();
     let good = serde_json::json!({ "Job": { "Type": "batch", "Tasks": [{ "Name": "t", "Engine": { "Type": "docker", "Params": { "Image": "x" } } }] } });
-    assert_eq!(api.check(&good, "apimodels.PutJobRequest"), Vec::<String>::new());
+    assert_eq!(
+        api.check(&good, "apimodels.PutJobRequest"),
+        Vec::<String>::new()
+    );
     let misspelt = serde_json::json!({ "Job": { "Type": "batch", "Taks": [] } });
     assert_eq!(api.check(&misspelt, "apimodels.PutJobRequest").len(), 1);
     let wrong_type = serde_json::json!({ "Job": { "Count": "1" } });
@@ -146,5 +183,9 @@ fn the_checker_catches_what_it_should() {
     let bad_state = serde_json::json!({ "Job": { "State": { "StateType": "Done" } } });
     assert_eq!(api.check(&bad_state, "apimodels.GetJobResponse").len(), 1);
     let bad_exec = serde_json::json!({ "Items": [{ "ComputeState": { "StateType": 42 } }] });
-    assert_eq!(api.check(&bad_exec, "apimodels.ListJobExecutionsResponse").len(), 1);
+    assert_eq!(
+        api.check(&bad_exec, "apimodels.ListJobExecutionsResponse")
+            .len(),
+        1
+    );
 }
