@@ -358,6 +358,13 @@ async fn a_job_outliving_the_wait_window_is_awaited_through_the_join_effect() {
     let again = stored_receipt(gw.addr, &gw.did, &first.body.ran, Duration::from_secs(1)).await;
     assert_eq!(again.cid(), first.cid());
     assert_eq!(fake.job_count(), 1);
+    // The watcher read the job's history page by page, following NextToken.
+    let paged = fake.recorded(|r| {
+        r.requests
+            .iter()
+            .any(|(_, uri)| uri.contains("/history?next_token="))
+    });
+    assert!(paged, "{:?}", fake.recorded(|r| r.requests.clone()));
     gw.stop().await.unwrap();
 }
 

@@ -4,7 +4,9 @@
 //! - [`mapping`]: task arguments and settings → a `Job`, held to the route's caps.
 //! - this file: [`BacalhauExecutor`], which submits a job, waits for it within the wait window, and
 //!   answers either with the result or with a join effect, `/bacalhau/job/await`, naming the job;
-//!   the gateway then watches the job ([`Executor::status`]) and stores the final receipt.
+//!   the gateway then watches the job ([`Executor::status`]: its history, paged with `NextToken`
+//!   from where the last poll stopped, and the job itself when new events arrive) and stores the
+//!   final receipt.
 //!
 //! A job's `Name` is derived from the task id, so a submit whose answer was lost is found by name
 //! instead of being submitted twice.
@@ -56,6 +58,8 @@ pub struct BacalhauSettings {
 pub struct BacalhauExecutor {
     settings: BacalhauSettings,
     client: Client,
+    /// Where each watched job's history was read up to.
+    cursors: std::sync::Mutex<HashMap<String, Cursor>>,
     /// CPU, GPU and disk caps per command (memory and timeout come from the route's limits).
     compute: HashMap<String, Compute>,
     /// Who issues the await effects: the gateway.
@@ -74,9 +78,16 @@ impl BacalhauExecutor {
         Ok(BacalhauExecutor {
             settings,
             client,
+            cursors: std::sync::Mutex::new(HashMap::new()),
             compute,
             gateway_did,
         })
+    }
+
+    fn remember(&self, job: &str, cursor: Cursor) {
+        if let Ok(mut c) = self.cursors.lock() {
+            c.insert(job.to_owned(), cursor);
+        }
     }
 
     /// The client, for health checks.
@@ -188,6 +199,55 @@ impl BacalhauExecutor {
                 join: join.ok(),
             },
         }
+    }
+}
+
+/// How far a job's history has been read: the token of the page holding the last event seen (pages
+/// before it are not read again), that event's sequence number, and the state last read.
+#[derive(Debug, Clone, Default)]
+struct Cursor {
+    token: Option<String>,
+    seen: i64,
+    state: Option<String>,
+}
+
+/// The most history pages read in one poll.
+const MAX_PAGES: usize = 100;
+
+impl BacalhauExecutor {
+    /// Reads the job's history from where the last poll stopped, following `NextToken`; whether
+    /// any event is new. `Ok(None)` when Bacalhau does not know the job.
+    async fn new_events(
+        &self,
+        job: &str,
+        cursor: &mut Cursor,
+    ) -> Result<Option<bool>, BacalhauError> {
+        let mut token = cursor.token.clone();
+        let mut fresh = false;
+        for _ in 0..MAX_PAGES {
+            let page = match self.client.history(job, token.as_deref()).await {
+                Ok(page) => page,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            for item in &page.items {
+                let seq = item["SeqNum"].as_i64().unwrap_or(i64::MAX);
+                if seq > cursor.seen {
+                    cursor.seen = seq;
+                    fresh = true;
+                }
+            }
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => {
+                    // The last page: read it again next time, skipping events already seen.
+                    cursor.token = token;
+                    return Ok(Some(fresh));
+                }
+            }
+        }
+        cursor.token = token;
+        Ok(Some(fresh))
     }
 }
 
@@ -399,22 +459,44 @@ impl Executor for BacalhauExecutor {
         }
     }
 
+    /// Polls the job's history from where the last poll stopped (following `NextToken`); only when
+    /// new events arrived (or on the first poll) is the job itself read for its state, so an idle
+    /// job costs one small request per poll.
     async fn status(&self, job: &str) -> Result<JobStatus, ExecError> {
         let backend = |e: BacalhauError| ExecError::new(ExecErrorKind::Backend, e.to_string());
-        let Some(found) = self.client.job(job, false).await.map_err(backend)? else {
-            return Ok(JobStatus::Finished(done(Out::error(
+        let mut cursor = self
+            .cursors
+            .lock()
+            .ok()
+            .and_then(|c| c.get(job).cloned())
+            .unwrap_or_default();
+        let gone = || {
+            JobStatus::Finished(done(Out::error(
                 "JobNotFound",
                 format!("the Bacalhau network no longer knows job {job}"),
-            ))));
+            )))
+        };
+        let Some(fresh) = self.new_events(job, &mut cursor).await.map_err(backend)? else {
+            return Ok(gone());
+        };
+        if let (false, Some(state)) = (fresh, &cursor.state) {
+            let state = state.clone();
+            self.remember(job, cursor);
+            return Ok(JobStatus::Running { state });
+        }
+        let Some(found) = self.client.job(job, false).await.map_err(backend)? else {
+            return Ok(gone());
         };
         let state = state_name(&found);
         if TERMINAL.contains(&state.as_str()) {
-            return self
-                .outcome(job, &found)
-                .await
-                .map(JobStatus::Finished)
-                .map_err(backend);
+            let outcome = self.outcome(job, &found).await.map_err(backend)?;
+            if let Ok(mut c) = self.cursors.lock() {
+                c.remove(job);
+            }
+            return Ok(JobStatus::Finished(outcome));
         }
+        cursor.state = Some(state.clone());
+        self.remember(job, cursor);
         Ok(JobStatus::Running { state })
     }
 

@@ -97,7 +97,7 @@ pub struct Recorded {
     pub submissions: Vec<Value>,
     /// Every stop: job id and JSON body.
     pub stops: Vec<(String, Value)>,
-    /// Every request: method and path.
+    /// Every request: method and path with query.
     pub requests: Vec<(String, String)>,
     /// The `Authorization` header of the last request.
     pub last_authorization: Option<String>,
@@ -249,7 +249,7 @@ async fn handle(
         g.requests_seen += 1;
         g.recorded
             .requests
-            .push((method.to_string(), uri.path().to_owned()));
+            .push((method.to_string(), uri.to_string()));
         g.recorded.last_authorization = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
