@@ -22,6 +22,11 @@ pub const DEFAULT_CPU_MILLI: u64 = 1000;
 pub const DEFAULT_GPU: u64 = 0;
 /// Default disk cap: 10 GiB.
 pub const DEFAULT_DISK_BYTES: u64 = 10 << 30;
+/// Total timeout of the routes `serve --bacalhau` adds (the policy's `[limits]` are meant for local
+/// Wasm and are far too short for containers).
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Memory cap of the routes `serve --bacalhau` adds: 2 GiB.
+pub const QUICK_MEMORY_BYTES: u64 = 2 << 30;
 /// Default publisher for tasks that ask for outputs.
 pub const DEFAULT_PUBLISHER: &str = "ipfs";
 

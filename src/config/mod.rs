@@ -224,7 +224,8 @@ impl OperatorPolicy {
 
     /// Adds a Bacalhau backend and routes `/docker/run`, `/wasm32-wasi/run` and `/bacalhau/job/run`
     /// to it where no route serves them yet (what `serve --bacalhau URL` does). The routes are
-    /// `nondestructive`, with the policy's default limits and compute caps.
+    /// `nondestructive`, with the policy's default limits except a 10-minute timeout and 2 GiB of
+    /// memory, and the default compute caps (one CPU, no GPU, 10 GiB of disk).
     pub fn add_bacalhau(&mut self, backend: BacalhauBackend) {
         for command in crate::exec::bacalhau::COMMANDS {
             let Ok(command) = Command::parse(command) else {
@@ -235,7 +236,11 @@ impl OperatorPolicy {
                     command,
                     backend: backend.name.clone(),
                     effect: EffectClass::Nondestructive,
-                    limits: self.defaults,
+                    limits: Limits {
+                        timeout: bacalhau::QUICK_TIMEOUT,
+                        memory_bytes: bacalhau::QUICK_MEMORY_BYTES,
+                        ..self.defaults
+                    },
                     admission: Policy::empty(),
                     allow_no_expiry: false,
                     compute: Compute::default(),

@@ -379,7 +379,8 @@ impl Gateway {
         }
     }
 
-    /// Signs the receipt, commits it, then issues its effects.
+    /// Signs the receipt, issues its effects (recording any that await an external job), then
+    /// commits the receipt.
     pub(crate) async fn finish(&self, task: &Task, body: ReceiptBody) -> Result<Answer, Refusal> {
         let fx = body.fx.clone();
         let receipt = Receipt::issue(body, &self.key)
@@ -394,18 +395,18 @@ impl Gateway {
             created_at: unix_now(),
             bytes: receipt.bytes().to_vec(),
         };
-        self.timed("put_receipt", self.store.put_receipt(&stored))
-            .await?;
-
         let mut effects = Vec::with_capacity(fx.fork.len() + usize::from(fx.join.is_some()));
         for effect in fx.fork.iter().chain(fx.join.iter()) {
             let issued = effect.issue(receipt.cid(), &self.key).map_err(|e| {
                 Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string())
             })?;
-            // An effect awaiting an external job is watched until the job ends.
+            // An effect awaiting an external job is watched until the job ends; recorded before the
+            // receipt pointing at it, so no stored receipt ever points at a job nobody watches.
             self.track(effect, &issued).await?;
             effects.push(issued);
         }
+        self.timed("put_receipt", self.store.put_receipt(&stored))
+            .await?;
         Ok(Answer { receipt, effects })
     }
 

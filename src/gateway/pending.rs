@@ -140,7 +140,7 @@ impl Gateway {
         })
     }
 
-    /// Records each issued await effect as a pending job, so the watcher finishes it. Called after
+    /// Records an issued await effect as a pending job, so the watcher finishes it. Called before
     /// the receipt holding the effect is stored: a failure here is reported, not hidden, since the
     /// caller would otherwise wait for a receipt that never comes.
     pub(crate) async fn track(&self, effect: &Effect, issued: &Invocation) -> Result<(), Refusal> {
