@@ -53,7 +53,7 @@ pub enum JobStatus {
         state: String,
     },
     /// Over: the outcome for the final receipt.
-    Finished(Executed),
+    Finished(Box<Executed>),
 }
 
 impl From<super::Outcome> for Executed {

@@ -208,10 +208,10 @@ impl Gateway {
                 let _ = self.store.remove_pending(job.key).await;
                 continue;
             };
-            if let Some(executed) = self.check(&job, &record, entry).await {
-                if let Err(e) = self.settle(&job, &record, executed).await {
-                    tracing::warn!(job = %job.job_id, error = %e.message, "storing the final receipt failed; will retry");
-                }
+            if let Some(executed) = self.check(&job, &record, entry).await
+                && let Err(e) = self.settle(&job, &record, executed).await
+            {
+                tracing::warn!(job = %job.job_id, error = %e.message, "storing the final receipt failed; will retry");
             }
             entry.at = Instant::now() + entry.pause;
         }
@@ -244,7 +244,7 @@ impl Gateway {
             });
         }
         match executor.status(&job.job_id).await {
-            Ok(JobStatus::Finished(executed)) => Some(executed),
+            Ok(JobStatus::Finished(executed)) => Some(*executed),
             Ok(JobStatus::Running { state }) => {
                 self.progress.set(record, &state);
                 entry.pause = POLL_FIRST;

@@ -90,11 +90,23 @@ pub enum BacalhauErrorKind {
     Request,
 }
 
-/// A failed Bacalhau call.
+/// A failed Bacalhau call; its fields are read through [`BacalhauErrorData`]. Boxed, so results
+/// carrying it stay small.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.describe())]
+#[error("{}", self.0.describe())]
+pub struct BacalhauError(Box<BacalhauErrorData>);
+
+impl std::ops::Deref for BacalhauError {
+    type Target = BacalhauErrorData;
+    fn deref(&self) -> &BacalhauErrorData {
+        &self.0
+    }
+}
+
+/// What a failed Bacalhau call reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct BacalhauError {
+pub struct BacalhauErrorData {
     /// What kind of failure.
     pub kind: BacalhauErrorKind,
     /// The HTTP status, when Bacalhau answered.
@@ -113,7 +125,7 @@ pub struct BacalhauError {
 
 impl BacalhauError {
     pub(crate) fn new(kind: BacalhauErrorKind, message: impl Into<String>) -> Self {
-        BacalhauError {
+        BacalhauError(Box::new(BacalhauErrorData {
             kind,
             status: None,
             message: message.into(),
@@ -121,9 +133,11 @@ impl BacalhauError {
             hint: None,
             request_id: None,
             component: None,
-        }
+        }))
     }
+}
 
+impl BacalhauErrorData {
     fn describe(&self) -> String {
         let mut text = match self.status {
             Some(status) => format!("bacalhau answered {status}: {}", self.message),
@@ -164,7 +178,7 @@ impl BacalhauError {
 
     /// From Bacalhau's error body `{Status, Message, RequestID, Code, Component, Hint?, Details?}`;
     /// a body that is not that shape keeps its text as the message.
-    fn from_body(status: StatusCode, body: &[u8]) -> Self {
+    fn from_body(status: StatusCode, body: &[u8]) -> BacalhauError {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Body {
@@ -175,7 +189,7 @@ impl BacalhauError {
             component: Option<String>,
             hint: Option<String>,
         }
-        let mut error = BacalhauError::new(BacalhauErrorKind::Api, "");
+        let mut error = *BacalhauError::new(BacalhauErrorKind::Api, "").0;
         error.status = Some(status.as_u16());
         match serde_json::from_slice::<Body>(body) {
             Ok(b) => {
@@ -194,7 +208,7 @@ impl BacalhauError {
                 };
             }
         }
-        error
+        BacalhauError(Box::new(error))
     }
 }
 
@@ -400,7 +414,7 @@ impl Client {
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(BacalhauError::from_body(status, &bytes));
+            return Err(BacalhauErrorData::from_body(status, &bytes));
         }
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -472,14 +486,14 @@ mod tests {
     #[test]
     fn error_body_is_read() {
         let body = br#"{"Status":400,"Message":"bad env","RequestID":"r1","Code":"BadRequest","Component":"Orchestrator","Hint":"use uppercase"}"#;
-        let e = BacalhauError::from_body(StatusCode::BAD_REQUEST, body);
+        let e = BacalhauErrorData::from_body(StatusCode::BAD_REQUEST, body);
         assert_eq!(e.status, Some(400));
         assert_eq!(e.message, "bad env");
         assert_eq!(e.code.as_deref(), Some("BadRequest"));
         assert_eq!(e.hint.as_deref(), Some("use uppercase"));
         assert_eq!(e.request_id.as_deref(), Some("r1"));
         assert!(!e.is_transient());
-        let plain = BacalhauError::from_body(StatusCode::SERVICE_UNAVAILABLE, b"overloaded");
+        let plain = BacalhauErrorData::from_body(StatusCode::SERVICE_UNAVAILABLE, b"overloaded");
         assert_eq!(plain.message, "overloaded");
         assert!(plain.is_transient());
     }

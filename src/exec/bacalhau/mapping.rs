@@ -325,7 +325,7 @@ pub fn parse_cpu(text: &str) -> Result<u64, MappingError> {
         return m.parse().map_err(|_| err());
     }
     let cores: f64 = text.parse().map_err(|_| err())?;
-    if !cores.is_finite() || cores < 0.0 || cores > 1e9 {
+    if !cores.is_finite() || !(0.0..=1e9).contains(&cores) {
         return Err(err());
     }
     Ok((cores * 1000.0).round() as u64)

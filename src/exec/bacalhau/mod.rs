@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use ipld_core::ipld::Ipld;
 use serde_json::Value;
 
-pub use client::{Auth, BacalhauError, BacalhauErrorKind, Client, ClientConfig};
+pub use client::{Auth, BacalhauError, BacalhauErrorData, BacalhauErrorKind, Client, ClientConfig};
 pub use mapping::{Caps, Defaults, MappingError};
 
 use super::{ExecError, ExecErrorKind, Executed, Executor, JobStatus};
@@ -471,10 +471,10 @@ impl Executor for BacalhauExecutor {
             .and_then(|c| c.get(job).cloned())
             .unwrap_or_default();
         let gone = || {
-            JobStatus::Finished(done(Out::error(
+            JobStatus::Finished(Box::new(done(Out::error(
                 "JobNotFound",
                 format!("the Bacalhau network no longer knows job {job}"),
-            )))
+            ))))
         };
         let Some(fresh) = self.new_events(job, &mut cursor).await.map_err(backend)? else {
             return Ok(gone());
@@ -493,7 +493,7 @@ impl Executor for BacalhauExecutor {
             if let Ok(mut c) = self.cursors.lock() {
                 c.remove(job);
             }
-            return Ok(JobStatus::Finished(outcome));
+            return Ok(JobStatus::Finished(Box::new(outcome)));
         }
         cursor.state = Some(state.clone());
         self.remember(job, cursor);
