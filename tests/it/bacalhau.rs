@@ -25,7 +25,7 @@ use crate::support::openapi::OpenApi;
 
 /// A gateway in `dir` forwarding `/docker/run` and `/bacalhau/job/run` to the fake at `url`,
 /// with a CPU cap of 2 cores, 2 GiB and 10 minutes, and a wait window of `wait`.
-async fn gateway(dir: &Path, operator: &SigningKey, url: &str, wait: &str) -> Running {
+pub(crate) async fn gateway(dir: &Path, operator: &SigningKey, url: &str, wait: &str) -> Running {
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -104,7 +104,7 @@ fn args(json: &str) -> BTreeMap<String, Ipld> {
 }
 
 /// An invocation by the operator itself (no delegation needed).
-fn own(gw: &Running, operator: &SigningKey, cmd: &str, a: &str) -> Vec<u8> {
+pub(crate) fn own(gw: &Running, operator: &SigningKey, cmd: &str, a: &str) -> Vec<u8> {
     let inv = InvocationBuilder::new(operator.did(), Command::parse(cmd).unwrap(), args(a))
         .audience(gw.did.clone())
         .expires(Some(unix_now() + 300))
@@ -149,7 +149,11 @@ async fn post(gw: &Running, body: Vec<u8>, wait: Option<u64>) -> (u16, Vec<u8>) 
 }
 
 /// Posts and expects a receipt signed by the gateway, with the effect invocations after it.
-async fn answer(gw: &Running, body: Vec<u8>, wait: Option<u64>) -> (Receipt, Vec<Invocation>) {
+pub(crate) async fn answer(
+    gw: &Running,
+    body: Vec<u8>,
+    wait: Option<u64>,
+) -> (Receipt, Vec<Invocation>) {
     let (status, bytes) = post(gw, body, wait).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bytes));
     // A container's tokens are sorted bytewise: the receipt is the `/ucan/assert` one, wherever it is.
@@ -170,7 +174,7 @@ async fn answer(gw: &Running, body: Vec<u8>, wait: Option<u64>) -> (Receipt, Vec
 }
 
 /// Polls `GET /receipts/{cid}` until it answers (or fails the test after `limit`).
-async fn stored_receipt(
+pub(crate) async fn stored_receipt(
     gw_addr: std::net::SocketAddr,
     did: &str,
     cid: &cid::Cid,
@@ -197,7 +201,7 @@ async fn stored_receipt(
     }
 }
 
-fn ok_map(r: &Receipt) -> &BTreeMap<String, Ipld> {
+pub(crate) fn ok_map(r: &Receipt) -> &BTreeMap<String, Ipld> {
     match &r.body.out {
         Out::Ok(Ipld::Map(m)) => m,
         other => panic!("expected an ok map, got {other:?}"),
@@ -589,177 +593,5 @@ async fn a_restarted_gateway_still_delivers_the_final_receipt() {
         published_cid(out),
         ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, job.as_bytes())
     );
-    gw.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn serve_bacalhau_routes_the_three_commands_and_the_default_policy_has_none() {
-    let fake = FakeBacalhau::start(Duration::from_millis(10)).await;
-    let describe = async |gw: &Running| -> Vec<String> {
-        let d: serde_json::Value = serde_json::from_slice(
-            &reqwest::get(format!("http://{}/", gw.addr))
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        d["commands"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {}",
-                    c["command"].as_str().unwrap(),
-                    c["backend"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
-    let serve = async |dir: &Path, bacalhau: Option<String>| {
-        start(ServeArgs {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.to_path_buf(),
-            key: None,
-            policy: None,
-            modules: None,
-            leeway: 60,
-            bacalhau,
-        })
-        .await
-        .unwrap()
-    };
-
-    // The embedded default needs no external service and offers none of the Bacalhau commands.
-    let plain_dir = tempfile::tempdir().unwrap();
-    let plain = serve(plain_dir.path(), None).await;
-    assert!(
-        !describe(&plain)
-            .await
-            .iter()
-            .any(|c| c.contains("bacalhau"))
-    );
-    plain.stop().await.unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    let gw = serve(dir.path(), Some(fake.url())).await;
-    let commands = describe(&gw).await;
-    for command in [
-        "/docker/run bacalhau",
-        "/wasm32-wasi/run bacalhau",
-        "/bacalhau/job/run bacalhau",
-        "/wasm/run wasm",
-    ] {
-        assert!(
-            commands.contains(&command.to_owned()),
-            "{command} in {commands:?}"
-        );
-    }
-    // The gateway's own key (subject "self") runs a job through it.
-    let key = SigningKey::from_key_file(
-        &std::fs::read_to_string(dir.path().join("gateway.key")).unwrap(),
-    )
-    .unwrap();
-    let (r, _) = answer(
-        &gw,
-        own(&gw, &key, "/docker/run", r#"{"image": "alpine:3"}"#),
-        None,
-    )
-    .await;
-    assert_eq!(
-        ok_map(&r).get("state"),
-        Some(&Ipld::String("Completed".into()))
-    );
-    gw.stop().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invoke_wait_shows_the_job_and_prints_the_final_receipt() {
-    let fake = FakeBacalhau::start(Duration::from_millis(400)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let operator = SigningKey::generate(KeyAlg::Ed25519);
-    let key_file = dir.path().join("operator.key");
-    std::fs::write(&key_file, operator.to_key_file()).unwrap();
-    // A wait window far shorter than the job, so the first receipt carries the await effect.
-    let gw = gateway(dir.path(), &operator, &fake.url(), "100ms").await;
-    let url = format!("http://{}", gw.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
-            .args([
-                "invoke",
-                "--key",
-                key_file.to_str().unwrap(),
-                "--cmd",
-                "/docker/run",
-            ])
-            .args([
-                "--args",
-                r#"{"image": "alpine:3", "outputs": {"/outputs": {}}}"#,
-            ])
-            .args(["--url", &url, "--wait"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("settled after"), "{stderr}");
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // The final receipt, not the first: it answers the await invocation and is Completed.
-    assert_eq!(printed["out"]["ok"]["state"], "Completed", "{printed}");
-    assert!(
-        printed["out"]["ok"]["executions"][0]["published"]["cid"]["/"].is_string(),
-        "{printed}"
-    );
-    let ran: cid::Cid = printed["ran"].as_str().unwrap().parse().unwrap();
-    let awaiting = stored_receipt(gw.addr, &gw.did, &ran, Duration::from_secs(1)).await;
-    assert_eq!(awaiting.body.ran, ran);
-    assert_ne!(printed["ran"], printed["task"]);
-    gw.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_pending_receipt_answers_202_with_the_job_state() {
-    let fake = FakeBacalhau::start(Duration::from_millis(500)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let operator = SigningKey::generate(KeyAlg::Ed25519);
-    let gw = gateway(dir.path(), &operator, &fake.url(), "5s").await;
-    let (first, effects) = answer(
-        &gw,
-        own(&gw, &operator, "/docker/run", r#"{"image": "alpine:3"}"#),
-        Some(0),
-    )
-    .await;
-    let Some(Ipld::String(job)) = ok_map(&first).get("job") else {
-        panic!()
-    };
-    let response = reqwest::get(format!("http://{}/receipts/{}", gw.addr, effects[0].cid()))
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
-    assert_eq!(body["pending"]["job"], job.as_str());
-    assert_eq!(body["pending"]["backend"], "net");
-    // The watcher's view of the state moves on with the job.
-    let started = Instant::now();
-    loop {
-        let r = reqwest::get(format!("http://{}/receipts/{}", gw.addr, effects[0].cid()))
-            .await
-            .unwrap();
-        if r.status().as_u16() == 202 {
-            let b: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-            if b["pending"]["state"] == "Running" {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never saw Running"
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
     gw.stop().await.unwrap();
 }

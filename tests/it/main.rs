@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary to keep link time down.
 
 mod bacalhau;
+mod bacalhau_cli;
 mod bacalhau_config;
 mod bacalhau_contract;
 mod cli;

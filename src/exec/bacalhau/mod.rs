@@ -1,7 +1,8 @@
 //! The Bacalhau backend: tasks forwarded to a Bacalhau compute network as jobs.
 //!
 //! - [`client`]: the HTTP client of Bacalhau's v1 orchestrator API.
-//! - [`mapping`]: task arguments and settings → a `Job`, held to the route's caps.
+//! - [`mapping`]: task arguments and settings → a `Job`, held to the route's caps; the commands'
+//!   argument shapes are in `shapes.rs`.
 //! - this file: [`BacalhauExecutor`], which submits a job, waits for it within the wait window, and
 //!   answers either with the result or with a join effect, `/bacalhau/job/await`, naming the job;
 //!   the gateway then watches the job ([`Executor::status`]: its history, paged with `NextToken`
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod mapping;
+mod shapes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
