@@ -444,6 +444,188 @@ fn constraint(item: &Ipld) -> Result<Value, MappingError> {
 mod tests {
     use super::*;
 
+    fn map(json: &str) -> BTreeMap<String, Ipld> {
+        match crate::ipld::from_dag_json(json).unwrap() {
+            Ipld::Map(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    const CAPS: Caps = Caps {
+        cpu_milli: 2000,
+        memory_bytes: 1 << 30,
+        disk_bytes: 1 << 32,
+        gpu: 1,
+        timeout: Duration::from_secs(600),
+    };
+
+    fn mapped(command: &str, args: &str, meta: &str) -> Result<(Value, Duration), MappingError> {
+        let (args, meta) = (map(args), map(meta));
+        let request = JobRequest {
+            command,
+            args: &args,
+            meta: &meta,
+            ipvm_memory: None,
+            ipvm_timeout: None,
+            name: "n",
+            labels: BTreeMap::new(),
+        };
+        job(&request, &CAPS, &Defaults::default())
+    }
+
+    #[test]
+    fn caps_hold_and_defaults_are_lowered_to_them() {
+        for over in [
+            r#"{"cpu": 2001}"#,
+            r#"{"memory": 1073741825}"#,
+            r#"{"gpu": 2}"#,
+            r#"{"disk": 4294967297}"#,
+            r#"{"timeout": 601}"#,
+        ] {
+            let args = format!(r#"{{"image": "a", "resources": {over}}}"#);
+            assert!(
+                matches!(
+                    mapped(DOCKER_RUN, &args, "{}"),
+                    Err(MappingError::OverLimit(_))
+                ),
+                "{over}"
+            );
+            let meta = format!(r#"{{"bacalhau/config": {over}}}"#);
+            assert!(
+                matches!(
+                    mapped(DOCKER_RUN, r#"{"image": "a"}"#, &meta),
+                    Err(MappingError::OverLimit(_))
+                ),
+                "meta {over}"
+            );
+        }
+        let (job, timeout) = mapped(DOCKER_RUN, r#"{"image": "a"}"#, "{}").unwrap();
+        assert_eq!(timeout, CAPS.timeout);
+        // 512 MiB default memory fits under the 1 GiB cap; CPU default 500m.
+        assert_eq!(
+            job["Tasks"][0]["Resources"],
+            json!({ "CPU": "500m", "Memory": "536870912" })
+        );
+        let small = Caps {
+            cpu_milli: 250,
+            memory_bytes: 1 << 20,
+            ..CAPS
+        };
+        let args = map(r#"{"image": "a"}"#);
+        let empty = BTreeMap::new();
+        let request = JobRequest {
+            command: DOCKER_RUN,
+            args: &args,
+            meta: &empty,
+            ipvm_memory: None,
+            ipvm_timeout: None,
+            name: "n",
+            labels: BTreeMap::new(),
+        };
+        let (lowered, _) = super::job(&request, &small, &Defaults::default()).unwrap();
+        assert_eq!(
+            lowered["Tasks"][0]["Resources"],
+            json!({ "CPU": "250m", "Memory": "1048576" })
+        );
+    }
+
+    #[test]
+    fn the_stricter_request_wins_between_args_and_meta() {
+        let (job, timeout) = mapped(
+            DOCKER_RUN,
+            r#"{"image": "a", "resources": {"cpu": 1500, "timeout": 300}}"#,
+            r#"{"bacalhau/config": {"cpu": 700, "timeout": 900}}"#,
+        )
+        .unwrap();
+        assert_eq!(job["Tasks"][0]["Resources"]["CPU"], "700m");
+        assert_eq!(timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn malformed_arguments_and_settings_are_named() {
+        let cases = [
+            (DOCKER_RUN, r#"{}"#, "{}", "image"),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "volumes": {}}"#,
+                "{}",
+                "unknown argument",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"relative": "ipfs://bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}}"#,
+                "{}",
+                "absolute",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"/in/../etc": "https://x"}}"#,
+                "{}",
+                "absolute",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"/in": "file:///etc"}}"#,
+                "{}",
+                "CID link",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"/in": "ipfs://nope"}}"#,
+                "{}",
+                "does not name a CID",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "env": {"A": 1}}"#,
+                "{}",
+                "env",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "resources": {"cpus": 1}}"#,
+                "{}",
+                "unknown key",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "resources": {"cpu": -1}}"#,
+                "{}",
+                "negative",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a"}"#,
+                r#"{"bacalhau/config": {"priority": 1}}"#,
+                "unknown key",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a"}"#,
+                r#"{"bacalhau/config": {"labels": {"a": 1}}}"#,
+                "label",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a"}"#,
+                r#"{"bacalhau/config": {"constraints": [{"key": "a", "operator": "~"}]}}"#,
+                "operator",
+            ),
+            (WASM_RUN, r#"{"entrypoint": "_start"}"#, "{}", "module"),
+            (
+                WASM_RUN,
+                r#"{"module": "https://x", "imports": "https://y"}"#,
+                "{}",
+                "imports",
+            ),
+            ("/wasi/run", r#"{}"#, "{}", "does not serve"),
+        ];
+        for (command, args, meta, needle) in cases {
+            let e = mapped(command, args, meta).expect_err(args);
+            assert!(e.to_string().contains(needle), "{args} {meta}: {e}");
+        }
+    }
+
     #[test]
     fn quantities() {
         assert_eq!(parse_cpu("500m").unwrap(), 500);
