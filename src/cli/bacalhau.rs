@@ -1,5 +1,6 @@
 //! Turning the policy's `[[bacalhau]]` backends into executors: secrets read from the environment
-//! variables the policy names, compute caps gathered from the routes forwarding to each backend.
+//! variables the policy names, compute caps gathered from the routes forwarding to each backend, and
+//! a startup probe of each network (alive, version, nodes) for the log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use anyhow::{Context, anyhow};
 
 use crate::config::{BackendAuth, OperatorPolicy};
 use crate::exec::Executor;
-use crate::exec::bacalhau::{Auth, BacalhauExecutor, BacalhauSettings, ClientConfig, Defaults};
+use crate::exec::bacalhau::{
+    Auth, BacalhauExecutor, BacalhauSettings, Client, ClientConfig, Defaults,
+};
 
 /// How often a request polls a job while it waits for it.
 const REQUEST_POLL: Duration = Duration::from_millis(100);
@@ -59,7 +62,30 @@ pub fn executors(
         };
         let executor = BacalhauExecutor::new(settings, compute, gateway_did.to_owned())
             .map_err(|e| anyhow!("backend {}: {e}", backend.name))?;
+        spawn_probe(backend.name.clone(), executor.client().clone());
         out.push((backend.name.clone(), Arc::new(executor)));
     }
     Ok(out)
+}
+
+/// Logs whether a network answers, its version and its node count, once at startup. A network that
+/// is down does not stop the gateway: its tasks get `BackendUnavailable` receipts until it is back.
+fn spawn_probe(name: String, client: Client) {
+    tokio::spawn(async move {
+        match client.alive().await {
+            Ok(status) => {
+                let version = client
+                    .version()
+                    .await
+                    .ok()
+                    .and_then(|v| v["GitVersion"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".to_owned());
+                let nodes = client.nodes().await.map(|n| n.len());
+                tracing::info!(backend = %name, url = %client.url(), %status, %version, nodes = ?nodes.ok(), "bacalhau network answers");
+            }
+            Err(e) => {
+                tracing::warn!(backend = %name, url = %client.url(), error = %e, "bacalhau network unreachable at startup");
+            }
+        }
+    });
 }

@@ -77,6 +77,16 @@ async fn serve_bacalhau_routes_the_three_commands_and_the_default_policy_has_non
             "{command} in {commands:?}"
         );
     }
+    // At startup the gateway asked the network whether it is alive, its version and its nodes.
+    let started = Instant::now();
+    let probed = |uri: &str| fake.recorded(|r| r.requests.iter().any(|(_, u)| u.ends_with(uri)));
+    while !(probed("/agent/alive") && probed("/agent/version") && probed("/orchestrator/nodes")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no startup probe"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The gateway's own key (subject "self") runs a job through it.
     let key = SigningKey::from_key_file(
         &std::fs::read_to_string(dir.path().join("gateway.key")).unwrap(),
