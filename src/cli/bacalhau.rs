@@ -13,15 +13,17 @@ use crate::exec::Executor;
 use crate::exec::bacalhau::{
     Auth, BacalhauExecutor, BacalhauSettings, Client, ClientConfig, Defaults,
 };
+use crate::store::Store;
 
 /// How often a request polls a job while it waits for it.
 const REQUEST_POLL: Duration = Duration::from_millis(100);
 
 /// One executor per configured Bacalhau backend, keyed by backend name; effects are issued by
-/// `gateway_did`.
+/// `gateway_did`, submitted jobs recorded in `store`.
 pub fn executors(
     policy: &OperatorPolicy,
     gateway_did: &str,
+    store: &Arc<dyn Store>,
 ) -> anyhow::Result<Vec<(String, Arc<dyn Executor>)>> {
     let mut out: Vec<(String, Arc<dyn Executor>)> = Vec::new();
     for backend in &policy.bacalhau {
@@ -60,8 +62,9 @@ pub fn executors(
                 ..Defaults::default()
             },
         };
-        let executor = BacalhauExecutor::new(settings, compute, gateway_did.to_owned())
-            .map_err(|e| anyhow!("backend {}: {e}", backend.name))?;
+        let executor =
+            BacalhauExecutor::new(settings, compute, gateway_did.to_owned(), Arc::clone(store))
+                .map_err(|e| anyhow!("backend {}: {e}", backend.name))?;
         spawn_probe(backend.name.clone(), executor.client().clone());
         out.push((backend.name.clone(), Arc::new(executor)));
     }

@@ -154,7 +154,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         "blob".into(),
         Arc::new(BlobExecutor::new(Arc::clone(&store))),
     );
-    for (name, executor) in super::bacalhau::executors(&policy, &key.did())? {
+    for (name, executor) in super::bacalhau::executors(&policy, &key.did(), &store)? {
         executors.insert(name, executor);
     }
 

@@ -11,12 +11,14 @@
 //! - [`wasm`]: the local Wasm engine for `/wasm/run` (core exports and a DAG-CBOR ABI) and
 //!   `/wasi/run` (WASI preview-1 command modules).
 //! - [`local`]: the `wasm`, `wasi` and `blob` backends built on it and on the store.
-//! - [`bacalhau`]: tasks forwarded to a Bacalhau compute network, whose jobs may outlive a request.
+//! - [`bacalhau`]: tasks forwarded to a Bacalhau compute network, whose jobs may outlive a request;
+//!   [`journal`]: what is written down about such jobs so none is lost.
 //!
 //! Nothing here knows HTTP, UCAN or storage: executors take bytes and IPLD values and give back IPLD.
 
 pub mod bacalhau;
 mod executor;
+pub mod journal;
 pub mod local;
 pub mod wasm;
 

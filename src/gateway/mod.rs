@@ -50,6 +50,8 @@ pub struct Gateway {
     leeway: i64,
     /// The last state seen of each awaited job, for answers about receipts still to come.
     progress: pending::Progress,
+    /// Invocations whose request is running, so the watcher leaves their jobs to them.
+    inflight: pending::InFlight,
 }
 
 /// What replay protection keys on, and the size of the token that carried the task.
@@ -105,6 +107,7 @@ impl Gateway {
             metrics: Metrics::new(),
             leeway,
             progress: pending::Progress::default(),
+            inflight: pending::InFlight::default(),
         })
     }
 
@@ -253,6 +256,8 @@ impl Gateway {
                 },
             )
             .await?;
+        // In flight until the receipt is stored: a job it submits is its own to finish till then.
+        let _inflight = self.inflight.enter(admitted.task.invocation);
         let body = self.run(&admitted, started).await;
         self.finish(&admitted.task, body).await
     }
@@ -407,6 +412,7 @@ impl Gateway {
         }
         self.timed("put_receipt", self.store.put_receipt(&stored))
             .await?;
+        self.forget_submitted(task).await;
         Ok(Answer { receipt, effects })
     }
 

@@ -5,8 +5,14 @@
 //! on a terminal state signs the final receipt — `ran` = the issued await invocation, `task` = the
 //! effect's task id — so `GET /receipts/{cid}` answers for either. Pending jobs live in the store,
 //! so a restarted gateway picks them up again.
+//!
+//! A job is also recorded the moment it is submitted (by the executor, keyed by the invocation).
+//! While the request that submitted it runs ([`InFlight`]), that request owns it and removes the
+//! record once its receipt is stored. If the request never gets that far — the caller hung up, or the
+//! process died — the watcher finishes the job itself and stores the receipt for the original
+//! invocation, so no submitted job is ever left without one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +21,7 @@ use ipld_core::ipld::Ipld;
 
 use super::{Gateway, Refusal, RefusalClass};
 use crate::exec::bacalhau::AWAIT_COMMAND;
+use crate::exec::journal::JobRecord;
 use crate::exec::{Executed, JobStatus};
 use crate::receipt::{Effect, Effects, Out, Receipt, ReceiptBody, gateway_meta};
 use crate::store::{Pending, StoredReceipt};
@@ -28,51 +35,6 @@ const POLL_FIRST: Duration = Duration::from_millis(250);
 const POLL_MAX: Duration = Duration::from_secs(5);
 /// How often the watcher looks for due jobs.
 const TICK: Duration = Duration::from_millis(50);
-
-/// What the gateway needs to finish an awaited job, stored as the pending entry's payload.
-#[derive(Debug, Clone, PartialEq)]
-struct Awaiting {
-    /// The issued await invocation (the final receipt's `ran`).
-    ran: Cid,
-    /// The effect's task id (the final receipt's `task`).
-    task: Cid,
-    /// When the job must be over (Unix seconds); past it the job is stopped.
-    deadline: i64,
-    /// When the job was recorded (Unix seconds), for the receipt's duration.
-    since: i64,
-}
-
-impl Awaiting {
-    fn encode(&self) -> Vec<u8> {
-        let map = Ipld::Map(BTreeMap::from([
-            ("ran".to_owned(), Ipld::Link(self.ran)),
-            ("task".to_owned(), Ipld::Link(self.task)),
-            ("deadline".to_owned(), Ipld::Integer(self.deadline.into())),
-            ("since".to_owned(), Ipld::Integer(self.since.into())),
-        ]));
-        // A map of links and small integers always encodes.
-        crate::ipld::to_dag_cbor(&map).unwrap_or_default()
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let value: Ipld = serde_ipld_dagcbor::from_slice(bytes).ok()?;
-        let Ipld::Map(m) = value else { return None };
-        let link = |k: &str| match m.get(k) {
-            Some(Ipld::Link(c)) => Some(*c),
-            _ => None,
-        };
-        let int = |k: &str| match m.get(k) {
-            Some(Ipld::Integer(n)) => i64::try_from(*n).ok(),
-            _ => None,
-        };
-        Some(Awaiting {
-            ran: link("ran")?,
-            task: link("task")?,
-            deadline: int("deadline")?,
-            since: int("since")?,
-        })
-    }
-}
 
 /// A job whose final receipt is still to come, as `GET /receipts/{cid}` describes it meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,14 +59,14 @@ impl PendingJob {
 pub(crate) struct Progress(Mutex<HashMap<Cid, String>>);
 
 impl Progress {
-    fn set(&self, record: &Awaiting, state: &str) {
+    fn set(&self, record: &JobRecord, state: &str) {
         if let Ok(mut map) = self.0.lock() {
             map.insert(record.ran, state.to_owned());
             map.insert(record.task, state.to_owned());
         }
     }
 
-    fn forget(&self, record: &Awaiting) {
+    fn forget(&self, record: &JobRecord) {
         if let Ok(mut map) = self.0.lock() {
             map.remove(&record.ran);
             map.remove(&record.task);
@@ -116,6 +78,44 @@ impl Progress {
     }
 }
 
+/// Invocations whose request is still running in this process: a job recorded as submitted for one
+/// of them is the request's to finish, not the watcher's.
+#[derive(Default)]
+pub(crate) struct InFlight(Mutex<HashSet<Cid>>);
+
+/// Marks an invocation in flight until dropped, however the request ends (a caller that hangs up
+/// drops the request's future, and with it this guard).
+pub(crate) struct InFlightGuard<'a> {
+    set: &'a InFlight,
+    invocation: Cid,
+}
+
+impl InFlight {
+    pub(crate) fn enter(&self, invocation: Cid) -> InFlightGuard<'_> {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(invocation);
+        }
+        InFlightGuard {
+            set: self,
+            invocation,
+        }
+    }
+
+    fn contains(&self, invocation: &Cid) -> bool {
+        // A poisoned lock reads as "in flight": the watcher then leaves the job alone rather than
+        // risk a second receipt; the next start picks it up.
+        self.0.lock().map_or(true, |set| set.contains(invocation))
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.0.lock() {
+            set.remove(&self.invocation);
+        }
+    }
+}
+
 /// Per-job polling state, in memory only: after a restart every job is simply due at once.
 struct Due {
     at: Instant,
@@ -124,11 +124,24 @@ struct Due {
 }
 
 impl Gateway {
+    /// Forgets the record the executor wrote when it submitted the task's job, now that the
+    /// request's receipt is stored (a job still running is awaited through its effect instead).
+    pub(crate) async fn forget_submitted(&self, task: &crate::task::Task) {
+        let forwards = self
+            .policy
+            .route(&task.operation)
+            .is_some_and(|r| self.policy.bacalhau.iter().any(|b| b.name == r.backend));
+        if forwards && let Err(e) = self.store.remove_pending(task.invocation).await {
+            // Harmless: the watcher finds the receipt stored and drops the record then.
+            tracing::warn!(invocation = %task.invocation, error = %e, "forgetting a submitted job failed");
+        }
+    }
+
     /// The job behind `cid` (an await invocation or its task id) if its receipt is still to come.
     pub async fn pending_job(&self, cid: &Cid) -> Option<PendingJob> {
         let pending = self.store.pending().await.ok()?;
         pending.into_iter().find_map(|p| {
-            let record = Awaiting::decode(&p.payload)?;
+            let record = JobRecord::decode(&p.payload)?;
             (record.ran == *cid || record.task == *cid).then(|| PendingJob {
                 state: self
                     .progress
@@ -160,7 +173,8 @@ impl Gateway {
             Some(Ipld::Integer(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
             _ => i64::MAX,
         };
-        let record = Awaiting {
+        let record = JobRecord {
+            submitted: false,
             ran: issued.cid(),
             task: effect.task_id(),
             deadline,
@@ -203,11 +217,23 @@ impl Gateway {
             if entry.at > now {
                 continue;
             }
-            let Some(record) = Awaiting::decode(&job.payload) else {
+            let Some(record) = JobRecord::decode(&job.payload) else {
                 tracing::error!(key = %job.key, "unreadable pending job; dropping it");
                 let _ = self.store.remove_pending(job.key).await;
                 continue;
             };
+            if record.submitted {
+                // The request that submitted it finishes it, unless that request is gone (the
+                // caller hung up, or an earlier process died): then the job is the watcher's.
+                if self.inflight.contains(&record.ran) {
+                    entry.at = Instant::now() + entry.pause;
+                    continue;
+                }
+                if let Ok(Some(_)) = self.store.receipt_by_invocation(record.ran).await {
+                    let _ = self.store.remove_pending(job.key).await;
+                    continue;
+                }
+            }
             if let Some(executed) = self.check(&job, &record, entry).await
                 && let Err(e) = self.settle(&job, &record, executed).await
             {
@@ -218,7 +244,7 @@ impl Gateway {
     }
 
     /// Polls one job: its outcome when it is over (or past its deadline), `None` while it runs.
-    async fn check(&self, job: &Pending, record: &Awaiting, entry: &mut Due) -> Option<Executed> {
+    async fn check(&self, job: &Pending, record: &JobRecord, entry: &mut Due) -> Option<Executed> {
         let Some(executor) = self.executors.get(&job.backend) else {
             return Some(Executed::failed(
                 "ExecutionFailed",
@@ -267,7 +293,7 @@ impl Gateway {
     async fn settle(
         &self,
         job: &Pending,
-        record: &Awaiting,
+        record: &JobRecord,
         executed: Executed,
     ) -> Result<(), Refusal> {
         if self

@@ -96,7 +96,7 @@ fn world(policy: &str) -> World {
     }
 }
 
-fn args(json: &str) -> BTreeMap<String, Ipld> {
+pub(crate) fn args(json: &str) -> BTreeMap<String, Ipld> {
     match from_dag_json(json).unwrap() {
         Ipld::Map(m) => m,
         other => panic!("not a map: {other:?}"),

@@ -193,3 +193,132 @@ async fn a_pending_receipt_answers_202_with_the_job_state() {
     }
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_job_whose_request_was_cut_off_still_gets_its_receipt() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use ucan_gateway::config::OperatorPolicy;
+    use ucan_gateway::exec::Executor;
+    use ucan_gateway::exec::bacalhau::{
+        Auth, BacalhauExecutor, BacalhauSettings, ClientConfig, Defaults,
+    };
+    use ucan_gateway::gateway::{Gateway, Summary};
+    use ucan_gateway::receipt::{Out, Receipt};
+    use ucan_gateway::store::{SqliteStore, Store};
+    use ucan_gateway::ucan::Command;
+    use ucan_gateway::ucan::container::{Container, Format};
+    use ucan_gateway::ucan::invocation::InvocationBuilder;
+    use ucan_gateway::ucan::validate::unix_now;
+
+    let fake = FakeBacalhau::start(Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate(KeyAlg::Ed25519);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("g.db")).await.unwrap());
+    // A gateway with a long wait window: the request would wait for the job, were it not cut off.
+    let make = |store: Arc<dyn Store>| {
+        let key = SigningKey::from_key_file(&key.to_key_file()).unwrap();
+        let url = fake.url();
+        async move {
+            let policy = OperatorPolicy::parse(
+                &format!("[[bacalhau]]\nname = \"net\"\nurl = \"{url}\"\nwait = \"30s\"\n[[route]]\ncommand = \"/docker/run\"\nbackend = \"net\"\neffect = \"nondestructive\"\n[route.limits]\nmemory = \"1GiB\"\ntimeout = \"10m\"\n"),
+                "t.toml",
+            )
+            .unwrap();
+            let settings = BacalhauSettings {
+                name: "net".into(),
+                client: ClientConfig::new(url, Auth::None),
+                wait: Duration::from_secs(30),
+                poll: Duration::from_millis(50),
+                defaults: Defaults::default(),
+            };
+            let executor =
+                BacalhauExecutor::new(settings, HashMap::new(), key.did(), Arc::clone(&store))
+                    .unwrap();
+            let executors: HashMap<String, Arc<dyn Executor>> =
+                HashMap::from([("net".to_owned(), Arc::new(executor) as Arc<dyn Executor>)]);
+            Arc::new(
+                Gateway::new(key, policy, store, executors, 60)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let first = make(Arc::clone(&store)).await;
+    let watcher = Arc::clone(&first).watch_pending();
+    let inv = InvocationBuilder::new(
+        key.did(),
+        Command::parse("/docker/run").unwrap(),
+        crate::bacalhau::args(r#"{"image": "alpine:3", "outputs": {"/o": {}}}"#),
+    )
+    .expires(Some(unix_now() + 300))
+    .sign(&key)
+    .unwrap();
+    let body = Container {
+        tokens: vec![inv.bytes().to_vec()],
+    }
+    .encode(Format::Raw);
+    let request = tokio::spawn({
+        let gateway = Arc::clone(&first);
+        async move {
+            gateway
+                .invoke_with(&body, &mut Summary::default(), None)
+                .await
+                .map(drop)
+        }
+    });
+
+    // The job is submitted and recorded; then the caller hangs up, and this process "dies".
+    let started = Instant::now();
+    while store.pending().await.unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the submitted job was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    request.abort();
+    let _ = request.await;
+    watcher.abort();
+    let _ = watcher.await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        store
+            .receipt_by_invocation(inv.cid())
+            .await
+            .unwrap()
+            .is_none(),
+        "nobody settled it yet"
+    );
+    assert_eq!(fake.job_count(), 1);
+
+    // A new gateway over the same store finishes the job and answers the original invocation.
+    let second = make(Arc::clone(&store)).await;
+    let watcher = Arc::clone(&second).watch_pending();
+    let started = Instant::now();
+    let stored = loop {
+        if let Some(stored) = store.receipt_by_invocation(inv.cid()).await.unwrap() {
+            break stored;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no receipt for the cut-off request"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let receipt = Receipt::decode(&stored.bytes).unwrap();
+    receipt.verify(Some(&key.did())).unwrap();
+    assert_eq!(
+        (receipt.body.ran, receipt.body.task),
+        (inv.cid(), inv.payload.task_id())
+    );
+    let Out::Ok(Ipld::Map(out)) = &receipt.body.out else {
+        panic!("{:?}", receipt.body.out)
+    };
+    assert_eq!(out.get("state"), Some(&Ipld::String("Completed".into())));
+    assert!(store.pending().await.unwrap().is_empty());
+    assert_eq!(fake.job_count(), 1, "finished, never resubmitted");
+    watcher.abort();
+}

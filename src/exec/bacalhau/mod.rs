@@ -17,6 +17,7 @@ pub mod mapping;
 mod shapes;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -26,9 +27,11 @@ use serde_json::Value;
 pub use client::{Auth, BacalhauError, BacalhauErrorData, BacalhauErrorKind, Client, ClientConfig};
 pub use mapping::{Caps, Defaults, MappingError};
 
+use super::journal::JobRecord;
 use super::{ExecError, ExecErrorKind, Executed, Executor, JobStatus};
 use crate::config::{Compute, Limits};
 use crate::receipt::{Effect, Effects, Out};
+use crate::store::Store;
 use crate::task::Task;
 use crate::ucan::Command;
 
@@ -66,15 +69,18 @@ pub struct BacalhauExecutor {
     compute: HashMap<String, Compute>,
     /// Who issues the await effects: the gateway.
     gateway_did: String,
+    /// Where a submitted job is recorded at once (see [`crate::exec::journal`]).
+    store: Arc<dyn Store>,
 }
 
 impl BacalhauExecutor {
     /// An executor for the network in `settings`, with the compute caps of each command routed to
-    /// it; effects are issued by `gateway_did`.
+    /// it; effects are issued by `gateway_did`, and submitted jobs are recorded in `store`.
     pub fn new(
         settings: BacalhauSettings,
         compute: HashMap<String, Compute>,
         gateway_did: String,
+        store: Arc<dyn Store>,
     ) -> Result<Self, BacalhauError> {
         let client = Client::new(settings.client.clone())?;
         Ok(BacalhauExecutor {
@@ -83,6 +89,7 @@ impl BacalhauExecutor {
             cursors: std::sync::Mutex::new(HashMap::new()),
             compute,
             gateway_did,
+            store,
         })
     }
 
@@ -432,6 +439,23 @@ impl Executor for BacalhauExecutor {
         };
 
         // Never wait past the job's own timeout: the watcher settles it then.
+        // Recorded before anything else can go wrong: if this request never stores its receipt, the
+        // gateway's watcher finishes the job instead.
+        let record = JobRecord {
+            submitted: true,
+            ran: task.invocation,
+            task: task.id,
+            deadline,
+            since: crate::ucan::validate::unix_now(),
+        };
+        if let Err(e) = self
+            .store
+            .put_pending(task.invocation, &self.settings.name, &id, record.encode())
+            .await
+        {
+            tracing::warn!(task = %task.id, job = %id, error = %e, "recording a submitted job failed");
+        }
+
         let window = task
             .wait
             .map_or(self.settings.wait, |w| w.min(self.settings.wait))
