@@ -279,6 +279,22 @@ async fn a_job_whose_request_was_cut_off_still_gets_its_receipt() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // While its request runs, the job is the request's: the watcher does not poll it (the request
+    // itself reads only the job, never its history).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let history = || {
+        fake.recorded(|r| {
+            r.requests
+                .iter()
+                .filter(|(_, u)| u.contains("/history"))
+                .count()
+        })
+    };
+    assert_eq!(
+        history(),
+        0,
+        "the watcher left the in-flight request's job alone"
+    );
     request.abort();
     let _ = request.await;
     watcher.abort();
@@ -320,5 +336,6 @@ async fn a_job_whose_request_was_cut_off_still_gets_its_receipt() {
     assert_eq!(out.get("state"), Some(&Ipld::String("Completed".into())));
     assert!(store.pending().await.unwrap().is_empty());
     assert_eq!(fake.job_count(), 1, "finished, never resubmitted");
+    assert!(history() > 0, "the watcher followed the orphaned job");
     watcher.abort();
 }
