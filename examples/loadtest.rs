@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         policy: Some(policy),
         modules: None,
         leeway: 60,
+        bacalhau: None,
     })
     .await?;
 

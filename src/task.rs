@@ -159,6 +159,11 @@ pub struct Task {
     pub effect: EffectClass,
     /// The earliest expiry of the invocation and its delegation chain: the task must not start after.
     pub expires: Option<i64>,
+    /// The invocation's metadata, for backends that read keys of their own (e.g. `bacalhau/config`).
+    pub meta: BTreeMap<String, Ipld>,
+    /// How long the caller is prepared to wait for a result before taking a receipt that points at
+    /// the pending work (HTTP `Prefer: wait=N`); `None` leaves it to the backend.
+    pub wait: Option<Duration>,
 }
 
 impl Task {
@@ -201,6 +206,8 @@ impl Task {
             config,
             effect,
             expires: auth.expires,
+            meta: inv.meta.clone().unwrap_or_default(),
+            wait: None,
         })
     }
 }

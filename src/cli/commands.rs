@@ -307,6 +307,13 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some((remote, rt, did)) = remote {
         let answer = rt.block_on(remote.invoke(container.encode(Format::Raw), &did, inv.cid()))?;
+        if args.wait
+            && let Ok(receipt) = &answer
+            && let Some(join) = super::wait::awaited(receipt)
+        {
+            let last = rt.block_on(super::wait::wait_for(&remote, &did, receipt, join))?;
+            return print_receipt_result(last);
+        }
         return print_receipt_result(answer);
     }
     let mut bytes = container.encode(container_format(args.format));

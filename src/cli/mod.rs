@@ -7,11 +7,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod bacalhau;
 mod commands;
 pub mod remote;
 pub mod serve;
 pub mod tokens;
 pub mod tree;
+mod wait;
 
 /// Capability-secured invocation gateway: UCAN 1.0 tokens in, signed receipts out.
 #[derive(Debug, Parser)]
@@ -164,6 +166,10 @@ pub struct InvokeArgs {
     /// Use an empty nonce, so equal invocations share a task id (for idempotent work).
     #[arg(long)]
     pub idempotent: bool,
+    /// With --url: if the receipt awaits a job (a `/bacalhau/job/await` join effect), show the job's
+    /// state while waiting and print the final receipt.
+    #[arg(long, requires = "url")]
+    pub wait: bool,
     /// Container encoding.
     #[arg(long, value_enum, default_value_t = ContainerFormat::Base64)]
     pub format: ContainerFormat,

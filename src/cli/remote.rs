@@ -8,6 +8,16 @@ use cid::Cid;
 use crate::receipt::Receipt;
 use crate::ucan::container::Container;
 
+/// What polling for a receipt found.
+pub enum Polled {
+    /// The verified receipt.
+    Receipt(Box<Receipt>),
+    /// Not yet: the awaited job's `{backend, job, state}`.
+    Pending(serde_json::Value),
+    /// The gateway's refusal (e.g. no such receipt).
+    Refused(serde_json::Value),
+}
+
 /// A gateway at a base URL.
 pub struct Remote {
     base: String,
@@ -77,6 +87,27 @@ impl Remote {
         self.read_receipt(response, gateway_did, None).await
     }
 
+    /// Fetches the receipt stored under `cid`, or the state of the job it awaits (`202`).
+    pub async fn poll_receipt(&self, cid: &str, gateway_did: &str) -> anyhow::Result<Polled> {
+        let response = self
+            .http
+            .get(format!("{}/receipts/{cid}", self.base))
+            .send()
+            .await
+            .context("fetching the receipt")?;
+        if response.status() == reqwest::StatusCode::ACCEPTED {
+            let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)
+                .context("the pending answer is not JSON")?;
+            return Ok(Polled::Pending(body["pending"].clone()));
+        }
+        Ok(
+            match self.read_receipt(response, gateway_did, None).await? {
+                Ok(receipt) => Polled::Receipt(Box::new(receipt)),
+                Err(refusal) => Polled::Refused(refusal),
+            },
+        )
+    }
+
     /// The verified receipt in a response: the one answering `ran` if given (a pipeline's answer
     /// holds several), else the first.
     async fn read_receipt(
@@ -93,22 +124,17 @@ impl Remote {
             return Ok(Err(error));
         }
         let container = Container::decode(&body).context("the response is not a UCAN container")?;
-        let first = container
+        // A container's tokens are sorted bytewise, so the receipt (a `/ucan/assert` token) need not
+        // come first when effects travel with it; a pipeline's answer holds several.
+        let receipt = container
             .tokens
-            .first()
-            .ok_or_else(|| anyhow!("the response holds no receipt"))?;
-        let mut receipt =
-            Receipt::decode(first).context("the response's first token is not a receipt")?;
-        if let Some(ran) = ran
-            && receipt.body.ran != ran
-        {
-            receipt = container
-                .tokens
-                .iter()
-                .filter_map(|t| Receipt::decode(t).ok())
-                .find(|r| r.body.ran == ran)
-                .ok_or_else(|| anyhow!("the response holds no receipt for {ran}"))?;
-        }
+            .iter()
+            .filter_map(|t| Receipt::decode(t).ok())
+            .find(|r| ran.is_none_or(|ran| r.body.ran == ran))
+            .ok_or_else(|| match ran {
+                Some(ran) => anyhow!("the response holds no receipt for {ran}"),
+                None => anyhow!("the response holds no receipt"),
+            })?;
         if let Err(e) = receipt.verify(Some(gateway_did)) {
             bail!("the receipt does not verify against the gateway {gateway_did}: {e}");
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
-use crate::config::OperatorPolicy;
+use crate::config::{BacalhauBackend, OperatorPolicy};
 use crate::did::{KeyAlg, SigningKey};
 use crate::exec::Executor;
 use crate::exec::local::{BlobExecutor, WasiExecutor, WasmExecutor};
@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Allowed clock skew in seconds for token time bounds.
     #[arg(long, default_value_t = crate::ucan::validate::DEFAULT_LEEWAY_SECS)]
     pub leeway: i64,
+    /// A Bacalhau network's API URL: adds a backend named "bacalhau" (no auth) and routes
+    /// /docker/run, /wasm32-wasi/run and /bacalhau/job/run to it unless the policy routes them.
+    #[arg(long, env = "UCAN_GATEWAY_BACALHAU_URL")]
+    pub bacalhau: Option<String>,
 }
 
 /// Reads the key file, or creates one in the data dir when none was named.
@@ -98,6 +102,7 @@ pub struct Running {
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     purge: tokio::task::JoinHandle<()>,
+    watcher: tokio::task::JoinHandle<()>,
     store: Arc<dyn Store>,
 }
 
@@ -107,6 +112,8 @@ impl Running {
         let _ = self.shutdown.send(());
         self.server.await.context("the server task failed")??;
         self.purge.abort();
+        self.watcher.abort();
+        let _ = self.watcher.await;
         self.store.close().await;
         Ok(())
     }
@@ -116,10 +123,13 @@ impl Running {
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let policy = match &args.policy {
+    let mut policy = match &args.policy {
         Some(path) => OperatorPolicy::load(path).map_err(|e| anyhow!("{e}"))?,
         None => OperatorPolicy::embedded_default(),
     };
+    if let Some(url) = &args.bacalhau {
+        policy.add_bacalhau(BacalhauBackend::quick("bacalhau", url));
+    }
     let key = gateway_key(&args)?;
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&args.data_dir.join("gateway.db"))
@@ -144,11 +154,15 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         "blob".into(),
         Arc::new(BlobExecutor::new(Arc::clone(&store))),
     );
+    for (name, executor) in super::bacalhau::executors(&policy, &key.did(), &store)? {
+        executors.insert(name, executor);
+    }
 
     let gateway = Gateway::new(key, policy, Arc::clone(&store), executors, args.leeway)
         .await
         .map_err(|e| anyhow!("starting the gateway: {e}"))?;
     let purge = spawn_replay_purge(Arc::clone(&store));
+    let watcher = Arc::clone(&gateway).watch_pending();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -170,6 +184,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         shutdown,
         server,
         purge,
+        watcher,
         store,
     })
 }

@@ -12,7 +12,13 @@
 //! Every built-in default lives here, flat, as a constant; `policies/default.toml` restates them so
 //! operators can read them, and a test keeps the two in step.
 
+mod bacalhau;
 mod policy_file;
+
+pub use bacalhau::{
+    BacalhauBackend, BackendAuth, Compute, DEFAULT_BACALHAU_WAIT, DEFAULT_CPU_MILLI,
+    DEFAULT_DISK_BYTES, DEFAULT_GPU, DEFAULT_PUBLISHER,
+};
 
 use std::fmt;
 use std::path::Path;
@@ -56,6 +62,8 @@ pub struct OperatorPolicy {
     pub routes: Vec<Route>,
     /// HTTP request body cap in bytes (default 4 MiB).
     pub max_body_bytes: usize,
+    /// Bacalhau networks routes may forward to (`[[bacalhau]]`), each a backend name of its own.
+    pub bacalhau: Vec<BacalhauBackend>,
     /// Bounds on effects the gateway runs itself.
     pub effects: EffectBounds,
 }
@@ -117,6 +125,8 @@ pub struct Route {
     /// the gateway, no delegation needed). Default false: an effect must use authority the invoker
     /// delegated to the gateway.
     pub gateway_effects: bool,
+    /// CPU, GPU and disk caps for tasks forwarded to a compute network (`[route.compute]`).
+    pub compute: Compute,
 }
 
 /// Resource limits for one task.
@@ -252,6 +262,37 @@ impl OperatorPolicy {
         // not an input error.
         Self::parse(EMBEDDED_DEFAULT, "policies/default.toml")
             .unwrap_or_else(|e| panic!("the embedded default policy must parse: {e}"))
+    }
+
+    /// Adds a Bacalhau backend and routes `/docker/run`, `/wasm32-wasi/run` and `/bacalhau/job/run`
+    /// to it where no route serves them yet (what `serve --bacalhau URL` does). The routes are
+    /// `nondestructive`, with the policy's default limits except a 10-minute timeout and 2 GiB of
+    /// memory, and the default compute caps (one CPU, no GPU, 10 GiB of disk).
+    pub fn add_bacalhau(&mut self, backend: BacalhauBackend) {
+        for command in crate::exec::bacalhau::COMMANDS {
+            let Ok(command) = Command::parse(command) else {
+                continue;
+            };
+            if self.route(&command).is_none() {
+                self.routes.push(Route {
+                    command,
+                    backend: backend.name.clone(),
+                    effect: EffectClass::Nondestructive,
+                    limits: Limits {
+                        timeout: bacalhau::QUICK_TIMEOUT,
+                        memory_bytes: bacalhau::QUICK_MEMORY_BYTES,
+                        ..self.defaults
+                    },
+                    admission: Policy::empty(),
+                    allow_no_expiry: false,
+                    run_effects: false,
+                    gateway_effects: false,
+                    compute: Compute::default(),
+                });
+            }
+        }
+        self.bacalhau.retain(|b| b.name != backend.name);
+        self.bacalhau.push(backend);
     }
 
     /// The route serving exactly `command`. Routes do not cover sub-commands: `/wasm` does not route

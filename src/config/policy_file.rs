@@ -32,6 +32,8 @@ struct RawPolicy {
     effects: Option<RawEffects>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    bacalhau: Vec<super::bacalhau::RawBacalhau>,
 }
 
 /// The `[effects]` table: bounds on effects the gateway runs itself.
@@ -67,6 +69,7 @@ struct RawRoute {
     gateway_effects: Option<bool>,
     admission: Option<Spanned<String>>,
     limits: Option<RawLimits>,
+    compute: Option<super::bacalhau::RawCompute>,
 }
 
 /// Fuel as written: an integer, range-checked during resolution.
@@ -193,11 +196,26 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
             },
         },
     };
+    let fail = |span: &Range<usize>, kind: Kind, message: String| src.error(span, kind, message);
+    let mut bacalhau: Vec<super::BacalhauBackend> = Vec::new();
+    for raw_backend in &raw.bacalhau {
+        let taken: Vec<&str> = BACKENDS
+            .iter()
+            .copied()
+            .chain(bacalhau.iter().map(|b| b.name.as_str()))
+            .collect();
+        bacalhau.push(super::bacalhau::backend(raw_backend, &taken, &fail)?);
+    }
+    let names: Vec<&str> = BACKENDS
+        .iter()
+        .copied()
+        .chain(bacalhau.iter().map(|b| b.name.as_str()))
+        .collect();
 
     let mut routes = Vec::with_capacity(raw.route.len());
     let mut seen: HashMap<Command, usize> = HashMap::new();
     for raw_route in &raw.route {
-        let route = route(&src, &defaults, raw_route)?;
+        let route = route(&src, &defaults, raw_route, &names)?;
         let (line, _) = line_column(text, raw_route.command.span().start);
         if let Some(first) = seen.insert(route.command.clone(), line) {
             return Err(src.error(
@@ -218,6 +236,7 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         routes,
         max_body_bytes,
         effects,
+        bacalhau,
     })
 }
 
@@ -268,7 +287,12 @@ fn subjects(
     Ok(out)
 }
 
-fn route(src: &Source<'_>, defaults: &Limits, raw: &RawRoute) -> Result<Route, PolicyFileError> {
+fn route(
+    src: &Source<'_>,
+    defaults: &Limits,
+    raw: &RawRoute,
+    backends: &[&str],
+) -> Result<Route, PolicyFileError> {
     let command = Command::parse(raw.command.get_ref())
         .map_err(|e| src.error(&raw.command.span(), Kind::Command, e.to_string()))?;
     // Spec 1.0, "Reserved Commands": `/ucan/*` belongs to UCAN itself. The one we serve,
@@ -285,13 +309,13 @@ fn route(src: &Source<'_>, defaults: &Limits, raw: &RawRoute) -> Result<Route, P
     }
 
     let backend = raw.backend.get_ref();
-    if !BACKENDS.contains(&backend.as_str()) {
+    if !backends.contains(&backend.as_str()) {
         return Err(src.error(
             &raw.backend.span(),
             Kind::Backend,
             format!(
                 "unknown backend {backend:?} (expected one of {})",
-                BACKENDS.join(", ")
+                backends.join(", ")
             ),
         ));
     }
@@ -333,6 +357,9 @@ fn route(src: &Source<'_>, defaults: &Limits, raw: &RawRoute) -> Result<Route, P
         allow_no_expiry: raw.allow_no_expiry.unwrap_or(false),
         run_effects: raw.run_effects.unwrap_or(false),
         gateway_effects: raw.gateway_effects.unwrap_or(false),
+        compute: super::bacalhau::compute(raw.compute.as_ref(), &|span, kind, message| {
+            src.error(span, kind, message)
+        })?,
     })
 }
 
@@ -458,7 +485,7 @@ const SIZE_UNITS: &[(&str, u64)] = &[
 
 /// Parses `"<digits>[ ]<unit>"`, e.g. `"64MiB"`, `"1 MB"` or `"4096"` (bytes). Whole numbers only:
 /// a fractional size would need rounding rules nobody wants to look up.
-pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let bad = || {
         format!(
             "invalid size {text:?} (write a whole number with an optional unit, e.g. \"64MiB\"; units: {})",

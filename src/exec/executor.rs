@@ -24,6 +24,36 @@ pub trait Executor: Send + Sync {
     /// Runs `task` within `limits`. A task that fails is `Ok` with an error outcome; `Err` means the
     /// backend could not run it at all.
     async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError>;
+
+    /// For backends whose jobs outlive a request (they answer `execute` with a join effect): where
+    /// the job `job` stands now. Backends that finish every task inside `execute` have no jobs.
+    async fn status(&self, job: &str) -> Result<JobStatus, ExecError> {
+        Err(ExecError::new(
+            super::ExecErrorKind::Host,
+            format!("this backend keeps no jobs (asked about {job})"),
+        ))
+    }
+
+    /// Stops the job `job`, saying why; see [`Executor::status`].
+    async fn stop(&self, job: &str, reason: &str) -> Result<(), ExecError> {
+        let _ = reason;
+        Err(ExecError::new(
+            super::ExecErrorKind::Host,
+            format!("this backend keeps no jobs (asked to stop {job})"),
+        ))
+    }
+}
+
+/// Where a job on an external backend stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStatus {
+    /// Still going, in the backend's named state (e.g. `Queued`).
+    Running {
+        /// The backend's name for the state.
+        state: String,
+    },
+    /// Over: the outcome for the final receipt.
+    Finished(Box<Executed>),
 }
 
 impl From<super::Outcome> for Executed {

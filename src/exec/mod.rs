@@ -11,14 +11,18 @@
 //! - [`wasm`]: the local Wasm engine for `/wasm/run` (core exports and a DAG-CBOR ABI) and
 //!   `/wasi/run` (WASI preview-1 command modules).
 //! - [`local`]: the `wasm`, `wasi` and `blob` backends built on it and on the store.
+//! - [`bacalhau`]: tasks forwarded to a Bacalhau compute network, whose jobs may outlive a request;
+//!   [`journal`]: what is written down about such jobs so none is lost.
 //!
 //! Nothing here knows HTTP, UCAN or storage: executors take bytes and IPLD values and give back IPLD.
 
+pub mod bacalhau;
 mod executor;
+pub mod journal;
 pub mod local;
 pub mod wasm;
 
-pub use executor::{Executed, Executor};
+pub use executor::{Executed, Executor, JobStatus};
 
 use std::fmt;
 
@@ -146,6 +150,8 @@ pub enum ExecErrorKind {
     CidMismatch,
     /// The host failed while setting up or tearing down a run (not caused by the guest).
     Host,
+    /// An external backend (e.g. a Bacalhau network) could not be reached or failed.
+    Backend,
 }
 
 impl fmt::Display for ExecErrorKind {
@@ -154,6 +160,7 @@ impl fmt::Display for ExecErrorKind {
             ExecErrorKind::Engine => "engine",
             ExecErrorKind::CidMismatch => "CID mismatch",
             ExecErrorKind::Host => "host",
+            ExecErrorKind::Backend => "backend",
         })
     }
 }

@@ -9,6 +9,7 @@
 //!   gateway and no proof is needed.
 //!
 //! An effect with neither is refused in the receipt (`UnauthorizedEffect`), never dropped quietly.
+//! The gateway's own bookkeeping effects (`/bacalhau/job/await` on its own subject) need no more.
 //!
 //! Routes with `run_effects = true` have the gateway run their receipts' effects itself, in the
 //! background, through the same path as a request. The tree is bounded: an effect deeper than
@@ -25,6 +26,10 @@ use crate::ipld::dag_cbor_cid;
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
 use crate::ucan::validate::{self, Authorized};
 use crate::ucan::{Delegation, Invocation};
+
+/// Commands the gateway issues for its own bookkeeping, in its own name: awaiting a job it handed to
+/// an external backend.
+const BUILT_IN: &[&str] = &[crate::exec::bacalhau::AWAIT_COMMAND];
 
 /// An effect the gateway is to run: the invocation, how deep below the request it is, the task ids
 /// above it (to cut cycles), and the error to record instead of running it, if any.
@@ -94,6 +99,10 @@ impl Gateway {
     ) -> Result<(Effect, Option<&'p Delegation>), String> {
         let mut effect = effect.clone();
         effect.iss = Some(self.did.clone());
+        // The gateway's own bookkeeping (awaiting a job it submitted) acts for the gateway itself.
+        if BUILT_IN.contains(&effect.cmd.as_str()) && effect.sub == self.did {
+            return Ok((effect, None));
+        }
         if self
             .policy
             .route(&effect.cmd)
@@ -195,6 +204,8 @@ impl Gateway {
             .effects
             .iter()
             .enumerate()
+            // Bookkeeping effects are answered by the gateway's watcher, not run as requests.
+            .filter(|(_, invocation)| !BUILT_IN.contains(&invocation.payload.cmd.as_str()))
             .map(|(i, invocation)| {
                 let task = invocation.payload.task_id();
                 let cut = if depth + 1 > bounds.max_depth {
@@ -241,7 +252,10 @@ impl Gateway {
         while let Some(item) = queue.pop_front() {
             let out = match item.cut {
                 Some(out) => out,
-                None => match self.invoke_one(&item.invocation, &proofs, &none).await {
+                None => match self
+                    .invoke_one(&item.invocation, &proofs, &none, None)
+                    .await
+                {
                     Ok(answer) => {
                         if self.runs_effects(&item.invocation) {
                             queue.extend(self.children(&answer, item.depth, &item.ancestors));

@@ -31,12 +31,14 @@ use crate::ucan::{Delegation, Invocation};
 
 mod answer;
 mod effects;
+mod pending;
 mod pipeline;
 mod revoke;
 mod schedule;
 mod ucanto;
 
 pub use answer::{Answer, Refusal, RefusalClass, Reply, Summary};
+pub use pending::PendingJob;
 
 /// The built-in command for revoking a delegation.
 pub const REVOKE_COMMAND: &str = "/ucan/revoke";
@@ -56,6 +58,10 @@ pub struct Gateway {
     this: Weak<Gateway>,
     /// Woken whenever a receipt is stored, for requests waiting on one (promises, `follow=join`).
     stored: tokio::sync::Notify,
+    /// The last state seen of each awaited job, for answers about receipts still to come.
+    progress: pending::Progress,
+    /// Invocations whose request is running, so the watcher leaves their jobs to them.
+    inflight: pending::InFlight,
 }
 
 /// What replay protection keys on, and the size of the token that carried the task.
@@ -115,6 +121,8 @@ impl Gateway {
             leeway,
             this: this.clone(),
             stored: tokio::sync::Notify::new(),
+            progress: pending::Progress::default(),
+            inflight: pending::InFlight::default(),
         }))
     }
 
@@ -183,11 +191,22 @@ impl Gateway {
 
     /// Runs the invocations of a container: one, or a pipeline of several linked by promises.
     pub async fn invoke(&self, container: &[u8], summary: &mut Summary) -> Result<Reply, Refusal> {
+        self.invoke_with(container, summary, None).await
+    }
+
+    /// [`Gateway::invoke`], where the caller waits at most `wait` for work that may outlive the
+    /// request (HTTP `Prefer: wait=N`) before taking a receipt that points at it.
+    pub async fn invoke_with(
+        &self,
+        container: &[u8],
+        summary: &mut Summary,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Reply, Refusal> {
         let request = decode(container)?;
         if let [invocation] = request.invocations.as_slice() {
             summary.note(invocation);
             let answer = self
-                .invoke_one(invocation, &request.proofs, &HashMap::new())
+                .invoke_one(invocation, &request.proofs, &HashMap::new(), wait)
                 .await?;
             if self.runs_effects(invocation) && !answer.effects.is_empty() {
                 self.spawn_effects(&answer, &request.proofs);
@@ -197,16 +216,18 @@ impl Gateway {
                 refused: None,
             });
         }
-        self.pipeline(request, summary).await
+        self.pipeline(request, summary, wait).await
     }
 
     /// The whole path for one invocation. `known` holds results produced earlier in the same
-    /// request, by task id and invocation CID, for its promises.
+    /// request, by task id and invocation CID, for its promises; `wait` bounds how long the request
+    /// waits for work that may outlive it.
     pub(crate) async fn invoke_one(
         &self,
         invocation: &Invocation,
         proofs: &HashMap<Cid, Delegation>,
         known: &HashMap<Cid, Resolved>,
+        wait: Option<std::time::Duration>,
     ) -> Result<Answer, Refusal> {
         let started = Instant::now();
         let now = unix_now();
@@ -261,8 +282,9 @@ impl Gateway {
         };
 
         // task
-        let task = Task::new(&auth, inv, route.effect)
+        let mut task = Task::new(&auth, inv, route.effect)
             .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
+        task.wait = wait;
 
         // admission, input size and replay, then the run
         let admitted = self
@@ -280,6 +302,8 @@ impl Gateway {
                 },
             )
             .await?;
+        // In flight until the receipt is stored: a job it submits is its own to finish till then.
+        let _inflight = self.inflight.enter(admitted.task.invocation);
         let body = match resolution {
             Ok(_) => self.run(&admitted, started).await,
             Err(mismatch) => ReceiptBody {
@@ -438,7 +462,8 @@ impl Gateway {
         }
     }
 
-    /// Signs the receipt, commits it, then issues its effects.
+    /// Signs the receipt, issues its effects (recording any that await an external job), then
+    /// commits the receipt.
     pub(crate) async fn finish(&self, task: &Task, body: ReceiptBody) -> Result<Answer, Refusal> {
         let record = Record {
             ran: task.invocation,
@@ -447,24 +472,33 @@ impl Gateway {
             pure: task.effect == EffectClass::Pure,
         };
         let fx = body.fx.clone();
-        let receipt = self.commit(record, body).await?;
-        if task.effect == EffectClass::Destructive {
-            self.settle_once(task, &receipt).await;
-        }
+        let receipt = self.sign(body)?;
         let mut effects = Vec::with_capacity(fx.fork.len() + usize::from(fx.join.is_some()));
         for effect in fx.fork.iter().chain(fx.join.iter()) {
             let issued = effect.issue(receipt.cid(), &self.key).map_err(|e| {
                 Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string())
             })?;
+            // An effect awaiting an external job is watched until the job ends; recorded before the
+            // receipt pointing at it, so no stored receipt ever points at a job nobody watches.
+            self.track(effect, &issued).await?;
             effects.push(issued);
         }
+        self.store_receipt(record, &receipt).await?;
+        if task.effect == EffectClass::Destructive {
+            self.settle_once(task, &receipt).await;
+        }
+        self.forget_submitted(task).await;
         Ok(Answer::new(receipt, effects))
     }
 
-    /// Signs a receipt and stores it under `record`'s keys, waking anyone waiting for receipts.
-    async fn commit(&self, record: Record, body: ReceiptBody) -> Result<Receipt, Refusal> {
-        let receipt = Receipt::issue(body, &self.key)
-            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
+    /// Signs a receipt body with the gateway's key.
+    fn sign(&self, body: ReceiptBody) -> Result<Receipt, Refusal> {
+        Receipt::issue(body, &self.key)
+            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))
+    }
+
+    /// Stores a signed receipt under `record`'s keys, waking anyone waiting for receipts.
+    async fn store_receipt(&self, record: Record, receipt: &Receipt) -> Result<(), Refusal> {
         let stored = StoredReceipt {
             receipt_cid: receipt.cid(),
             ran: record.ran,
@@ -478,6 +512,13 @@ impl Gateway {
         self.timed("put_receipt", self.store.put_receipt(&stored))
             .await?;
         self.stored.notify_waiters();
+        Ok(())
+    }
+
+    /// Signs a receipt and stores it (for receipts with no effects to issue first).
+    async fn commit(&self, record: Record, body: ReceiptBody) -> Result<Receipt, Refusal> {
+        let receipt = self.sign(body)?;
+        self.store_receipt(record, &receipt).await?;
         Ok(receipt)
     }
 

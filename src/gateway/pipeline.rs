@@ -32,6 +32,7 @@ impl Gateway {
         &self,
         request: Request,
         summary: &mut Summary,
+        wait: Option<Duration>,
     ) -> Result<Reply, Refusal> {
         let invocations = &request.invocations;
         summary.note(&invocations[0]);
@@ -51,7 +52,7 @@ impl Gateway {
             let results = join_all(
                 ready
                     .iter()
-                    .map(|&i| self.invoke_one(&invocations[i], &request.proofs, &known)),
+                    .map(|&i| self.invoke_one(&invocations[i], &request.proofs, &known, wait)),
             )
             .await;
             for (i, result) in ready.into_iter().zip(results) {

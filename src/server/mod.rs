@@ -3,7 +3,9 @@
 //!
 //! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container;
 //!   with `content-type: application/vnd.ipld.car`, a ucanto message → ucanto report (`ucanto.rs`).
-//! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID.
+//! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID (`follow=join`
+//!   follows the join chain); `202` with the job's state while the receipt of an awaited job is still
+//!   to come.
 //! - `GET /`: service description; `GET /health`; `GET /metrics`; `GET /openapi.json`.
 
 use std::sync::Arc;
@@ -73,6 +75,17 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// `Prefer: wait=N` (RFC 7240): how many seconds the client will wait for a result.
+fn prefer_wait(headers: &HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .find_map(|p| p.trim().strip_prefix("wait=")?.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
+}
+
 fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -117,7 +130,9 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
                 )
             })?;
         let container = request_container(&headers, body)?;
-        let answer = gateway.invoke(&container, &mut summary).await?;
+        let answer = gateway
+            .invoke_with(&container, &mut summary, prefer_wait(&headers))
+            .await?;
         Ok::<_, Refusal>((answer, Container::format_of(&container)))
     }
     .await;
@@ -225,6 +240,13 @@ async fn receipt(
     };
     match found {
         Ok(answer) => answer_response(&Reply::from(answer), wants_json(&headers), Format::Raw),
+        Err(refusal) if refusal.class == crate::gateway::RefusalClass::NotFound => {
+            // A receipt still to come: 202 with the job's last known state.
+            match gateway.pending_job(&cid).await {
+                Some(job) => (StatusCode::ACCEPTED, axum::Json(job.to_json())).into_response(),
+                None => ApiError(refusal).into_response(),
+            }
+        }
         Err(refusal) => ApiError(refusal).into_response(),
     }
 }

@@ -104,7 +104,7 @@ fn every_example_loads() {
         }
     }
     names.sort();
-    assert_eq!(names, ["compute-only.toml", "team.toml"]);
+    assert_eq!(names, ["bacalhau.toml", "compute-only.toml", "team.toml"]);
 }
 
 #[test]

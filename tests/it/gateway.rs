@@ -68,6 +68,7 @@ effect = "nondestructive"
         policy: Some(policy),
         modules: None,
         leeway: 60,
+        bacalhau: None,
     })
     .await
     .unwrap()
@@ -721,6 +722,7 @@ async fn preloaded_modules_run_by_cid_and_shutdown_finishes_in_flight_work() {
         policy: Some(policy),
         modules: Some(modules),
         leeway: 60,
+        bacalhau: None,
     })
     .await
     .unwrap();

@@ -1,5 +1,9 @@
 //! Integration tests, compiled into one binary to keep link time down.
 
+mod bacalhau;
+mod bacalhau_cli;
+mod bacalhau_config;
+mod bacalhau_contract;
 mod cli;
 mod config;
 mod container;
@@ -12,6 +16,7 @@ mod promise;
 mod receipt;
 mod schedule;
 mod store;
+mod support;
 mod task;
 mod ucanto;
 mod ucanto_encoding;

@@ -80,6 +80,7 @@ effect = "pure"
         policy: Some(policy),
         modules: None,
         leeway: 60,
+        bacalhau: None,
     })
     .await
     .unwrap()

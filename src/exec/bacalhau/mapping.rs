@@ -1,0 +1,641 @@
+//! From a task to a Bacalhau `Job`: the arguments of `/docker/run`, `/wasm32-wasi/run` and
+//! `/bacalhau/job/run`, the resources asked for in `args.resources` and in the invocation's `meta`
+//! (`ipvm/config`, `bacalhau/config`), all held to the route's caps.
+//!
+//! A caller may ask for less than the route allows, never more: a request above a cap is refused
+//! ([`MappingError::OverLimit`]) rather than quietly lowered, so nobody believes a job ran with
+//! resources it did not get. Resources nobody asked for get the backend's defaults, lowered to the
+//! caps. Arguments come from a decoded token, whose nesting depth the decoder already bounds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ipld_core::ipld::Ipld;
+use serde_json::{Map, Value, json};
+
+use super::shapes::{docker, passthrough, string, strings, wasm};
+
+/// The invocation `meta` key with Bacalhau settings: `timeout` (seconds), `cpu` (millicores),
+/// `memory`, `disk` (bytes), `gpu` (count), `publisher` (a publisher type such as `"ipfs"`),
+/// `labels` (string map) and `constraints` (a list of `{key, operator, values}`).
+pub const META_KEY: &str = "bacalhau/config";
+
+/// The commands this backend serves.
+pub const DOCKER_RUN: &str = "/docker/run";
+/// Wasm modules on Bacalhau's Wasm engine.
+pub const WASM_RUN: &str = "/wasm32-wasi/run";
+/// A Bacalhau job spec passed through.
+pub const JOB_RUN: &str = "/bacalhau/job/run";
+
+/// The most a task on a route may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// CPU in millicores.
+    pub cpu_milli: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Disk in bytes.
+    pub disk_bytes: u64,
+    /// GPUs.
+    pub gpu: u64,
+    /// Total run time, queueing included.
+    pub timeout: Duration,
+}
+
+/// What a task gets when it asks for nothing (each lowered to the caps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// CPU in millicores (Bacalhau's own default is 500m).
+    pub cpu_milli: u64,
+    /// Memory in bytes (Bacalhau's own default is 512Mb).
+    pub memory_bytes: u64,
+    /// The publisher type for results, when outputs are asked for.
+    pub publisher: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            cpu_milli: 500,
+            memory_bytes: 512 * 1024 * 1024,
+            publisher: "ipfs".to_owned(),
+        }
+    }
+}
+
+/// Why a task cannot become a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MappingError {
+    /// The arguments do not have the command's shape.
+    #[error("invalid arguments: {0}")]
+    InvalidArgs(String),
+    /// The task asks for more than the route allows.
+    #[error("over the route's limit: {0}")]
+    OverLimit(String),
+    /// The command is not one this backend serves.
+    #[error("this backend does not serve {0}")]
+    UnknownCommand(String),
+}
+
+impl MappingError {
+    /// The name used in receipts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MappingError::InvalidArgs(_) => "InvalidArgs",
+            MappingError::OverLimit(_) => "OverLimit",
+            MappingError::UnknownCommand(_) => "UnknownCommand",
+        }
+    }
+}
+
+pub(super) fn bad(message: impl Into<String>) -> MappingError {
+    MappingError::InvalidArgs(message.into())
+}
+
+/// What the mapping needs to know about the task.
+pub struct JobRequest<'a> {
+    /// The command.
+    pub command: &'a str,
+    /// The arguments.
+    pub args: &'a BTreeMap<String, Ipld>,
+    /// The invocation's metadata.
+    pub meta: &'a BTreeMap<String, Ipld>,
+    /// Memory asked for in `ipvm/config` (bytes).
+    pub ipvm_memory: Option<u64>,
+    /// Timeout asked for in `ipvm/config`.
+    pub ipvm_timeout: Option<Duration>,
+    /// The job name (derived from the task id, so a retried submit is recognised).
+    pub name: &'a str,
+    /// Labels the gateway adds (the task id).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The Bacalhau `Job` for a task, and the timeout it was given.
+pub fn job(
+    req: &JobRequest<'_>,
+    caps: &Caps,
+    defaults: &Defaults,
+) -> Result<(Value, Duration), MappingError> {
+    let settings = Settings::read(req)?;
+    let asked = settings.resources;
+    let mut job = match req.command {
+        DOCKER_RUN => docker(req.args)?,
+        WASM_RUN => wasm(req.args)?,
+        JOB_RUN => passthrough(req.args)?,
+        other => return Err(MappingError::UnknownCommand(other.to_owned())),
+    };
+    let task = job["Tasks"][0]
+        .as_object_mut()
+        .ok_or_else(|| bad("no task"))?;
+
+    // Resources: what was asked (args, meta, a passed-through spec), held to the caps.
+    let passed = Resources::from_spec(task.get("Resources"))?;
+    let want = asked.or(passed);
+    let cpu = capped(
+        "cpu (millicores)",
+        want.cpu_milli,
+        defaults.cpu_milli,
+        caps.cpu_milli,
+    )?;
+    let memory = capped(
+        "memory (bytes)",
+        want.memory,
+        defaults.memory_bytes,
+        caps.memory_bytes,
+    )?;
+    let gpu = capped("gpu", want.gpu, 0, caps.gpu)?;
+    let mut resources = Map::new();
+    resources.insert("CPU".into(), json!(format!("{cpu}m")));
+    resources.insert("Memory".into(), json!(memory.to_string()));
+    if gpu > 0 {
+        resources.insert("GPU".into(), json!(gpu.to_string()));
+    }
+    if let Some(disk) = want.disk {
+        let disk = capped("disk (bytes)", Some(disk), 0, caps.disk_bytes)?;
+        resources.insert("Disk".into(), json!(disk.to_string()));
+    }
+    task.insert("Resources".into(), Value::Object(resources));
+
+    let passed_timeout = task
+        .get("Timeouts")
+        .and_then(|t| t.get("TotalTimeout"))
+        .and_then(Value::as_u64)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
+    let timeout = match want.timeout.or(passed_timeout) {
+        Some(t) if t > caps.timeout => {
+            return Err(MappingError::OverLimit(format!(
+                "timeout {}s is above the route's {}s",
+                t.as_secs(),
+                caps.timeout.as_secs()
+            )));
+        }
+        Some(t) => t,
+        None => caps.timeout,
+    };
+    let secs = timeout.as_secs().max(1);
+    task.insert(
+        "Timeouts".into(),
+        json!({ "ExecutionTimeout": secs, "TotalTimeout": secs }),
+    );
+
+    let has_outputs = task
+        .get("ResultPaths")
+        .and_then(Value::as_array)
+        .is_some_and(|p| !p.is_empty());
+    let publisher = settings.publisher.or_else(|| {
+        let set = task
+            .get("Publisher")
+            .and_then(|p| p.get("Type"))
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty());
+        (has_outputs && !set).then(|| defaults.publisher.clone())
+    });
+    if let Some(publisher) = publisher {
+        task.insert(
+            "Publisher".into(),
+            json!({ "Type": publisher, "Params": {} }),
+        );
+    }
+
+    let job_map = job.as_object_mut().ok_or_else(|| bad("job is not a map"))?;
+    job_map.insert("Name".into(), json!(req.name));
+    let mut labels: Map<String, Value> = job_map
+        .get("Labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in settings.labels.into_iter().chain(req.labels.clone()) {
+        labels.insert(k, json!(v));
+    }
+    job_map.insert("Labels".into(), Value::Object(labels));
+    if !settings.constraints.is_empty() {
+        job_map.insert("Constraints".into(), Value::Array(settings.constraints));
+    }
+    Ok((job, timeout))
+}
+
+/// `Some(asked)` if within the cap (an error above it), else the default lowered to the cap.
+fn capped(what: &str, asked: Option<u64>, default: u64, cap: u64) -> Result<u64, MappingError> {
+    match asked {
+        Some(n) if n > cap => Err(MappingError::OverLimit(format!(
+            "{what}: asked for {n}, the route allows at most {cap}"
+        ))),
+        Some(n) => Ok(n),
+        None => Ok(default.min(cap)),
+    }
+}
+
+/// Resources asked for; `None` where nothing was asked.
+#[derive(Debug, Clone, Copy, Default)]
+struct Resources {
+    cpu_milli: Option<u64>,
+    memory: Option<u64>,
+    disk: Option<u64>,
+    gpu: Option<u64>,
+    timeout: Option<Duration>,
+}
+
+impl Resources {
+    /// Field-wise: the first that asked wins.
+    fn or(self, other: Resources) -> Resources {
+        Resources {
+            cpu_milli: self.cpu_milli.or(other.cpu_milli),
+            memory: self.memory.or(other.memory),
+            disk: self.disk.or(other.disk),
+            gpu: self.gpu.or(other.gpu),
+            timeout: self.timeout.or(other.timeout),
+        }
+    }
+
+    /// Field-wise lower of two requests (both sources are the caller's; the stricter holds).
+    fn tighter(self, other: Resources) -> Resources {
+        fn low<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        }
+        Resources {
+            cpu_milli: low(self.cpu_milli, other.cpu_milli),
+            memory: low(self.memory, other.memory),
+            disk: low(self.disk, other.disk),
+            gpu: low(self.gpu, other.gpu),
+            timeout: low(self.timeout, other.timeout),
+        }
+    }
+
+    /// From a map `{cpu, memory, disk, gpu, timeout}` of integers (`cpu` in millicores, `timeout`
+    /// in seconds). Unknown keys are refused: an ignored setting would run under terms nobody asked.
+    fn from_ipld(
+        value: &Ipld,
+        what: &str,
+    ) -> Result<(Resources, BTreeMap<String, Ipld>), MappingError> {
+        let Ipld::Map(map) = value else {
+            return Err(bad(format!("`{what}` must be a map")));
+        };
+        let mut r = Resources::default();
+        let mut rest = BTreeMap::new();
+        for (key, v) in map {
+            let n = || match v {
+                Ipld::Integer(n) => u64::try_from(*n)
+                    .map_err(|_| bad(format!("`{what}.{key}` must not be negative"))),
+                _ => Err(bad(format!("`{what}.{key}` must be an integer"))),
+            };
+            match key.as_str() {
+                "cpu" => r.cpu_milli = Some(n()?),
+                "memory" => r.memory = Some(n()?),
+                "disk" => r.disk = Some(n()?),
+                "gpu" => r.gpu = Some(n()?),
+                "timeout" => r.timeout = Some(Duration::from_secs(n()?)),
+                _ => {
+                    rest.insert(key.clone(), v.clone());
+                }
+            }
+        }
+        Ok((r, rest))
+    }
+
+    /// From a passed-through spec's `Resources` (`CPU` like `"500m"` or `"2"`, sizes in bytes or
+    /// with a unit).
+    fn from_spec(value: Option<&Value>) -> Result<Resources, MappingError> {
+        let Some(Value::Object(map)) = value else {
+            return Ok(Resources::default());
+        };
+        let text = |k: &str| map.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        Ok(Resources {
+            cpu_milli: text("CPU").map(parse_cpu).transpose()?,
+            memory: text("Memory").map(parse_bytes).transpose()?,
+            disk: text("Disk").map(parse_bytes).transpose()?,
+            gpu: text("GPU")
+                .map(|g| g.parse::<u64>().map_err(|_| bad(format!("GPU {g:?}"))))
+                .transpose()?,
+            timeout: None,
+        })
+    }
+}
+
+/// `"500m"` → 500, `"2"` → 2000, `"0.5"` → 500.
+pub fn parse_cpu(text: &str) -> Result<u64, MappingError> {
+    let err = || {
+        bad(format!(
+            "CPU {text:?} is not a quantity such as \"500m\" or \"2\""
+        ))
+    };
+    if let Some(m) = text.strip_suffix('m') {
+        return m.parse().map_err(|_| err());
+    }
+    let cores: f64 = text.parse().map_err(|_| err())?;
+    if !cores.is_finite() || !(0.0..=1e9).contains(&cores) {
+        return Err(err());
+    }
+    Ok((cores * 1000.0).round() as u64)
+}
+
+/// Sizes as Bacalhau writes them (`"512Mb"`, `"1GiB"`, `"2048"`), case-insensitive; decimal units
+/// are powers of 1000 and `i` units powers of 1024, as in go-humanize.
+pub fn parse_bytes(text: &str) -> Result<u64, MappingError> {
+    let err = || bad(format!("size {text:?} is not a size such as \"512Mb\""));
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        _ => return Err(err()),
+    };
+    n.checked_mul(mult).ok_or_else(err)
+}
+
+/// Settings from `args.resources`, `meta["bacalhau/config"]` and `meta["ipvm/config"]`.
+struct Settings {
+    resources: Resources,
+    publisher: Option<String>,
+    labels: BTreeMap<String, String>,
+    constraints: Vec<Value>,
+}
+
+impl Settings {
+    fn read(req: &JobRequest<'_>) -> Result<Settings, MappingError> {
+        let mut resources = Resources {
+            memory: req.ipvm_memory,
+            timeout: req.ipvm_timeout,
+            ..Resources::default()
+        };
+        if let Some(value) = req.args.get("resources") {
+            let (r, rest) = Resources::from_ipld(value, "resources")?;
+            if let Some(key) = rest.keys().next() {
+                return Err(bad(format!(
+                    "unknown key {key:?} in `resources` (expected cpu, memory, disk, gpu, timeout)"
+                )));
+            }
+            resources = resources.tighter(r);
+        }
+        let mut settings = Settings {
+            resources,
+            publisher: None,
+            labels: BTreeMap::new(),
+            constraints: Vec::new(),
+        };
+        let Some(value) = req.meta.get(META_KEY) else {
+            return Ok(settings);
+        };
+        let (r, rest) = Resources::from_ipld(value, META_KEY)?;
+        settings.resources = settings.resources.tighter(r);
+        for (key, v) in rest {
+            match (key.as_str(), v) {
+                ("publisher", Ipld::String(p)) => settings.publisher = Some(p),
+                ("labels", Ipld::Map(m)) => {
+                    for (k, v) in m {
+                        let Ipld::String(v) = v else {
+                            return Err(bad(format!("label {k:?} must be a string")));
+                        };
+                        settings.labels.insert(k, v);
+                    }
+                }
+                ("constraints", Ipld::List(items)) => {
+                    for item in &items {
+                        settings.constraints.push(constraint(item)?);
+                    }
+                }
+                (key, _) => {
+                    let shown: String = key.chars().take(64).collect();
+                    return Err(bad(format!(
+                        "unknown key or wrong type {shown:?} in `{META_KEY}` (expected timeout, cpu, memory, disk, gpu, publisher, labels, constraints)"
+                    )));
+                }
+            }
+        }
+        Ok(settings)
+    }
+}
+
+const OPERATORS: &[&str] = &["!", "=", "==", "in", "!=", "notin", "exists", "gt", "lt"];
+
+fn constraint(item: &Ipld) -> Result<Value, MappingError> {
+    let Ipld::Map(m) = item else {
+        return Err(bad("a constraint must be a map {key, operator, values}"));
+    };
+    let key = string(m.get("key"), "constraint key")?;
+    let op = string(m.get("operator"), "constraint operator")?;
+    if !OPERATORS.contains(&op.as_str()) {
+        return Err(bad(format!(
+            "constraint operator {op:?} (expected one of {})",
+            OPERATORS.join(" ")
+        )));
+    }
+    let values = match m.get("values") {
+        None => Vec::new(),
+        Some(v) => strings(v, "constraint values")?,
+    };
+    Ok(json!({ "Key": key, "Operator": op, "Values": values }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(json: &str) -> BTreeMap<String, Ipld> {
+        match crate::ipld::from_dag_json(json).unwrap() {
+            Ipld::Map(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    const CAPS: Caps = Caps {
+        cpu_milli: 2000,
+        memory_bytes: 1 << 30,
+        disk_bytes: 1 << 32,
+        gpu: 1,
+        timeout: Duration::from_secs(600),
+    };
+
+    fn mapped(command: &str, args: &str, meta: &str) -> Result<(Value, Duration), MappingError> {
+        let (args, meta) = (map(args), map(meta));
+        let request = JobRequest {
+            command,
+            args: &args,
+            meta: &meta,
+            ipvm_memory: None,
+            ipvm_timeout: None,
+            name: "n",
+            labels: BTreeMap::new(),
+        };
+        job(&request, &CAPS, &Defaults::default())
+    }
+
+    #[test]
+    fn caps_hold_and_defaults_are_lowered_to_them() {
+        for over in [
+            r#"{"cpu": 2001}"#,
+            r#"{"memory": 1073741825}"#,
+            r#"{"gpu": 2}"#,
+            r#"{"disk": 4294967297}"#,
+            r#"{"timeout": 601}"#,
+        ] {
+            let args = format!(r#"{{"image": "a", "resources": {over}}}"#);
+            assert!(
+                matches!(
+                    mapped(DOCKER_RUN, &args, "{}"),
+                    Err(MappingError::OverLimit(_))
+                ),
+                "{over}"
+            );
+            let meta = format!(r#"{{"bacalhau/config": {over}}}"#);
+            assert!(
+                matches!(
+                    mapped(DOCKER_RUN, r#"{"image": "a"}"#, &meta),
+                    Err(MappingError::OverLimit(_))
+                ),
+                "meta {over}"
+            );
+        }
+        let (job, timeout) = mapped(DOCKER_RUN, r#"{"image": "a"}"#, "{}").unwrap();
+        assert_eq!(timeout, CAPS.timeout);
+        // 512 MiB default memory fits under the 1 GiB cap; CPU default 500m.
+        assert_eq!(
+            job["Tasks"][0]["Resources"],
+            json!({ "CPU": "500m", "Memory": "536870912" })
+        );
+        let small = Caps {
+            cpu_milli: 250,
+            memory_bytes: 1 << 20,
+            ..CAPS
+        };
+        let args = map(r#"{"image": "a"}"#);
+        let empty = BTreeMap::new();
+        let request = JobRequest {
+            command: DOCKER_RUN,
+            args: &args,
+            meta: &empty,
+            ipvm_memory: None,
+            ipvm_timeout: None,
+            name: "n",
+            labels: BTreeMap::new(),
+        };
+        let (lowered, _) = super::job(&request, &small, &Defaults::default()).unwrap();
+        assert_eq!(
+            lowered["Tasks"][0]["Resources"],
+            json!({ "CPU": "250m", "Memory": "1048576" })
+        );
+    }
+
+    #[test]
+    fn the_stricter_request_wins_between_args_and_meta() {
+        let (job, timeout) = mapped(
+            DOCKER_RUN,
+            r#"{"image": "a", "resources": {"cpu": 1500, "timeout": 300}}"#,
+            r#"{"bacalhau/config": {"cpu": 700, "timeout": 900}}"#,
+        )
+        .unwrap();
+        assert_eq!(job["Tasks"][0]["Resources"]["CPU"], "700m");
+        assert_eq!(timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn malformed_arguments_and_settings_are_named() {
+        let cases = [
+            (DOCKER_RUN, r#"{}"#, "{}", "image"),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "volumes": {}}"#,
+                "{}",
+                "unknown argument",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"relative": "ipfs://bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}}"#,
+                "{}",
+                "absolute",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"/in/../etc": "https://x"}}"#,
+                "{}",
+                "absolute",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"/in": "file:///etc"}}"#,
+                "{}",
+                "CID link",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "mounts": {"/in": "ipfs://nope"}}"#,
+                "{}",
+                "does not name a CID",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "env": {"A": 1}}"#,
+                "{}",
+                "env",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "resources": {"cpus": 1}}"#,
+                "{}",
+                "unknown key",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a", "resources": {"cpu": -1}}"#,
+                "{}",
+                "negative",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a"}"#,
+                r#"{"bacalhau/config": {"priority": 1}}"#,
+                "unknown key",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a"}"#,
+                r#"{"bacalhau/config": {"labels": {"a": 1}}}"#,
+                "label",
+            ),
+            (
+                DOCKER_RUN,
+                r#"{"image": "a"}"#,
+                r#"{"bacalhau/config": {"constraints": [{"key": "a", "operator": "~"}]}}"#,
+                "operator",
+            ),
+            (WASM_RUN, r#"{"entrypoint": "_start"}"#, "{}", "module"),
+            (
+                WASM_RUN,
+                r#"{"module": "https://x", "imports": "https://y"}"#,
+                "{}",
+                "imports",
+            ),
+            ("/wasi/run", r#"{}"#, "{}", "does not serve"),
+        ];
+        for (command, args, meta, needle) in cases {
+            let e = mapped(command, args, meta).expect_err(args);
+            assert!(e.to_string().contains(needle), "{args} {meta}: {e}");
+        }
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_cpu("500m").unwrap(), 500);
+        assert_eq!(parse_cpu("2").unwrap(), 2000);
+        assert_eq!(parse_cpu("0.25").unwrap(), 250);
+        assert!(parse_cpu("lots").is_err());
+        assert_eq!(parse_bytes("512Mb").unwrap(), 512_000_000);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("1.5Gb").is_err());
+        assert!(parse_bytes("99999999999999999999Tb").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! What the gateway writes down about a job on an external backend, as the payload of the store's
+//! pending entry, so the job is finished (and its receipt signed) even if the request that started it
+//! never completes: the process crashed, or the caller hung up while the request waited.
+//!
+//! Two kinds: a job just **submitted** (written by the executor as soon as the backend accepted it,
+//! keyed by the invocation; the request removes it once its receipt is stored), and a job **awaited**
+//! through a join effect (written by the gateway when it issues the effect, keyed by the effect's task
+//! id). Either way the final receipt answers `ran` under the task id `task`.
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+/// The payload of a pending entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Whether the job was only submitted (the request still owes the receipt), rather than awaited
+    /// through an issued effect.
+    pub submitted: bool,
+    /// The invocation the final receipt answers (the original one, or the issued await effect).
+    pub ran: Cid,
+    /// That invocation's task id.
+    pub task: Cid,
+    /// When the job must be over (Unix seconds); past it the job is stopped.
+    pub deadline: i64,
+    /// When the job was recorded (Unix seconds), for the receipt's duration.
+    pub since: i64,
+}
+
+impl JobRecord {
+    /// DAG-CBOR `{kind, ran, task, deadline, since}`.
+    pub fn encode(&self) -> Vec<u8> {
+        let kind = if self.submitted { "submitted" } else { "await" };
+        let map = Ipld::Map(BTreeMap::from([
+            ("kind".to_owned(), Ipld::String(kind.to_owned())),
+            ("ran".to_owned(), Ipld::Link(self.ran)),
+            ("task".to_owned(), Ipld::Link(self.task)),
+            ("deadline".to_owned(), Ipld::Integer(self.deadline.into())),
+            ("since".to_owned(), Ipld::Integer(self.since.into())),
+        ]));
+        // A map of a string, links and integers always encodes.
+        crate::ipld::to_dag_cbor(&map).unwrap_or_default()
+    }
+
+    /// Reads a payload written by [`JobRecord::encode`]; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let value: Ipld = serde_ipld_dagcbor::from_slice(bytes).ok()?;
+        let Ipld::Map(m) = value else { return None };
+        let link = |k: &str| match m.get(k) {
+            Some(Ipld::Link(c)) => Some(*c),
+            _ => None,
+        };
+        let int = |k: &str| match m.get(k) {
+            Some(Ipld::Integer(n)) => i64::try_from(*n).ok(),
+            _ => None,
+        };
+        let submitted = match m.get("kind") {
+            Some(Ipld::String(k)) if k == "submitted" => true,
+            Some(Ipld::String(k)) if k == "await" => false,
+            _ => return None,
+        };
+        Some(JobRecord {
+            submitted,
+            ran: link("ran")?,
+            task: link("task")?,
+            deadline: int("deadline")?,
+            since: int("since")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_junk_is_refused() {
+        let cid = crate::ipld::dag_cbor_cid(b"x");
+        for submitted in [true, false] {
+            let r = JobRecord {
+                submitted,
+                ran: cid,
+                task: cid,
+                deadline: 10,
+                since: 5,
+            };
+            assert_eq!(JobRecord::decode(&r.encode()), Some(r));
+        }
+        assert_eq!(JobRecord::decode(b"junk"), None);
+        let other = crate::ipld::to_dag_cbor(&Ipld::Map(BTreeMap::from([(
+            "kind".to_owned(),
+            Ipld::String("x".into()),
+        )])))
+        .unwrap();
+        assert_eq!(JobRecord::decode(&other), None);
+    }
+}

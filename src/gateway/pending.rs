@@ -1,0 +1,327 @@
+//! Jobs that outlive their request: a backend that cannot finish within the wait window answers
+//! with a join effect awaiting the job (e.g. `/bacalhau/job/await`). Once the gateway has issued
+//! that effect, the job is recorded in the store ([`Gateway::track`]); a background watcher
+//! ([`Gateway::watch_pending`]) polls each job every 250 ms (backing off while its backend fails), stops it when its deadline passes, and
+//! on a terminal state signs the final receipt — `ran` = the issued await invocation, `task` = the
+//! effect's task id — so `GET /receipts/{cid}` answers for either. Pending jobs live in the store,
+//! so a restarted gateway picks them up again.
+//!
+//! A job is also recorded the moment it is submitted (by the executor, keyed by the invocation).
+//! While the request that submitted it runs ([`InFlight`]), that request owns it and removes the
+//! record once its receipt is stored. If the request never gets that far — the caller hung up, or the
+//! process died — the watcher finishes the job itself and stores the receipt for the original
+//! invocation, so no submitted job is ever left without one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+use super::{Gateway, Refusal, RefusalClass};
+use crate::exec::bacalhau::AWAIT_COMMAND;
+use crate::exec::journal::JobRecord;
+use crate::exec::{Executed, JobStatus};
+use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
+use crate::store::Pending;
+use crate::ucan::Invocation;
+use crate::ucan::validate::unix_now;
+
+/// The pause between polls of a job, so a change of state is seen within about this long.
+const POLL_FIRST: Duration = Duration::from_millis(250);
+/// The longest pause between polls of a job whose backend keeps failing (doubling from
+/// [`POLL_FIRST`] after each failure).
+const POLL_MAX: Duration = Duration::from_secs(5);
+/// How often the watcher looks for due jobs.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A job whose final receipt is still to come, as `GET /receipts/{cid}` describes it meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    /// The backend running it.
+    pub backend: String,
+    /// The backend's job id.
+    pub job: String,
+    /// The last state the watcher saw (`Submitted` before the first poll).
+    pub state: String,
+}
+
+impl PendingJob {
+    /// `{"pending": {"backend", "job", "state"}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "pending": { "backend": self.backend, "job": self.job, "state": self.state } })
+    }
+}
+
+/// Last seen states by effect task id and by await invocation CID.
+#[derive(Default)]
+pub(crate) struct Progress(Mutex<HashMap<Cid, String>>);
+
+impl Progress {
+    fn set(&self, record: &JobRecord, state: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(record.ran, state.to_owned());
+            map.insert(record.task, state.to_owned());
+        }
+    }
+
+    fn forget(&self, record: &JobRecord) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&record.ran);
+            map.remove(&record.task);
+        }
+    }
+
+    fn get(&self, cid: &Cid) -> Option<String> {
+        self.0.lock().ok()?.get(cid).cloned()
+    }
+}
+
+/// Invocations whose request is still running in this process: a job recorded as submitted for one
+/// of them is the request's to finish, not the watcher's.
+#[derive(Default)]
+pub(crate) struct InFlight(Mutex<HashSet<Cid>>);
+
+/// Marks an invocation in flight until dropped, however the request ends (a caller that hangs up
+/// drops the request's future, and with it this guard).
+pub(crate) struct InFlightGuard<'a> {
+    set: &'a InFlight,
+    invocation: Cid,
+}
+
+impl InFlight {
+    pub(crate) fn enter(&self, invocation: Cid) -> InFlightGuard<'_> {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(invocation);
+        }
+        InFlightGuard {
+            set: self,
+            invocation,
+        }
+    }
+
+    fn contains(&self, invocation: &Cid) -> bool {
+        // A poisoned lock reads as "in flight": the watcher then leaves the job alone rather than
+        // risk a second receipt; the next start picks it up.
+        self.0.lock().map_or(true, |set| set.contains(invocation))
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.0.lock() {
+            set.remove(&self.invocation);
+        }
+    }
+}
+
+/// Per-job polling state, in memory only: after a restart every job is simply due at once.
+struct Due {
+    at: Instant,
+    pause: Duration,
+    state: Option<String>,
+}
+
+impl Gateway {
+    /// Forgets the record the executor wrote when it submitted the task's job, now that the
+    /// request's receipt is stored (a job still running is awaited through its effect instead).
+    pub(crate) async fn forget_submitted(&self, task: &crate::task::Task) {
+        let forwards = self
+            .policy
+            .route(&task.operation)
+            .is_some_and(|r| self.policy.bacalhau.iter().any(|b| b.name == r.backend));
+        if forwards && let Err(e) = self.store.remove_pending(task.invocation).await {
+            // Harmless: the watcher finds the receipt stored and drops the record then.
+            tracing::warn!(invocation = %task.invocation, error = %e, "forgetting a submitted job failed");
+        }
+    }
+
+    /// The job behind `cid` (an await invocation or its task id) if its receipt is still to come.
+    pub async fn pending_job(&self, cid: &Cid) -> Option<PendingJob> {
+        let pending = self.store.pending().await.ok()?;
+        pending.into_iter().find_map(|p| {
+            let record = JobRecord::decode(&p.payload)?;
+            (record.ran == *cid || record.task == *cid).then(|| PendingJob {
+                state: self
+                    .progress
+                    .get(cid)
+                    .unwrap_or_else(|| "Submitted".to_owned()),
+                backend: p.backend,
+                job: p.job_id,
+            })
+        })
+    }
+
+    /// Records an issued await effect as a pending job, so the watcher finishes it. Called before
+    /// the receipt holding the effect is stored: a failure here is reported, not hidden, since the
+    /// caller would otherwise wait for a receipt that never comes.
+    pub(crate) async fn track(&self, effect: &Effect, issued: &Invocation) -> Result<(), Refusal> {
+        if effect.cmd.as_str() != AWAIT_COMMAND {
+            return Ok(());
+        }
+        let (Some(Ipld::String(job)), Some(Ipld::String(backend))) =
+            (effect.args.get("job"), effect.args.get("backend"))
+        else {
+            return Err(Refusal::new(
+                RefusalClass::Unavailable,
+                "ReceiptFailed",
+                "an await effect without job and backend",
+            ));
+        };
+        let deadline = match effect.args.get("deadline") {
+            Some(Ipld::Integer(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
+            _ => i64::MAX,
+        };
+        let record = JobRecord {
+            submitted: false,
+            ran: issued.cid(),
+            task: effect.task_id(),
+            deadline,
+            since: unix_now(),
+        };
+        self.store
+            .put_pending(record.task, backend, job, record.encode())
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the background watcher of pending jobs; it runs until the returned handle is aborted.
+    pub fn watch_pending(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut due: HashMap<Cid, Due> = HashMap::new();
+            loop {
+                self.poll_pending(&mut due).await;
+                tokio::time::sleep(TICK).await;
+            }
+        })
+    }
+
+    /// One pass over the pending jobs that are due.
+    async fn poll_pending(&self, due: &mut HashMap<Cid, Due>) {
+        let pending = match self.store.pending().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading pending jobs failed");
+                return;
+            }
+        };
+        due.retain(|key, _| pending.iter().any(|p| p.key == *key));
+        for job in pending {
+            let now = Instant::now();
+            let entry = due.entry(job.key).or_insert(Due {
+                at: now,
+                pause: POLL_FIRST,
+                state: None,
+            });
+            if entry.at > now {
+                continue;
+            }
+            let Some(record) = JobRecord::decode(&job.payload) else {
+                tracing::error!(key = %job.key, "unreadable pending job; dropping it");
+                let _ = self.store.remove_pending(job.key).await;
+                continue;
+            };
+            if record.submitted {
+                // The request that submitted it finishes it, unless that request is gone (the
+                // caller hung up, or an earlier process died): then the job is the watcher's.
+                if self.inflight.contains(&record.ran) {
+                    entry.at = Instant::now() + entry.pause;
+                    continue;
+                }
+                if let Ok(Some(_)) = self.store.receipt_by_invocation(record.ran).await {
+                    let _ = self.store.remove_pending(job.key).await;
+                    continue;
+                }
+            }
+            if let Some(executed) = self.check(&job, &record, entry).await
+                && let Err(e) = self.settle(&job, &record, executed).await
+            {
+                tracing::warn!(job = %job.job_id, error = %e.message, "storing the final receipt failed; will retry");
+            }
+            entry.at = Instant::now() + entry.pause;
+        }
+    }
+
+    /// Polls one job: its outcome when it is over (or past its deadline), `None` while it runs.
+    async fn check(&self, job: &Pending, record: &JobRecord, entry: &mut Due) -> Option<Executed> {
+        let Some(executor) = self.executors.get(&job.backend) else {
+            return Some(Executed::failed(
+                "ExecutionFailed",
+                format!("backend {} is no longer configured", job.backend),
+            ));
+        };
+        if unix_now() > record.deadline {
+            let reason = "the gateway's total timeout for the task passed";
+            if let Err(e) = executor.stop(&job.job_id, reason).await {
+                tracing::warn!(job = %job.job_id, error = %e, "stopping a job past its deadline failed");
+            }
+            let mut out = Out::error(
+                "Timeout",
+                format!("job {} {reason}; it was stopped", job.job_id),
+            );
+            if let Out::Error { details, .. } = &mut out {
+                details.insert("job".to_owned(), Ipld::String(job.job_id.clone()));
+            }
+            return Some(Executed {
+                out,
+                fuel_used: None,
+                effects: Effects::default(),
+            });
+        }
+        match executor.status(&job.job_id).await {
+            Ok(JobStatus::Finished(executed)) => Some(*executed),
+            Ok(JobStatus::Running { state }) => {
+                self.progress.set(record, &state);
+                entry.pause = POLL_FIRST;
+                if entry.state.as_ref() != Some(&state) {
+                    tracing::debug!(job = %job.job_id, %state, "job state changed");
+                    entry.state = Some(state);
+                }
+                None
+            }
+            Err(e) => {
+                tracing::debug!(job = %job.job_id, error = %e, "polling a job failed");
+                entry.pause = (entry.pause * 2).min(POLL_MAX);
+                None
+            }
+        }
+    }
+
+    /// Signs and stores the final receipt of an awaited job, then forgets the job. A receipt already
+    /// stored for the await invocation (a crash after storing it) is kept, not issued twice.
+    async fn settle(
+        &self,
+        job: &Pending,
+        record: &JobRecord,
+        executed: Executed,
+    ) -> Result<(), Refusal> {
+        if self
+            .store
+            .receipt_by_invocation(record.ran)
+            .await?
+            .is_none()
+        {
+            let elapsed = u64::try_from(unix_now().saturating_sub(record.since)).unwrap_or(0);
+            let body = ReceiptBody {
+                ran: record.ran,
+                task: record.task,
+                out: executed.out,
+                fx: Effects::default(),
+                meta: gateway_meta(&job.backend, None, Duration::from_secs(elapsed), None),
+            };
+            let record = super::Record {
+                ran: record.ran,
+                task: record.task,
+                work: None,
+                pure: false,
+            };
+            let receipt = self.commit(record, body).await?;
+            let ok = receipt.body.out.is_ok();
+            tracing::info!(job = %job.job_id, receipt = %receipt.cid(), ok, "awaited job settled");
+        }
+        self.store.remove_pending(job.key).await?;
+        self.progress.forget(record);
+        Ok(())
+    }
+}
