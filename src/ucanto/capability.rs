@@ -166,8 +166,8 @@ pub fn check(
         ));
     }
     // 1f
-    let trusted_effect = invocation.iss == cx.audience && is_effect(invocation);
-    if let Some(subject) = root_subject(invocation, claim, cx, trusted_effect) {
+    let gateway_effect = invocation.iss == cx.audience && is_effect(invocation);
+    if let Some(subject) = root_subject(invocation, claim, cx, gateway_effect) {
         return Ok(Checked {
             capability: claim.clone(),
             subject,
