@@ -140,6 +140,7 @@ impl Gateway {
                 leeway: self.leeway,
                 revoked: &self.revoked,
                 verified: &self.verified,
+                trusted: &|did: &str| self.policy.honours(did, &self.did),
             };
             capability::check(inv, &message.tokens, &cx)
         }

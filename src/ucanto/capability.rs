@@ -7,8 +7,8 @@
 //!    c. its signature verifies against `iss`
 //!    d. it is within its time bounds (`nbf`, `exp`; `exp: null` never expires)
 //!    (c and d fail as `Unauthorized`, as in `@ucanto/validator`, which checks the invocation like a proof)
-//!    e. its capability is concrete: `with` is a DID (the subject), `can` has no wildcard
-//!    f. self-issued (`iss` = `with`): authorised with no proofs
+//!    e. its capability is concrete: `with` is a URI without a wildcard, `can` has none either
+//!    f. self-issued: authorised with no proofs when `iss` = `with`, or when `iss` is trusted (below)
 //! 2. Each proof on a path from the invocation towards the root
 //!    a. it is among the blocks received and decodes
 //!    b. it is addressed to the issuer of the token that cites it
@@ -17,7 +17,19 @@
 //!    f. one of its capabilities derives the claim (`@ucanto/validator`'s default rule):
 //!    `with` equal, or the delegated `with` ends in `*` and is a prefix (`ucan:*`: any resource);
 //!    `can` equal, `*`, or `ns/*` covering `ns/…`; every delegated `nb` field equal in the claim
-//!    g. its issuer owns the resource (`iss` = `with`): the root; otherwise continue with its proofs
+//!    g. its issuer owns the resource (`iss` = `with`) or is trusted: the root; otherwise continue
+//!    with its proofs
+//! 3. No root found: `Unauthorized`, one line per failed proof (and, for a `with` that is not a DID,
+//!    a line saying only a trusted issuer can grant it)
+//!
+//! Trusted issuers are the subjects the operator honours ([`Context::trusted`]), as a ucanto service's
+//! `canIssue` hook lets its own DID issue capabilities on resources it manages: a token they issue
+//! needs no proof that they own `with`, which may then be any URI (`https://…`, `mailto:…`), not only
+//! a DID. Such a chain rests on the trusted issuer's authority, so that issuer, not `with`, becomes
+//! the mapped subject ([`Checked::subject`]): a trusted issuer can never act in the name of another
+//! DID. The search ends at the first link (the invocation first) whose issuer is the owner or
+//! trusted, as `@ucanto/validator` stops at the first issuer `canIssue` accepts. An effect the
+//! gateway signed is never trusted authority, as it is never a delegation (2e).
 //!
 //! Every link is checked against the invocation's own capability rather than against the capability
 //! the next link delegated. That is sound (each issuer is shown to hold what was invoked) and gives
@@ -72,6 +84,9 @@ pub struct Context<'a> {
     pub revoked: &'a dyn Revocations,
     /// Signatures already verified.
     pub verified: &'a dyn SignatureCache,
+    /// Whether a DID is a trusted issuer: a subject the operator honours, whose delegations and
+    /// invocations need no proof that it owns the resource.
+    pub trusted: &'a dyn Fn(&str) -> bool,
 }
 
 /// What a valid chain established.
@@ -79,6 +94,9 @@ pub struct Context<'a> {
 pub struct Checked {
     /// The invoked capability.
     pub capability: Capability,
+    /// Whose authority the chain rests on, the mapped `sub`: `with` when the root is issued by the
+    /// resource owner, otherwise the trusted issuer of the root (or of the invocation itself).
+    pub subject: String,
     /// Proofs used, root first.
     pub chain: Vec<Cid>,
     /// The latest `nbf` on the path.
@@ -129,10 +147,16 @@ pub fn check(
     }
     time_bounds(invocation, cx).map_err(|d| unauthorized(claim, &[d.message]))?;
     // 1e
-    if !claim.with.starts_with("did:") {
+    if !is_uri(&claim.with) {
         return Err(denied(
             "MalformedCapability",
-            format!("the resource {} is not a DID", claim.with),
+            format!("the resource {} is not a URI", show_str(&claim.with)),
+        ));
+    }
+    if claim.with.ends_with('*') {
+        return Err(denied(
+            "MalformedCapability",
+            format!("the resource {} is not concrete", show_str(&claim.with)),
         ));
     }
     if claim.can.contains('*') {
@@ -142,9 +166,11 @@ pub fn check(
         ));
     }
     // 1f
-    if invocation.iss == claim.with {
+    let gateway_effect = invocation.iss == cx.audience && is_effect(invocation);
+    if let Some(subject) = root_subject(invocation, claim, cx, gateway_effect) {
         return Ok(Checked {
             capability: claim.clone(),
+            subject,
             chain: Vec::new(),
             not_before: invocation.nbf,
             expires: invocation.exp,
@@ -235,11 +261,12 @@ pub fn check(
             path.push(*link);
             let not_before = max_opt(step.not_before, proof.nbf);
             let expires = min_opt(step.expires, proof.exp);
-            // 2g
-            if proof.iss == claim.with {
+            // 2g (an effect of this gateway was refused at 2e)
+            if let Some(subject) = root_subject(proof, claim, cx, false) {
                 path.reverse();
                 return Ok(Checked {
                     capability: claim.clone(),
+                    subject,
                     chain: path,
                     not_before,
                     expires,
@@ -257,7 +284,43 @@ pub fn check(
             });
         }
     }
+    // 3
+    if !claim.with.starts_with("did:") {
+        errors.push(format!(
+            "Resource {} is not a DID: only a subject this service trusts can issue it",
+            show_str(&claim.with)
+        ));
+    }
     Err(unauthorized(claim, &errors))
+}
+
+/// The subject a chain rooted at `token` rests on, if `token` may be a root: its issuer owns the
+/// resource (`with`), or is trusted and `effect` (a gateway effect, never trusted) is false.
+fn root_subject(
+    token: &Ucan,
+    claim: &Capability,
+    cx: &Context<'_>,
+    effect: bool,
+) -> Option<String> {
+    if token.iss == claim.with || (!effect && (cx.trusted)(&token.iss)) {
+        Some(token.iss.clone())
+    } else {
+        None
+    }
+}
+
+/// Whether `text` has the shape of an absolute URI: an RFC 3986 scheme, `:`, and a non-empty rest
+/// without spaces or control characters. (ucanto parses `with` with the WHATWG URL parser; this is
+/// the part of that which matters here: the gateway never dereferences a resource.)
+fn is_uri(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !rest.is_empty()
+        && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Whether `token` carries the [`EFFECT_FACT`].
@@ -354,6 +417,10 @@ fn describe(cap: &Capability) -> String {
         map.insert("nb".to_owned(), Ipld::Map(cap.nb.clone()));
     }
     show(Some(&Ipld::Map(map)))
+}
+
+fn show_str(text: &str) -> String {
+    show(Some(&Ipld::String(text.to_owned())))
 }
 
 /// A value for an error message, shortened: caveats are attacker-sized.

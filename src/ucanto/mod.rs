@@ -7,7 +7,7 @@
 //!
 //! | ucanto        | UCAN 1.0 / task                                         |
 //! |---------------|---------------------------------------------------------|
-//! | `with` (DID)  | `sub`, the task's resource                              |
+//! | `with`        | `sub`: `with`, or the trusted issuer of the root ([`Checked::subject`]) |
 //! | `can`         | `cmd` = `/` + `can` (`wasm/run` ↔ `/wasm/run`)          |
 //! | `nb`          | `args` (absent `nb` = `{}`)                             |
 //! | `nnc`         | `nonce` (its UTF-8 bytes; absent = empty)               |
@@ -214,7 +214,7 @@ pub fn to_gateway(
         .map_err(|_| MappingError::Ability(cap.can.clone()))?;
     let payload = InvocationPayload {
         iss: inv.iss.clone(),
-        sub: cap.with.clone(),
+        sub: checked.subject.clone(),
         aud: Some(inv.aud.clone()),
         cmd: cmd.clone(),
         args: cap.nb.clone(),
@@ -228,7 +228,7 @@ pub fn to_gateway(
     let auth = Authorized {
         invocation: inv.cid,
         invoker: inv.iss.clone(),
-        subject: cap.with.clone(),
+        subject: checked.subject.clone(),
         audience: inv.aud.clone(),
         command: cmd,
         args: cap.nb.clone(),

@@ -39,6 +39,7 @@ fn cx<'a>(audience: &'a str, revoked: &'a dyn Revocations) -> Context<'a> {
         leeway: 60,
         revoked,
         verified: &NoCache,
+        trusted: &|_| false,
     }
 }
 
@@ -695,3 +696,5 @@ fn an_effect_signed_by_this_gateway_is_never_a_delegation() {
         denied.message
     );
 }
+
+mod trust;

@@ -13,7 +13,7 @@ use ucan_gateway::did::SigningKey;
 use ucan_gateway::receipt::{META_MEMOIZED, Out, Receipt};
 use ucan_gateway::ucan::Command;
 use ucan_gateway::ucan::container::{Container, Format};
-use ucan_gateway::ucan::invocation::InvocationBuilder;
+use ucan_gateway::ucan::invocation::{InvocationBuilder, task_id};
 use ucan_gateway::ucan::validate::unix_now;
 
 const ADD_WAT: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
@@ -196,7 +196,16 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
     );
 
     // The reference @ucanto/server answers every shared case alike: same outcome, same error name.
-    for case in ["ok", "outside", "expired", "audience", "late", "unproven"] {
+    for case in [
+        "ok",
+        "outside",
+        "expired",
+        "audience",
+        "late",
+        "unproven",
+        "trusted",
+        "untrusted",
+    ] {
         let line = &lines[case];
         let reference = &line["reference"];
         assert_eq!(line["ok"], reference["ok"], "{case}: {line}");
@@ -221,6 +230,36 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
             .unwrap()
             .contains("has been revoked"),
         "{revoked}"
+    );
+
+    // A URI resource granted by the operator (an honoured subject): ok, once; granted by anyone
+    // else: refused, as the reference server with the same `canIssue` hook refuses it.
+    assert_eq!(lines["trusted"]["ok"], 42, "{}", lines["trusted"]);
+    assert_eq!(error_name(&lines["trusted-replay"]), "Replayed");
+    let untrusted = &lines["untrusted"];
+    assert_eq!(error_name(untrusted), "Unauthorized");
+    assert!(
+        untrusted["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a DID"),
+        "{untrusted}"
+    );
+    // The run rests on the operator's authority: its task's subject is the operator, not the URI.
+    let trusted = stored_receipt(&gw, lines["trusted"]["invocation"].as_str().unwrap()).await;
+    let args = BTreeMap::from([
+        ("module".to_owned(), Ipld::Bytes(module.clone())),
+        ("func".to_owned(), Ipld::String("add".into())),
+        (
+            "args".to_owned(),
+            Ipld::List(vec![Ipld::Integer(40), Ipld::Integer(2)]),
+        ),
+    ]);
+    let wasm_run = Command::parse("/wasm/run").unwrap();
+    assert_eq!(
+        trusted.body.task,
+        task_id(&operator.did(), &wasm_run, &args, &[]),
+        "sub = the trusted issuer"
     );
 
     // The canonical record is the UCAN 1.0 receipt, found by the ucanto invocation's CID.

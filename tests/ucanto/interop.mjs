@@ -2,8 +2,9 @@
 // JSON output; tests/it/ucanto.rs starts the gateway, runs this and asserts on the lines.
 //
 // Each case is also sent to a reference @ucanto/server (in process, same client, same chain, its own
-// DID as audience) serving `wasm/run` with @ucanto/validator's default rules; its answer is reported
-// as `reference`, so the test can hold the gateway's refusals to the real server's.
+// DID as audience) serving `wasm/run` with @ucanto/validator's default rules, plus a `canIssue` hook
+// trusting the operator as the gateway's policy does; its answer is reported as `reference`, so the
+// test can hold the gateway's refusals to the real server's.
 //
 // Environment: GATEWAY_URL, GATEWAY_DID, OPERATOR_SEED (hex of the 32-byte Ed25519 seed of the
 // subject the gateway serves) and WASM_HEX (a module exporting `add`).
@@ -47,7 +48,7 @@ const derives = (claimed, delegated) => {
 const Run = Server.capability({
   derives,
   can: 'wasm/run',
-  with: Schema.did(),
+  with: Schema.uri(),
   nb: Schema.struct({
     module: Schema.bytes().optional(),
     func: Schema.string().optional(),
@@ -59,6 +60,9 @@ const reference = Server.create({
   id: referenceId,
   codec: CAR.inbound,
   validateAuthorization: () => ({ ok: {} }),
+  // The service's own hook for resources it manages: the operator (an honoured subject of the
+  // gateway) may issue capabilities on any resource, everyone else only on their own DID.
+  canIssue: (capability, issuer) => capability.with === issuer || issuer === operator.did(),
   service: {
     wasm: {
       run: Server.provide(Run, async ({ capability }) => ({
@@ -134,11 +138,15 @@ const report = async (name, invocation, referenceInvocation) => {
   console.log(JSON.stringify(line))
 }
 
-const run = (issuer, nb, { audience = gateway, proofs = [leaf], expiration = now + 300 } = {}) =>
+const run = (
+  issuer,
+  nb,
+  { audience = gateway, proofs = [leaf], expiration = now + 300, resource = operator.did() } = {}
+) =>
   Client.invoke({
     issuer,
     audience,
-    capability: { with: operator.did(), can: 'wasm/run', nb },
+    capability: { with: resource, can: 'wasm/run', nb },
     proofs,
     expiration,
   }).delegate()
@@ -204,6 +212,30 @@ const toBrowser = await delegate({
   proofs: [root],
 })
 await report('p256', await run(browser, { module, func: 'add', args: [5, 6] }, { proofs: [toBrowser] }))
+
+// The operator's key grants a resource it manages but does not own as a DID (a URI) to the friend,
+// who invokes it: valid because the operator is trusted, and resting on the operator's authority.
+// Sent twice, the second is a replay.
+const files = 'https://files.example/shared'
+const managed = await delegate({
+  issuer: operator,
+  audience: friend,
+  capabilities: [{ with: files, can: 'wasm/run', nb: { func: 'add' } }],
+  expiration: now + 3600,
+})
+const onFiles = { resource: files, proofs: [managed] }
+const trusted = await run(friend, { module, func: 'add', args: [40, 2] }, onFiles)
+await report('trusted', trusted, await run(friend, { module, func: 'add', args: [40, 2] }, { ...onFiles, audience: referenceId }))
+await report('trusted-replay', trusted)
+
+// The app, which the gateway does not trust, grants the same: refused.
+const claimed = await delegate({
+  issuer: app,
+  audience: friend,
+  capabilities: [{ with: files, can: 'wasm/run', nb: { func: 'add' } }],
+  expiration: now + 3600,
+})
+await both('untrusted', friend, { module, func: 'add', args: [40, 3] }, { resource: files, proofs: [claimed] })
 
 // Transport-level answers, against the gateway over HTTP and the reference directly.
 const transport = [
