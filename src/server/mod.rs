@@ -112,6 +112,18 @@ fn request_container(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Refusal>
     }
 }
 
+/// The request body, refused past the operator's `max_body`.
+async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, Refusal> {
+    axum::body::to_bytes(body, gateway.max_body_bytes())
+        .await
+        .map_err(|_| {
+            Refusal::too_large(
+                "PayloadTooLarge",
+                format!("the body exceeds {} bytes", gateway.max_body_bytes()),
+            )
+        })
+}
+
 async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     match ucanto::select(&headers) {
         Ok(ucanto::Transport::Ucanto) => return ucanto::invoke(gateway, body).await,
@@ -121,14 +133,7 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
     let started = Instant::now();
     let mut summary = Summary::default();
     let result = async {
-        let body = axum::body::to_bytes(body, gateway.max_body_bytes())
-            .await
-            .map_err(|_| {
-                Refusal::too_large(
-                    "PayloadTooLarge",
-                    format!("the body exceeds {} bytes", gateway.max_body_bytes()),
-                )
-            })?;
+        let body = read_body(&gateway, body).await?;
         let container = request_container(&headers, body)?;
         let answer = gateway
             .invoke_with(&container, &mut summary, prefer_wait(&headers))

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::gateway::{Gateway, Refusal, RefusalClass, Summary};
+use crate::gateway::{Gateway, RefusalClass, Summary};
 use crate::ucanto::CONTENT_TYPE;
 
 /// Media types of `POST /` bodies that carry a UCAN 1.0 container (including what curl and browsers
@@ -101,14 +101,7 @@ pub(super) async fn invoke(gateway: Arc<Gateway>, body: Body) -> Response {
     let started = Instant::now();
     let mut summary = Summary::default();
     let result = async {
-        let body = axum::body::to_bytes(body, gateway.max_body_bytes())
-            .await
-            .map_err(|_| {
-                Refusal::too_large(
-                    "PayloadTooLarge",
-                    format!("the body exceeds {} bytes", gateway.max_body_bytes()),
-                )
-            })?;
+        let body = super::read_body(&gateway, body).await?;
         gateway.invoke_ucanto(&body, &mut summary).await
     }
     .await;

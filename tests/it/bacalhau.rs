@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ipld_core::ipld::Ipld;
 use reqwest::Method;
-use ucan_gateway::cli::serve::{Running, ServeArgs, start};
+use ucan_gateway::cli::serve::Running;
 use ucan_gateway::did::{KeyAlg, SigningKey};
 use ucan_gateway::ipld::from_dag_json;
 use ucan_gateway::receipt::{Out, Receipt};
@@ -57,17 +57,7 @@ timeout = "10m"
         ),
     )
     .unwrap();
-    start(ServeArgs {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        key: None,
-        policy: Some(policy),
-        modules: None,
-        leeway: 60,
-        bacalhau: None,
-    })
-    .await
-    .unwrap()
+    super::gateway::serve_policy(dir, policy).await
 }
 
 /// The operator, and a third party holding `/docker/run` under `policy`.

@@ -61,6 +61,11 @@ effect = "nondestructive"
         ),
     )
     .unwrap();
+    serve_policy(dir, policy).await
+}
+
+/// A gateway serving the policy file `policy`, with its data in `dir`, on a free loopback port.
+pub(crate) async fn serve_policy(dir: &Path, policy: std::path::PathBuf) -> Running {
     start(ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),

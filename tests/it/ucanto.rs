@@ -8,7 +8,7 @@ use std::process::Command as Process;
 use std::sync::Mutex;
 
 use ipld_core::ipld::Ipld;
-use ucan_gateway::cli::serve::{Running, ServeArgs, start};
+use ucan_gateway::cli::serve::Running;
 use ucan_gateway::did::SigningKey;
 use ucan_gateway::receipt::{META_MEMOIZED, Out, Receipt};
 use ucan_gateway::ucan::Command;
@@ -73,17 +73,7 @@ effect = "pure"
         ),
     )
     .unwrap();
-    start(ServeArgs {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        key: None,
-        policy: Some(policy),
-        modules: None,
-        leeway: 60,
-        bacalhau: None,
-    })
-    .await
-    .unwrap()
+    super::gateway::serve_policy(dir, policy).await
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
