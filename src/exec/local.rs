@@ -221,6 +221,51 @@ impl WasiExecutor {
     }
 }
 
+/// The command that names Bacalhau's Wasm job shape; an operator may route it to this local backend.
+pub const BACALHAU_WASI_COMMAND: &str = "/wasm32-wasi/run";
+
+/// A `/wasm32-wasi/run` task (Bacalhau's shape, `docs/bacalhau.md`) run locally: `module` (a stored
+/// blob's link or bytes; URLs need the network), `entrypoint` (only `_start`), `parameters` (the
+/// arguments after the program name `module.wasm`) and `env`. What only a compute network offers —
+/// `imports`, `mounts`, `outputs`, `resources` — is refused rather than ignored, so nobody believes a
+/// mount or a CPU request took effect; local limits come from the route and `meta["ipvm/config"]`.
+fn bacalhau_wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
+    for key in input.keys() {
+        match key.as_str() {
+            "module" | "entrypoint" | "parameters" | "env" => {}
+            "imports" | "mounts" | "outputs" | "resources" => {
+                return Err(invalid(format!(
+                    "`{key}` needs a compute network; this gateway runs {BACALHAU_WASI_COMMAND} locally"
+                )));
+            }
+            _ => return Err(invalid(format!("unexpected argument {key:?}"))),
+        }
+    }
+    match input.get("entrypoint") {
+        None => {}
+        Some(Ipld::String(e)) if e == "_start" => {}
+        Some(_) => return Err(invalid("locally, the entrypoint can only be _start")),
+    }
+    let mut args = vec!["module.wasm".to_owned()];
+    match input.get("parameters") {
+        None => {}
+        Some(Ipld::List(items)) => {
+            for item in items {
+                let Ipld::String(p) = item else {
+                    return Err(invalid("parameters must be a list of strings"));
+                };
+                args.push(p.clone());
+            }
+        }
+        Some(_) => return Err(invalid("parameters must be a list of strings")),
+    }
+    let mut request = wasi_request(&BTreeMap::from_iter(
+        input.get("env").map(|env| ("env".to_owned(), env.clone())),
+    ))?;
+    request.args = args;
+    Ok(request)
+}
+
 fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
     let args = match input.get("args") {
         None => Vec::new(),
@@ -260,7 +305,12 @@ impl Executor for WasiExecutor {
             Ok(found) => found,
             Err(out) => return Ok(finished(out)),
         };
-        let request = match wasi_request(&task.input) {
+        let request = if task.operation.as_str() == BACALHAU_WASI_COMMAND {
+            bacalhau_wasi_request(&task.input)
+        } else {
+            wasi_request(&task.input)
+        };
+        let request = match request {
             Ok(request) => request,
             Err(out) => return Ok(finished(out)),
         };
