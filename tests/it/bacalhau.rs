@@ -585,3 +585,74 @@ async fn a_restarted_gateway_still_delivers_the_final_receipt() {
     );
     gw.stop().await.unwrap();
 }
+
+/// A WASI command module that writes its arguments (NUL-separated) to stdout: `/wasm32-wasi/run`
+/// routed to the local backend instead of a network.
+const ARGS_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (drop (call $get (i32.const 64) (i32.const 256)))
+    (i32.store (i32.const 16) (i32.const 256))
+    (i32.store (i32.const 20) (i32.load (i32.const 4)))
+    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
+
+#[tokio::test]
+async fn bacalhau_shaped_wasm_jobs_run_locally_when_the_route_says_so() {
+    use super::gateway::{args, container, error_name, gateway_with, receipt, wasm, world};
+
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = gateway_with(
+        dir.path(),
+        &w.operator,
+        "",
+        "[[route]]\ncommand = \"/wasm32-wasi/run\"\nbackend = \"wasi\"\neffect = \"pure\"",
+    )
+    .await;
+    let run = |a: BTreeMap<String, Ipld>| {
+        let inv = InvocationBuilder::new(
+            w.operator.did(),
+            Command::parse("/wasm32-wasi/run").unwrap(),
+            a,
+        )
+        .audience(gw.did.clone())
+        .expires(Some(unix_now() + 300))
+        .sign(&w.operator)
+        .unwrap();
+        container(&inv, &[])
+    };
+    let module = Ipld::Bytes(wasm(ARGS_WAT));
+    let r = receipt(
+        &gw,
+        run(args(vec![
+            ("module", module.clone()),
+            ("entrypoint", Ipld::String("_start".into())),
+            (
+                "parameters",
+                Ipld::List(vec![
+                    Ipld::String("hello".into()),
+                    Ipld::String("world".into()),
+                ]),
+            ),
+        ])),
+    )
+    .await;
+    let Out::Ok(Ipld::Map(ok)) = &r.body.out else {
+        panic!("{:?}", r.body.out)
+    };
+    assert_eq!(
+        ok.get("stdout"),
+        Some(&Ipld::Bytes(b"module.wasm\0hello\0world\0".to_vec()))
+    );
+    // What only a compute network can do is refused, not ignored.
+    let mounted = run(args(vec![
+        ("module", module),
+        ("mounts", Ipld::Map(BTreeMap::new())),
+    ]));
+    assert_eq!(error_name(&receipt(&gw, mounted).await), "InvalidArgs");
+    gw.stop().await.unwrap();
+}

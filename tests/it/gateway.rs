@@ -14,7 +14,7 @@ use ucan_gateway::ucan::invocation::InvocationBuilder;
 use ucan_gateway::ucan::validate::unix_now;
 use ucan_gateway::ucan::{Command, Delegation, Invocation, Policy};
 
-const ADD_WAT: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
+pub(crate) const ADD_WAT: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
 const SPIN_WAT: &str = r#"(module (func (export "spin") (loop br 0)))"#;
 const GROW_WAT: &str = r#"(module (memory 1) (func (export "grow") (param i32) (result i32) local.get 0 memory.grow))"#;
 const TRAP_WAT: &str = r#"(module (func (export "boom") unreachable))"#;
@@ -24,7 +24,7 @@ pub(crate) fn wasm(wat: &str) -> Vec<u8> {
 }
 
 /// A gateway whose operator is `operator`, in `dir`.
-async fn gateway(dir: &Path, operator: &SigningKey, extra_policy: &str) -> Running {
+pub(crate) async fn gateway(dir: &Path, operator: &SigningKey, extra_policy: &str) -> Running {
     gateway_with(dir, operator, "", extra_policy).await
 }
 
@@ -531,94 +531,6 @@ async fn pure_work_is_memoized_and_blobs_can_be_linked() {
     gw.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn the_cli_invokes_a_running_gateway_and_checks_its_receipts() {
-    let dir = tempfile::tempdir().unwrap();
-    let operator = SigningKey::generate(KeyAlg::Ed25519);
-    let gw = gateway(dir.path(), &operator, "").await;
-    let url = format!("http://{}", gw.addr);
-    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    std::fs::write(path("operator.key"), operator.to_key_file()).unwrap();
-    let bin = env!("CARGO_BIN_EXE_ucan-gateway");
-    let run = move |args: Vec<String>| {
-        let out = std::process::Command::new(bin)
-            .args(&args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
-    };
-    let module = {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(wasm(ADD_WAT))
-    };
-    let inv_args = format!(
-        r#"{{"module": {{"/": {{"bytes": "{module}"}}}}, "func": "add", "args": [2, 40]}}"#
-    );
-    let (code, stdout, stderr) = tokio::task::spawn_blocking({
-        let (url, key) = (url.clone(), path("operator.key"));
-        move || {
-            run(vec![
-                "invoke".into(),
-                "--key".into(),
-                key,
-                "--url".into(),
-                url,
-                "--cmd".into(),
-                "/wasm/run".into(),
-                "--args".into(),
-                inv_args,
-            ])
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, Some(0), "{stderr}");
-    let printed: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    assert_eq!(printed["out"]["ok"], 42, "{printed}");
-    let invocation = stderr.split_whitespace().nth(1).unwrap().to_owned();
-
-    let (code, stdout, _) = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || run(vec!["receipt".into(), invocation, "--url".into(), url])
-    })
-    .await
-    .unwrap();
-    assert_eq!(code, Some(0));
-    let fetched: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(fetched["cid"], printed["cid"]);
-
-    // A two-step pipeline: the first step written to a file, the second awaiting it, sent together.
-    let step = |args: String, extra: Vec<String>| {
-        let (key, did) = (path("operator.key"), gw.did.clone());
-        let mut argv: Vec<String> = vec!["invoke".into(), "--key".into(), key, "--aud".into(), did];
-        argv.extend(extra);
-        argv.extend(["--cmd".into(), "/wasm/run".into(), "--args".into(), args]);
-        tokio::task::spawn_blocking(move || run(argv))
-    };
-    let first_args = format!(
-        r#"{{"module": {{"/": {{"bytes": "{module}"}}}}, "func": "add", "args": [20, 3]}}"#
-    );
-    let (code, _, stderr) = step(first_args, vec!["-o".into(), path("first.ctn")])
-        .await
-        .unwrap();
-    assert_eq!(code, Some(0), "{stderr}");
-    let first = stderr.split_whitespace().nth(1).unwrap().to_owned();
-    let second_args = format!(
-        r#"{{"module": {{"/": {{"bytes": "{module}"}}}}, "func": "add", "args": [{{"await/ok": {{"/": "{first}"}}}}, 1]}}"#
-    );
-    let extra = vec!["--url".into(), url, "--with".into(), path("first.ctn")];
-    let (code, stdout, stderr) = step(second_args, extra).await.unwrap();
-    assert_eq!(code, Some(0), "{stderr}");
-    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(printed["out"]["ok"], 24, "{printed}");
-    gw.stop().await.unwrap();
-}
-
 /// A WASI command module that writes "hi\n" to stdout and exits with status 3.
 const WASI_WAT: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -699,74 +611,6 @@ async fn bearer_json_wasi_admission_and_input_limits() {
     };
     assert_eq!(ok.get("exit_code"), Some(&Ipld::Integer(3)));
     assert_eq!(ok.get("stdout"), Some(&Ipld::Bytes(b"hi\n".to_vec())));
-    gw.stop().await.unwrap();
-}
-
-/// A WASI command module that writes its arguments (NUL-separated) to stdout.
-const ARGS_WAT: &str = r#"(module
-  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "args_get" (func $get (param i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    (drop (call $sizes (i32.const 0) (i32.const 4)))
-    (drop (call $get (i32.const 64) (i32.const 256)))
-    (i32.store (i32.const 16) (i32.const 256))
-    (i32.store (i32.const 20) (i32.load (i32.const 4)))
-    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))))"#;
-
-#[tokio::test]
-async fn bacalhau_shaped_wasm_jobs_run_locally_when_the_route_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = world();
-    let gw = gateway_with(
-        dir.path(),
-        &w.operator,
-        "",
-        "[[route]]\ncommand = \"/wasm32-wasi/run\"\nbackend = \"wasi\"\neffect = \"pure\"",
-    )
-    .await;
-    let run = |a: BTreeMap<String, Ipld>| {
-        let inv = InvocationBuilder::new(
-            w.operator.did(),
-            Command::parse("/wasm32-wasi/run").unwrap(),
-            a,
-        )
-        .audience(gw.did.clone())
-        .expires(Some(unix_now() + 300))
-        .sign(&w.operator)
-        .unwrap();
-        container(&inv, &[])
-    };
-    let module = Ipld::Bytes(wasm(ARGS_WAT));
-    let r = receipt(
-        &gw,
-        run(args(vec![
-            ("module", module.clone()),
-            ("entrypoint", Ipld::String("_start".into())),
-            (
-                "parameters",
-                Ipld::List(vec![
-                    Ipld::String("hello".into()),
-                    Ipld::String("world".into()),
-                ]),
-            ),
-        ])),
-    )
-    .await;
-    let Out::Ok(Ipld::Map(ok)) = &r.body.out else {
-        panic!("{:?}", r.body.out)
-    };
-    assert_eq!(
-        ok.get("stdout"),
-        Some(&Ipld::Bytes(b"module.wasm\0hello\0world\0".to_vec()))
-    );
-    // What only a compute network can do is refused, not ignored.
-    let mounted = run(args(vec![
-        ("module", module),
-        ("mounts", Ipld::Map(BTreeMap::new())),
-    ]));
-    assert_eq!(error_name(&receipt(&gw, mounted).await), "InvalidArgs");
     gw.stop().await.unwrap();
 }
 
