@@ -78,16 +78,25 @@ pub fn as_promise(value: &Ipld) -> Option<Promise> {
 }
 
 /// Every promise in `args`, in order of first appearance, each once.
+///
+/// Runs on every request, so it only reads: an explicit stack of references (no recursion on
+/// untrusted depth, and no copy of the arguments, which may hold a whole module).
 pub fn promises(args: &BTreeMap<String, Ipld>) -> Vec<Promise> {
     let mut found = Vec::new();
-    // The rewrite visits every node once without recursion; its copy is discarded.
-    rewrite_map(args, |node| {
-        let promise = as_promise(node)?;
-        if !found.contains(&promise) {
-            found.push(promise);
+    let mut stack: Vec<&Ipld> = args.values().rev().collect();
+    while let Some(node) = stack.pop() {
+        if let Some(promise) = as_promise(node) {
+            if !found.contains(&promise) {
+                found.push(promise);
+            }
+            continue;
         }
-        Some(Ipld::Null)
-    });
+        match node {
+            Ipld::List(items) => stack.extend(items.iter().rev()),
+            Ipld::Map(map) => stack.extend(map.values().rev()),
+            _ => {}
+        }
+    }
     found
 }
 
