@@ -20,8 +20,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use cid::Cid;
+use ipld_core::ipld::Ipld;
 
 use super::{Answer, Gateway, Record, RefusalClass, Replay};
+use crate::config::Route;
 use crate::ipld::dag_cbor_cid;
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
 use crate::ucan::validate::{self, Authorized};
@@ -47,6 +49,7 @@ impl Gateway {
     pub(super) fn authorize_effects(
         &self,
         mut body: ReceiptBody,
+        route: &Route,
         auth: &Authorized,
         proofs: &HashMap<Cid, Delegation>,
         now: i64,
@@ -59,7 +62,7 @@ impl Gateway {
         let requested = body.fx.fork.iter().map(|e| ("fork", e));
         let requested = requested.chain(body.fx.join.iter().map(|e| ("join", e)));
         for (i, (kind, effect)) in requested.enumerate() {
-            match self.authorize_effect(effect, auth, proofs, now) {
+            match self.authorize_effect(effect, route, auth, proofs, now) {
                 Ok((authorized, delegation)) => {
                     if let Some(d) = delegation
                         && !cited.iter().any(|c: &Delegation| c.cid() == d.cid())
@@ -93,15 +96,27 @@ impl Gateway {
     fn authorize_effect<'p>(
         &self,
         effect: &Effect,
+        route: &Route,
         auth: &Authorized,
         proofs: &'p HashMap<Cid, Delegation>,
         now: i64,
     ) -> Result<(Effect, Option<&'p Delegation>), String> {
         let mut effect = effect.clone();
         effect.iss = Some(self.did.clone());
-        // The gateway's own bookkeeping (awaiting a job it submitted) acts for the gateway itself.
-        if BUILT_IN.contains(&effect.cmd.as_str()) && effect.sub == self.did {
-            return Ok((effect, None));
+        // The gateway's own bookkeeping (awaiting a job it submitted) acts for the gateway itself,
+        // but only as the answer of the compute network that ran the task: a Wasm guest asking for
+        // it would otherwise have the gateway watch, and report, any job it can name.
+        if BUILT_IN.contains(&effect.cmd.as_str()) {
+            let own_job = effect.sub == self.did
+                && self.policy.bacalhau.iter().any(|b| b.name == route.backend)
+                && effect.args.get("backend") == Some(&Ipld::String(route.backend.clone()));
+            if own_job {
+                return Ok((effect, None));
+            }
+            return Err(format!(
+                "{} is the gateway's own, issued only by the network that ran the task",
+                effect.cmd
+            ));
         }
         if self
             .policy

@@ -316,7 +316,7 @@ impl Gateway {
         };
 
         // effects: only with authority the invoker passed on, or the gateway's own
-        let (body, cited) = self.authorize_effects(body, &auth, proofs, now);
+        let (body, cited) = self.authorize_effects(body, route, &auth, proofs, now);
         let mut answer = self.finish(&admitted.task, body).await?;
         answer.proofs = cited;
         Ok(answer)

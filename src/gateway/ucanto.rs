@@ -193,7 +193,7 @@ impl Gateway {
         // Effects need authority the gateway holds. A dag-ucan delegation to the gateway cannot be
         // cited by a UCAN 1.0 effect, so here only the gateway's own commands (`gateway_effects`)
         // qualify; any other effect turns the receipt into `UnauthorizedEffect`.
-        let (body, _) = self.authorize_effects(body, &auth, &HashMap::new(), now);
+        let (body, _) = self.authorize_effects(body, route, &auth, &HashMap::new(), now);
         self.finish(&admitted.task, body).await
     }
 

@@ -719,3 +719,31 @@ async fn resolved_arguments_are_held_to_the_input_limit() {
     refused(&gw, container(&second, &w.chain), 413, "InputTooLarge").await;
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_guest_cannot_borrow_the_gateways_own_job_awaits() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = gateway_with(dir.path(), &w.operator, "run_effects = true", "").await;
+    // The await effect a compute network's executor issues, asked for by a Wasm guest instead.
+    let borrowed = map(vec![
+        ("cmd", Ipld::String("/bacalhau/job/await".into())),
+        ("sub", Ipld::String(gw.did.clone())),
+        (
+            "args",
+            map(vec![
+                ("job", Ipld::String("j-someone-else".into())),
+                ("backend", Ipld::String("wasm".into())),
+            ]),
+        ),
+    ]);
+    let guest = returning(&map(vec![
+        ("ucan/ok", Ipld::Integer(1)),
+        ("ucan/fx", map(vec![("join", borrowed)])),
+    ]));
+    let inv = invoke(&w, &gw, abi(Ipld::Bytes(guest)), b"1");
+    let (receipts, effects, _) = reply(&gw, container(&inv, &w.chain)).await;
+    assert_eq!(error_name(&receipts[0]), "UnauthorizedEffect");
+    assert!(effects.is_empty());
+    gw.stop().await.unwrap();
+}
