@@ -18,6 +18,17 @@ pub struct Executed {
     pub effects: Effects,
 }
 
+impl Executed {
+    /// An error outcome with no fuel used and no effects.
+    pub fn failed(name: &str, message: impl Into<String>) -> Self {
+        Executed {
+            out: Out::error(name, message),
+            fuel_used: None,
+            effects: Effects::default(),
+        }
+    }
+}
+
 /// A backend that runs tasks.
 #[async_trait]
 pub trait Executor: Send + Sync {

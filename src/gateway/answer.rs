@@ -211,25 +211,3 @@ impl From<StoreError> for Refusal {
         Refusal::new(RefusalClass::Unavailable, "StoreUnavailable", e.to_string())
     }
 }
-
-/// What the gateway learnt about a request, for the one log line per invocation.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    /// The invocation's CID, once decoded.
-    pub invocation: Option<Cid>,
-    /// Its issuer.
-    pub issuer: Option<String>,
-    /// Its command.
-    pub command: Option<String>,
-}
-
-impl Summary {
-    /// Notes the invocation being handled (the first, for a pipeline).
-    pub fn note(&mut self, invocation: &Invocation) {
-        if self.invocation.is_none() {
-            self.invocation = Some(invocation.cid());
-            self.issuer = Some(invocation.payload.iss.clone());
-            self.command = Some(invocation.payload.cmd.to_string());
-        }
-    }
-}

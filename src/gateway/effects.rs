@@ -22,12 +22,13 @@ use std::sync::Arc;
 use cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use super::{Answer, Gateway, Record, RefusalClass, Replay};
+use super::ledger::Record;
+use super::{Answer, Gateway, RefusalClass};
 use crate::config::Route;
 use crate::ipld::dag_cbor_cid;
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
-use crate::ucan::validate::{self, Authorized};
-use crate::ucan::{Delegation, Invocation};
+use crate::ucan::validate::Authorized;
+use crate::ucan::{Command, Delegation, Invocation};
 
 /// Commands the gateway issues for its own bookkeeping, in its own name: awaiting a job it handed to
 /// an external backend.
@@ -35,7 +36,7 @@ const BUILT_IN: &[&str] = &[crate::exec::bacalhau::AWAIT_COMMAND];
 
 /// An effect the gateway is to run: the invocation, how deep below the request it is, the task ids
 /// above it (to cut cycles), and the error to record instead of running it, if any.
-struct Pending {
+struct Queued {
     invocation: Invocation,
     depth: usize,
     ancestors: Vec<Cid>,
@@ -51,12 +52,14 @@ impl Gateway {
         mut body: ReceiptBody,
         route: &Route,
         auth: &Authorized,
-        proofs: &HashMap<Cid, Delegation>,
+        proofs: Option<&HashMap<Cid, Delegation>>,
         now: i64,
     ) -> (ReceiptBody, Vec<Delegation>) {
         if body.fx.is_empty() {
             return (body, Vec::new());
         }
+        let none = HashMap::new();
+        let proofs = proofs.unwrap_or(&none);
         let mut cited = Vec::new();
         let mut fx = Effects::default();
         let requested = body.fx.fork.iter().map(|e| ("fork", e));
@@ -100,7 +103,7 @@ impl Gateway {
         auth: &Authorized,
         proofs: &'p HashMap<Cid, Delegation>,
         now: i64,
-    ) -> Result<(Effect, Option<&'p Delegation>), String> {
+    ) -> Result<(Effect, Option<&'p Delegation>), EffectDenied> {
         let mut effect = effect.clone();
         effect.iss = Some(self.did.clone());
         // The gateway's own bookkeeping (awaiting a job it submitted) acts for the gateway itself,
@@ -113,10 +116,10 @@ impl Gateway {
             if own_job {
                 return Ok((effect, None));
             }
-            return Err(format!(
+            return Err(EffectDenied(format!(
                 "{} is the gateway's own, issued only by the network that ran the task",
                 effect.cmd
-            ));
+            )));
         }
         if self
             .policy
@@ -141,10 +144,10 @@ impl Gateway {
         }
 
         // Delegations from the invoker to the gateway that could cover the effect.
-        let mut last_error = format!(
+        let mut last_error = EffectDenied(format!(
             "the request holds no delegation from {} to this gateway ({}) for {}",
             auth.invoker, self.did, effect.cmd
-        );
+        ));
         let candidates = proofs.values().filter(|d| {
             let p = &d.payload;
             p.iss == auth.invoker
@@ -176,34 +179,28 @@ impl Gateway {
         auth: &Authorized,
         proofs: &HashMap<Cid, Delegation>,
         now: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), EffectDenied> {
         let probe = effect
             .issue(auth.invocation, &self.key)
-            .map_err(|e| e.to_string())?;
-        validate::validate(
-            &probe,
-            proofs,
-            self.options(now),
-            &self.revoked,
-            &self.verified,
-        )
-        .map(|_| ())
-        .map_err(|e| format!("{}: {}", e.kind.name(), e.message))
+            .map_err(|e| EffectDenied(e.to_string()))?;
+        self.authority
+            .validate(&probe, proofs, now)
+            .map(|_| ())
+            .map_err(|e| EffectDenied(format!("{}: {}", e.kind.name(), e.message)))
     }
 
     /// Whether the gateway runs the effects of `cmd`'s receipts itself.
-    pub(super) fn runs_effects(&self, invocation: &Invocation) -> bool {
-        self.policy
-            .route(&invocation.payload.cmd)
-            .is_some_and(|r| r.run_effects)
+    pub(super) fn runs_effects(&self, cmd: &Command) -> bool {
+        self.policy.route(cmd).is_some_and(|r| r.run_effects)
     }
 
-    /// Runs the effects of `answer` in the background (see the module docs for the bounds).
-    pub(super) fn spawn_effects(&self, answer: &Answer, proofs: &HashMap<Cid, Delegation>) {
+    /// Runs the effects of `answer` in the background (see the module docs for the bounds), with
+    /// the delegations of the request that asked for them.
+    pub(super) fn spawn_effects(&self, answer: &Answer, proofs: Option<&HashMap<Cid, Delegation>>) {
         let Some(gateway) = self.this.upgrade() else {
             return;
         };
-        let mut proofs = proofs.clone();
+        let mut proofs = proofs.cloned().unwrap_or_default();
         for d in &answer.proofs {
             proofs.insert(d.cid(), d.clone());
         }
@@ -212,7 +209,7 @@ impl Gateway {
     }
 
     /// The effects of `answer` as work to do at `depth + 1`, cut where the bounds say so.
-    fn children(&self, answer: &Answer, depth: usize, ancestors: &[Cid]) -> Vec<Pending> {
+    fn children(&self, answer: &Answer, depth: usize, ancestors: &[Cid]) -> Vec<Queued> {
         let bounds = self.policy.effects;
         let forks = answer.receipt.body.fx.fork.len();
         answer
@@ -249,7 +246,7 @@ impl Gateway {
                 };
                 let mut above = ancestors.to_vec();
                 above.push(task);
-                Pending {
+                Queued {
                     invocation: invocation.clone(),
                     depth: depth + 1,
                     ancestors: above,
@@ -261,18 +258,22 @@ impl Gateway {
 
     /// Works through effects breadth first (a queue, not recursion), recording an error receipt for
     /// each one cut or refused, so every effect issued has a receipt.
-    async fn run_effects(self: Arc<Self>, first: Vec<Pending>, proofs: HashMap<Cid, Delegation>) {
+    async fn run_effects(self: Arc<Self>, first: Vec<Queued>, proofs: HashMap<Cid, Delegation>) {
         let mut queue = VecDeque::from(first);
         let none = HashMap::new();
         while let Some(item) = queue.pop_front() {
             let out = match item.cut {
                 Some(out) => out,
                 None => match self
-                    .invoke_one(&item.invocation, &proofs, &none, None)
+                    .handle(
+                        &super::container::inbound(&item.invocation, &proofs),
+                        &none,
+                        None,
+                    )
                     .await
                 {
                     Ok(answer) => {
-                        if self.runs_effects(&item.invocation) {
+                        if self.runs_effects(&item.invocation.payload.cmd) {
                             queue.extend(self.children(&answer, item.depth, &item.ancestors));
                         }
                         continue;
@@ -288,19 +289,14 @@ impl Gateway {
         }
     }
 
-    /// Stores an error receipt for an invocation that will not run, and marks it seen so that it
-    /// cannot run later either.
+    /// Stores an error receipt for an invocation that will not run, and claims its replay key so
+    /// that it cannot run later either (if someone already sent it, the receipt is theirs).
     async fn record_unrun(&self, invocation: &Invocation, out: Out) -> Result<(), super::Refusal> {
-        let replay = Replay {
-            key: dag_cbor_cid(invocation.envelope.signed_bytes()),
-            token_len: invocation.bytes().len(),
-        };
-        let seen_until = invocation
-            .payload
-            .exp
-            .map(|e| e.saturating_add(self.leeway));
-        if !self.store.mark_seen(replay.key, seen_until).await? {
-            return Ok(());
+        let key = dag_cbor_cid(invocation.envelope.signed_bytes());
+        let until = self.authority.seen_until(invocation.payload.exp);
+        match self.ledger.claim_replay(key, until, invocation.cid()).await {
+            Err(refusal) if refusal.class == RefusalClass::Replayed => return Ok(()),
+            other => other?,
         }
         let task = invocation.payload.task_id();
         let body = ReceiptBody {
@@ -310,12 +306,18 @@ impl Gateway {
             fx: Effects::default(),
             meta: gateway_meta("gateway", None, std::time::Duration::ZERO, None),
         };
-        let record = Record {
-            ran: invocation.cid(),
-            task,
-            work: None,
-            pure: false,
-        };
-        self.commit(record, body).await.map(|_| ())
+        self.commit(Record::unshared(invocation.cid(), task, None), body)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Why an effect has no authority, for the `UnauthorizedEffect` receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EffectDenied(String);
+
+impl std::fmt::Display for EffectDenied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }

@@ -1,8 +1,13 @@
-//! `/ucan/revoke`: the issuer of any delegation on the path to a delegation may revoke it (revocation
-//! spec, "Scope"). The revoked delegation must come with the request, and when the revoker is not its
-//! direct issuer, so must a `path` witness: delegations, root first, ending at the revoked one, each
-//! signed, aligned (`aud` → next `iss`), and one of them issued by the revoker. This keeps spurious
-//! revocations from strangers out of the store. Revocations are permanent.
+//! Revocation, written once for every wire format: `/ucan/revoke` (UCAN 1.0) and `ucan/revoke`
+//! (ucanto) each establish, by their own rules, which delegation is revoked and that the revoker may
+//! revoke it; [`Gateway::revoke`] then claims the invocation's replay key, records the revocation,
+//! honours it from then on, and answers with a stored receipt.
+//!
+//! The UCAN 1.0 rule (revocation spec, "Scope"): the issuer of any delegation on the path to a
+//! delegation may revoke it. The revoked delegation must come with the request, and when the revoker
+//! is not its direct issuer, so must a `path` witness: delegations, root first, ending at the revoked
+//! one, each signed, aligned (`aud` → next `iss`), and one of them issued by the revoker. This keeps
+//! spurious revocations from strangers out of the store. Revocations are permanent.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -10,9 +15,10 @@ use std::time::Instant;
 use cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use super::{Answer, Gateway, Record, Refusal};
+use super::inbound::{Claim, Inbound};
+use super::ledger::Record;
+use super::{Answer, Gateway, REVOKE_COMMAND, Refusal};
 use crate::did::PublicKey;
-use crate::ipld::dag_cbor_cid;
 use crate::receipt::{Effects, Out, ReceiptBody, gateway_meta};
 use crate::task::work_id;
 use crate::ucan::{Delegation, ErrorKind, Invocation, ValidationError};
@@ -37,18 +43,77 @@ fn link(args: &std::collections::BTreeMap<String, Ipld>, key: &str) -> Option<Ci
 }
 
 impl Gateway {
-    /// Records a revocation and answers with a receipt saying so.
+    /// The delegation `inbound` revokes, if it is a revocation whose right to revoke holds; `None`
+    /// for any other command.
+    pub(super) fn revocation_target(
+        &self,
+        inbound: &Inbound<'_>,
+        now: i64,
+    ) -> Result<Option<Cid>, Refusal> {
+        match &inbound.claim {
+            Claim::Ucan { invocation, proofs }
+                if invocation.payload.cmd.as_str() == REVOKE_COMMAND =>
+            {
+                self.ucan_revocation_target(invocation, proofs, now)
+                    .map(Some)
+            }
+            Claim::Ucan { .. } => Ok(None),
+            Claim::Checked { revokes, .. } => Ok(*revokes),
+        }
+    }
+
+    /// Records the revocation of `target` by `inbound` and answers with a stored receipt saying so.
     pub(super) async fn revoke(
+        &self,
+        inbound: &Inbound<'_>,
+        target: Cid,
+        started: Instant,
+    ) -> Result<Answer, Refusal> {
+        let payload = inbound.payload.as_ref();
+        let expires = match &inbound.claim {
+            Claim::Checked { auth, .. } => auth.expires,
+            Claim::Ucan { .. } => payload.exp,
+        };
+        let until = self.authority.seen_until(expires);
+        self.ledger
+            .claim_replay(inbound.replay.key, until, inbound.cid)
+            .await?;
+        self.ledger.record_revocation(target, inbound.cid).await?;
+        self.authority.revoke(target);
+        tracing::info!(delegation = %target, by = %payload.iss, "delegation revoked");
+
+        let task = payload.task_id();
+        let body = ReceiptBody {
+            ran: inbound.cid,
+            task,
+            out: Out::Ok(Ipld::Map(
+                [("revoked".to_owned(), Ipld::Link(target))].into(),
+            )),
+            fx: Effects::default(),
+            meta: gateway_meta("built-in", None, started.elapsed(), None),
+        };
+        // A revocation changes state: never a memoization source.
+        let record = Record::unshared(
+            inbound.cid,
+            task,
+            Some(work_id(&payload.cmd, &payload.args)),
+        );
+        let receipt = self.commit(record, body).await?;
+        Ok(Answer::new(receipt, Vec::new()))
+    }
+
+    /// The UCAN 1.0 right to revoke (see the module docs): the delegation revoked, once the
+    /// revoker's signature, expiry and place on the path are checked.
+    fn ucan_revocation_target(
         &self,
         invocation: &Invocation,
         proofs: &HashMap<Cid, Delegation>,
         now: i64,
-        started: Instant,
-    ) -> Result<Answer, Refusal> {
+    ) -> Result<Cid, Refusal> {
         let inv = &invocation.payload;
         verify_token(&invocation.envelope, &inv.iss)?;
         if let Some(exp) = inv.exp
-            && now > exp.saturating_add(self.leeway)
+            && now > exp.saturating_add(self.authority.leeway())
         {
             return Err(ValidationError::new(
                 ErrorKind::Expired,
@@ -125,32 +190,6 @@ impl Gateway {
             verify_token(&dlg.envelope, &dlg.payload.iss)?;
         }
 
-        let replay_key = dag_cbor_cid(invocation.envelope.signed_bytes());
-        self.store.mark_seen(replay_key, None).await?;
-        self.store.revoke(target, invocation.cid(), now).await?;
-        if let Ok(mut set) = self.revoked.0.write() {
-            set.insert(target);
-        }
-        tracing::info!(delegation = %target, by = %inv.iss, "delegation revoked");
-
-        let task_id = inv.task_id();
-        let body = ReceiptBody {
-            ran: invocation.cid(),
-            task: task_id,
-            out: Out::Ok(Ipld::Map(
-                [("revoked".to_owned(), Ipld::Link(target))].into(),
-            )),
-            fx: Effects::default(),
-            meta: gateway_meta("built-in", None, started.elapsed(), None),
-        };
-        let record = Record {
-            ran: invocation.cid(),
-            task: task_id,
-            work: Some(work_id(&inv.cmd, &inv.args)),
-            // A revocation changes state: never a memoization source.
-            pure: false,
-        };
-        let receipt = self.commit(record, body).await?;
-        Ok(Answer::new(receipt, Vec::new()))
+        Ok(target)
     }
 }

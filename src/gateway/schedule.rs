@@ -92,12 +92,12 @@ impl Gateway {
                 None,
             )
         };
-        match self.store.record_intent(task.id).await {
+        match self.ledger.record_intent(task.id).await {
             Ok(true) => return None,
             Ok(false) => {}
             Err(e) => return Some(unavailable(e)),
         }
-        let earlier = match self.store.intent(task.id).await {
+        let earlier = match self.ledger.intent(task.id).await {
             Ok(Some(IntentState::Completed { receipt })) => receipt,
             Ok(_) => {
                 return Some(answer(
@@ -111,7 +111,7 @@ impl Gateway {
             }
             Err(e) => return Some(unavailable(e)),
         };
-        let out = match self.store.receipt_by_cid(earlier).await {
+        let out = match self.ledger.stored_receipt(earlier).await {
             Ok(Some(stored)) => match Receipt::decode(&stored.bytes) {
                 Ok(receipt) => receipt.body.out,
                 Err(_) => Out::error("StoreUnavailable", "the earlier receipt is unreadable"),
@@ -129,7 +129,7 @@ impl Gateway {
         ) {
             return;
         }
-        if let Err(e) = self.store.complete_intent(task.id, receipt.cid()).await {
+        if let Err(e) = self.ledger.complete_intent(task.id, receipt.cid()).await {
             tracing::error!(task = %task.id, error = %e, "intent not settled");
         }
     }

@@ -1,29 +1,29 @@
-//! The ucanto wire format through the gateway path: each invocation of a ucanto message is checked by
-//! ucanto's rules ([`crate::ucanto::capability`]), mapped onto the same authorised task as a UCAN 1.0
-//! invocation, and then goes through the shared [`Gateway::admit`] → [`Gateway::run`] →
-//! [`Gateway::finish`], so the UCAN 1.0 receipt is what the store keeps. The ucanto receipt sent back
-//! is built from the same receipt body.
+//! The ucanto wire format: each invocation of a ucanto message is checked by ucanto's rules
+//! ([`crate::ucanto::capability`]) and mapped onto the same task as a UCAN 1.0 invocation, then goes
+//! through the one path ([`Gateway::handle`]), so the UCAN 1.0 receipt is what the store keeps. The
+//! ucanto receipt sent back is built from the same receipt body.
 //!
 //! Unlike the UCAN 1.0 path, a refused invocation is answered with a *signed error receipt* (not
 //! stored, no replay slot used): that is how `@ucanto/server` answers and what `@ucanto/client`
 //! expects, since it reads one receipt per invocation and treats any non-200 status as a transport
 //! failure. Only a failure of the gateway itself (the store) fails the whole request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ipld_core::ipld::Ipld;
 
-use super::{Gateway, Replay, Summary};
-use crate::gateway::{Answer, Refusal, RefusalClass};
+use super::inbound::{Claim, Inbound, Replay, Wire};
+use super::path::receipt_failed;
+use super::pipeline::OnRefusal;
+use super::{Answer, Gateway, Refusal, RefusalClass};
 use crate::ipld::{RAW, cid_for};
-use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
-use crate::task::{EffectClass, Task};
+use crate::receipt::{Effect, Out};
 use crate::ucan::command::Command;
-use crate::ucan::invocation::InvocationPayload;
-use crate::ucan::validate::{Authorized, unix_now};
-use crate::ucanto::capability::{self, Context, EFFECT_FACT};
-use crate::ucanto::receipt::{Outcome, UcantoReceipt};
+use crate::ucan::validate::unix_now;
+use crate::ucanto::capability::EFFECT_FACT;
+use crate::ucanto::receipt::{ReceiptContent, UcantoReceipt};
 use crate::ucanto::revoke::{self, REVOKE_ABILITY};
 use crate::ucanto::token::{Capability, Ucan, UcanFields};
 use crate::ucanto::{Block, Message, ReportEntry, encode_report, to_gateway};
@@ -31,212 +31,154 @@ use crate::ucanto::{Block, Message, ReportEntry, encode_report, to_gateway};
 impl Gateway {
     /// Answers a ucanto message (a CAR body) with a report CAR holding one receipt per invocation.
     /// Fails only when the body is not a message (400) or the gateway cannot do its part (503).
-    pub async fn invoke_ucanto(
-        &self,
-        body: &[u8],
-        summary: &mut Summary,
-    ) -> Result<Vec<u8>, Refusal> {
+    pub async fn invoke_ucanto(&self, body: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let started = Instant::now();
         let message = Message::decode(body)
-            .map_err(|e| Refusal::malformed("MalformedMessage", e.to_string()))?;
-        let mut entries: Vec<ReportEntry> = Vec::with_capacity(message.invocations.len());
-        for inv in &message.invocations {
-            let started = Instant::now();
-            summary.invocation = Some(inv.cid);
-            summary.issuer = Some(inv.iss.clone());
-            let command = inv
-                .att
-                .first()
-                .map_or_else(|| "-".to_owned(), |c| format!("/{}", c.can));
-            // Metrics are labelled with offered commands only: `can` is the sender's to choose, and
-            // every distinct label value is a new time series.
-            let label = match Command::parse(&command) {
-                Ok(cmd) if self.policy.route(&cmd).is_some() => command.clone(),
-                Ok(cmd) if cmd.as_str() == format!("/{REVOKE_ABILITY}") => command.clone(),
-                _ => "other".to_owned(),
-            };
-            summary.command = Some(command);
+            .map_err(|e| Refusal::malformed("MalformedMessage", e.to_string()))
+            .inspect_err(|refusal| self.refused(refusal, started))?;
+        let now = unix_now();
 
-            let mut outcome_name = "ok";
-            let (out, meta, fork, join) = match self.ucanto_one(&message, inv, started).await {
-                Ok(answer) => {
-                    let cause = answer.receipt.cid();
-                    let body = answer.receipt.body;
-                    let fork = body
-                        .fx
-                        .fork
-                        .iter()
-                        .map(|e| self.ucanto_effect(e, cause))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let join = body
-                        .fx
-                        .join
-                        .as_ref()
-                        .map(|e| self.ucanto_effect(e, cause))
-                        .transpose()?;
-                    (body.out, body.meta, fork, join)
+        // authority by ucanto's rules, per invocation; a refusal here is that invocation's answer
+        let mut results: Vec<Option<Result<Answer, Refusal>>> = Vec::new();
+        let mut inbounds = Vec::new();
+        let mut positions = Vec::new();
+        for (i, inv) in message.invocations.iter().enumerate() {
+            match self.ucanto_inbound(&message, inv, now) {
+                Ok(inbound) => {
+                    results.push(None);
+                    inbounds.push(inbound);
+                    positions.push(i);
                 }
-                Err(refusal) if refusal.class == RefusalClass::Unavailable => return Err(refusal),
                 Err(refusal) => {
-                    outcome_name = refusal.name;
-                    (
-                        Out::error(refusal.name, refusal.message),
-                        BTreeMap::new(),
-                        Vec::new(),
-                        None,
-                    )
+                    self.observe_unchecked(inv, &refusal, started);
+                    results.push(Some(Err(refusal)));
                 }
-            };
-            if outcome_name == "ok" && !out.is_ok() {
-                outcome_name = "error";
             }
-            self.metrics
-                .invocations
-                .with_label_values(&[label.as_str(), outcome_name])
-                .inc();
-            self.metrics
-                .latency
-                .with_label_values(&[label.as_str()])
-                .observe(started.elapsed().as_secs_f64());
+        }
+        for (j, result) in self.run_all(&inbounds, OnRefusal::Continue, None).await {
+            results[positions[j]] = Some(result);
+        }
 
-            let receipt = UcantoReceipt::issue(
-                &Outcome {
-                    ran: inv.cid,
-                    out: &out,
-                    fork: fork.iter().map(|(cid, _)| *cid).collect(),
-                    join: join.as_ref().map(|(cid, _)| *cid),
-                    meta,
-                },
-                &self.key,
-            )
-            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))?;
-            let mut blocks = message.dag_of(&inv.cid);
-            blocks.extend(fork);
-            blocks.extend(join);
-            blocks.push((receipt.cid, receipt.bytes));
-            entries.push(ReportEntry {
-                ran: inv.cid,
-                receipt: receipt.cid,
-                blocks,
+        let mut entries: Vec<ReportEntry> = Vec::with_capacity(message.invocations.len());
+        for (inv, result) in message.invocations.iter().zip(results) {
+            let result = result.unwrap_or_else(|| {
+                Err(Refusal::new(RefusalClass::Unavailable, "NotRun", "not run"))
             });
+            entries.push(self.report_entry(&message, inv, result)?);
         }
         Ok(encode_report(&entries))
     }
 
-    /// The path of one ucanto invocation, up to the stored UCAN 1.0 receipt.
-    async fn ucanto_one(
+    /// A ucanto invocation checked by ucanto's rules, as the path takes it.
+    fn ucanto_inbound<'m>(
+        &self,
+        message: &'m Message,
+        inv: &'m Ucan,
+        now: i64,
+    ) -> Result<Inbound<'m>, Refusal> {
+        let trusted = |did: &str| self.policy.honours(did, &self.did);
+        let checked = self
+            .authority
+            .check_ucanto(inv, &message.tokens, now, &trusted)
+            .map_err(|d| Refusal::forbidden(d.name, d.message))?;
+        let (payload, auth) = to_gateway(inv, &checked)
+            .map_err(|e| Refusal::malformed("MalformedCapability", e.to_string()))?;
+        let revokes = if checked.capability.can == REVOKE_ABILITY {
+            let target = revoke::target(inv, &checked, &message.tokens)
+                .map_err(|d| Refusal::forbidden(d.name, d.message))?;
+            Some(target)
+        } else {
+            None
+        };
+        Ok(Inbound {
+            cid: inv.cid,
+            payload: Cow::Owned(payload),
+            replay: Replay {
+                // What the invoker signed: the JWT signing input.
+                key: cid_for(RAW, inv.signing_input()),
+                token_len: message.blocks.get(&inv.cid).map_or(0, Vec::len),
+            },
+            claim: Claim::Checked {
+                auth: Box::new(auth),
+                revokes,
+            },
+            wire: Wire::Ucanto,
+        })
+    }
+
+    /// Counts and logs an invocation refused by ucanto's rules before it reached the path.
+    fn observe_unchecked(&self, inv: &Ucan, refusal: &Refusal, started: Instant) {
+        let label = inv
+            .att
+            .first()
+            .and_then(|c| Command::parse(&format!("/{}", c.can)).ok())
+            .map_or("other", |cmd| self.label(&cmd));
+        let elapsed = started.elapsed();
+        self.ledger.observe(label, refusal.name, elapsed);
+        tracing::info!(
+            invocation = %inv.cid,
+            issuer = %inv.iss,
+            command = label,
+            outcome = refusal.name,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "invocation"
+        );
+    }
+
+    /// One receipt of the report: the signed ucanto receipt of `result`, with the invocation, its
+    /// proofs and any effects as blocks. A failure of the gateway itself fails the whole request.
+    fn report_entry(
         &self,
         message: &Message,
         inv: &Ucan,
-        started: Instant,
-    ) -> Result<Answer, Refusal> {
-        let now = unix_now();
-
-        // authority, by ucanto's rules (audience, signatures, time bounds, with/can/nb)
-        // (The context borrows trait objects that are not `Sync`; it must not live across an await.)
-        let checked = {
-            let cx = Context {
-                audience: &self.did,
-                now,
-                leeway: self.leeway,
-                revoked: &self.revoked,
-                verified: &self.verified,
-                trusted: &|did: &str| self.policy.honours(did, &self.did),
-            };
-            capability::check(inv, &message.tokens, &cx)
-        }
-        .map_err(|d| Refusal::forbidden(d.name, d.message))?;
-        let (payload, auth) = to_gateway(inv, &checked)
-            .map_err(|e| Refusal::malformed("MalformedCapability", e.to_string()))?;
-
-        // revocation is built in
-        if checked.capability.can == REVOKE_ABILITY {
-            let target = revoke::target(inv, &checked, &message.tokens)
-                .map_err(|d| Refusal::forbidden(d.name, d.message))?;
-            return self
-                .ucanto_revoke(inv, &payload, &auth, target, now, started)
-                .await;
-        }
-
-        // route
-        let route = self.policy.route(&payload.cmd).ok_or_else(|| {
-            Refusal::not_found(
-                "HandlerNotFound",
-                format!(
-                    "service does not implement {{can: \"{}\"}}",
-                    checked.capability.can
-                ),
-            )
-        })?;
-        if payload.exp.is_none() && !route.allow_no_expiry {
-            return Err(Refusal::forbidden(
-                "MissingExpiry",
-                format!("invocations of {} must carry an expiry (exp)", payload.cmd),
-            ));
-        }
-
-        // task, then the path shared with UCAN 1.0
-        let task = Task::new(&auth, &payload, route.effect)
-            .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
-        let token_len = message.blocks.get(&inv.cid).map_or(0, Vec::len);
-        let admitted = self
-            .admit(
-                route,
-                &auth,
-                task,
-                Replay {
-                    key: cid_for(RAW, inv.signing_input()),
-                    token_len,
-                },
-            )
-            .await?;
-        let body = self.run(&admitted, started).await;
-        // Effects need authority the gateway holds. A dag-ucan delegation to the gateway cannot be
-        // cited by a UCAN 1.0 effect, so here only the gateway's own commands (`gateway_effects`)
-        // qualify; any other effect turns the receipt into `UnauthorizedEffect`.
-        let (body, _) = self.authorize_effects(body, route, &auth, &HashMap::new(), now);
-        self.finish(&admitted.task, body).await
-    }
-
-    /// Records a revocation checked by [`revoke::target`] and answers with a stored receipt, as
-    /// `/ucan/revoke` does for UCAN 1.0 delegations.
-    async fn ucanto_revoke(
-        &self,
-        inv: &Ucan,
-        payload: &InvocationPayload,
-        auth: &Authorized,
-        target: cid::Cid,
-        now: i64,
-        started: Instant,
-    ) -> Result<Answer, Refusal> {
-        let task = Task::new(auth, payload, EffectClass::Destructive)
-            .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
-        let seen_until = auth.expires.map(|exp| exp.saturating_add(self.leeway));
-        if !self
-            .store
-            .mark_seen(cid_for(RAW, inv.signing_input()), seen_until)
-            .await?
-        {
-            return Err(Refusal::new(
-                RefusalClass::Replayed,
-                "Replayed",
-                format!("invocation {} was already received", inv.cid),
-            ));
-        }
-        self.store.revoke(target, inv.cid, now).await?;
-        if let Ok(mut set) = self.revoked.0.write() {
-            set.insert(target);
-        }
-        tracing::info!(delegation = %target, by = %inv.iss, "dag-ucan delegation revoked");
-        let body = ReceiptBody {
-            ran: inv.cid,
-            task: task.id,
-            out: Out::Ok(Ipld::Map(
-                [("revoked".to_owned(), Ipld::Link(target))].into(),
-            )),
-            fx: Effects::default(),
-            meta: gateway_meta("built-in", None, started.elapsed(), None),
+        result: Result<Answer, Refusal>,
+    ) -> Result<ReportEntry, Refusal> {
+        let (out, meta, fork, join) = match result {
+            Ok(answer) => {
+                let cause = answer.receipt.cid();
+                let body = answer.receipt.body;
+                let fork = body
+                    .fx
+                    .fork
+                    .iter()
+                    .map(|e| self.ucanto_effect(e, cause))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let join = body
+                    .fx
+                    .join
+                    .as_ref()
+                    .map(|e| self.ucanto_effect(e, cause))
+                    .transpose()?;
+                (body.out, body.meta, fork, join)
+            }
+            Err(refusal) if refusal.class == RefusalClass::Unavailable => return Err(refusal),
+            Err(refusal) => (
+                Out::error(refusal.name, refusal.message),
+                BTreeMap::new(),
+                Vec::new(),
+                None,
+            ),
         };
-        self.finish(&task, body).await
+        let receipt = UcantoReceipt::issue(
+            &ReceiptContent {
+                ran: inv.cid,
+                out: &out,
+                fork: fork.iter().map(|(cid, _)| *cid).collect(),
+                join: join.as_ref().map(|(cid, _)| *cid),
+                meta,
+            },
+            &self.key,
+        )
+        .map_err(receipt_failed)?;
+        let mut blocks = message.dag_of(&inv.cid);
+        blocks.extend(fork);
+        blocks.extend(join);
+        blocks.push((receipt.cid, receipt.bytes));
+        Ok(ReportEntry {
+            ran: inv.cid,
+            receipt: receipt.cid,
+            blocks,
+        })
     }
 
     /// An effect as a ucanto invocation issued by the gateway: `with` = `sub`, `can` = `cmd` without
@@ -264,8 +206,7 @@ impl Gateway {
             .collect(),
             ..UcanFields::default()
         };
-        Ucan::issue(&fields, &self.key)
-            .map_err(|e| Refusal::new(RefusalClass::Unavailable, "ReceiptFailed", e.to_string()))
+        Ucan::issue(&fields, &self.key).map_err(receipt_failed)
     }
 }
 

@@ -9,7 +9,7 @@
 //! - `GET /`: service description; `GET /health`; `GET /metrics`; `GET /openapi.json`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cid::Cid;
 
-use crate::gateway::{Gateway, Refusal, Reply, Summary};
+use crate::gateway::{Gateway, Refusal, Reply};
 use crate::ucan::container::{Container, Format};
 
 pub mod error;
@@ -130,46 +130,13 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
         Ok(ucanto::Transport::Container) => {}
         Err(response) => return *response,
     }
-    let started = Instant::now();
-    let mut summary = Summary::default();
     let result = async {
         let body = read_body(&gateway, body).await?;
         let container = request_container(&headers, body)?;
-        let answer = gateway
-            .invoke_with(&container, &mut summary, prefer_wait(&headers))
-            .await?;
+        let answer = gateway.invoke(&container, prefer_wait(&headers)).await?;
         Ok::<_, Refusal>((answer, Container::format_of(&container)))
     }
     .await;
-
-    let outcome = match &result {
-        Ok((answer, _)) => answer.outcome(),
-        Err(refusal) => refusal.name,
-    };
-    let command = summary.command.as_deref().unwrap_or("-");
-    let elapsed = started.elapsed();
-    gateway
-        .metrics()
-        .invocations
-        .with_label_values(&[command, outcome])
-        .inc();
-    gateway
-        .metrics()
-        .latency
-        .with_label_values(&[command])
-        .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        invocation = summary
-            .invocation
-            .map(|c| c.to_string())
-            .as_deref()
-            .unwrap_or("-"),
-        issuer = summary.issuer.as_deref().unwrap_or("-"),
-        command,
-        outcome,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "invocation"
-    );
 
     match result {
         Ok((answer, format)) => {

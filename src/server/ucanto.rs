@@ -3,14 +3,13 @@
 //! client will not take a CAR back, 400 for a malformed message), and the CAR answer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::gateway::{Gateway, RefusalClass, Summary};
+use crate::gateway::{Gateway, RefusalClass};
 use crate::ucanto::CONTENT_TYPE;
 
 /// Media types of `POST /` bodies that carry a UCAN 1.0 container (including what curl and browsers
@@ -98,25 +97,11 @@ fn plain(status: StatusCode, accept: &str, message: &'static str) -> Response {
 
 /// Runs a ucanto message and answers with the report CAR.
 pub(super) async fn invoke(gateway: Arc<Gateway>, body: Body) -> Response {
-    let started = Instant::now();
-    let mut summary = Summary::default();
     let result = async {
         let body = super::read_body(&gateway, body).await?;
-        gateway.invoke_ucanto(&body, &mut summary).await
+        gateway.invoke_ucanto(&body).await
     }
     .await;
-    tracing::info!(
-        invocation = summary
-            .invocation
-            .map(|c| c.to_string())
-            .as_deref()
-            .unwrap_or("-"),
-        issuer = summary.issuer.as_deref().unwrap_or("-"),
-        command = summary.command.as_deref().unwrap_or("-"),
-        outcome = if result.is_ok() { "report" } else { "refused" },
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "ucanto message"
-    );
     match result {
         Ok(car) => (
             [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],

@@ -67,7 +67,7 @@ pub enum IntentState {
 
 /// A job submitted to an external backend whose result is still awaited.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
+pub struct JobEntry {
     /// The key the job is tracked under (typically the invocation or task CID).
     pub key: Cid,
     /// Which backend runs the job (for example `"bacalhau"`).
@@ -269,7 +269,7 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
 
     /// Every pending job, oldest first.
-    async fn pending(&self) -> Result<Vec<Pending>>;
+    async fn pending(&self) -> Result<Vec<JobEntry>>;
 
     /// Forgets the pending job under `key`. Returns whether there was one.
     async fn remove_pending(&self, key: Cid) -> Result<bool>;

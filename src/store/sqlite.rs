@@ -37,7 +37,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{IntentState, Pending, Result, Store, StoreError, StoreErrorKind, StoredReceipt};
+use super::{IntentState, JobEntry, Result, Store, StoreError, StoreErrorKind, StoredReceipt};
 
 /// The schema, embedded at build time and applied on open.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -514,7 +514,7 @@ impl Store for SqliteStore {
         }
         let row = self.row(OP, by_cid(PENDING_JOB, key)).await?;
         let stored = row.map(|row| pending_from_row(OP, &row)).transpose()?;
-        let job = Pending {
+        let job = JobEntry {
             key,
             backend: backend.to_owned(),
             job_id: job_id.to_owned(),
@@ -526,7 +526,7 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn pending(&self) -> Result<Vec<Pending>> {
+    async fn pending(&self) -> Result<Vec<JobEntry>> {
         const OP: &str = "pending";
         let sql = "SELECT key, backend, job_id, payload FROM pending_jobs ORDER BY seq";
         let rows = sqlx::query(sql)
@@ -577,8 +577,8 @@ fn receipt_from_row(op: &'static str, row: &SqliteRow) -> Result<StoredReceipt> 
 }
 
 /// A pending-job row: key, backend, job id, payload.
-fn pending_from_row(op: &'static str, row: &SqliteRow) -> Result<Pending> {
-    Ok(Pending {
+fn pending_from_row(op: &'static str, row: &SqliteRow) -> Result<JobEntry> {
+    Ok(JobEntry {
         key: cid_column(op, row, 0)?,
         backend: row.try_get(1).map_err(db_error(op))?,
         job_id: row.try_get(2).map_err(db_error(op))?,

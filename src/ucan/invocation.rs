@@ -37,6 +37,9 @@ pub struct InvocationPayload {
     pub exp: Option<i64>,
     /// Issued at (a claim by the invoker, not trusted).
     pub iat: Option<i64>,
+    /// Not before (Unix seconds). Not an invocation field in the spec; an invocation that carries one
+    /// is refused (`TooEarly`) until then rather than run early.
+    pub nbf: Option<i64>,
     /// The receipt that enqueued this task.
     pub cause: Option<Cid>,
 }
@@ -56,6 +59,7 @@ impl InvocationPayload {
             nonce: f.bytes("nonce")?,
             exp: f.expiry("exp")?,
             iat: f.opt_int("iat")?,
+            nbf: f.opt_int("nbf")?,
             cause: f.opt_link("cause")?,
         })
     }
@@ -76,6 +80,7 @@ impl InvocationPayload {
             .set("nonce", Ipld::Bytes(self.nonce.clone()))
             .set("exp", int_or_null(self.exp))
             .opt("iat", self.iat.map(|t| Ipld::Integer(t.into())))
+            .opt("nbf", self.nbf.map(|t| Ipld::Integer(t.into())))
             .opt("cause", self.cause.map(Ipld::Link))
             .build()
     }
@@ -169,6 +174,7 @@ impl InvocationBuilder {
                 nonce: Vec::new(),
                 exp: None,
                 iat: None,
+                nbf: None,
                 cause: None,
             },
             nonce_set: false,
@@ -190,6 +196,12 @@ impl InvocationBuilder {
     /// Sets the expiry (`None`: `null`).
     pub fn expires(mut self, exp: Option<i64>) -> Self {
         self.payload.exp = exp;
+        self
+    }
+
+    /// Sets "not before" (honoured by validation, though the invocation spec defines no such field).
+    pub fn not_before(mut self, nbf: Option<i64>) -> Self {
+        self.payload.nbf = nbf;
         self
     }
 

@@ -5,7 +5,10 @@
 //! 1. Invocation
 //!    a. its signature verifies against `iss`
 //!    b. it has not expired (`exp`)
-//!    c. with no proofs, it is self-issued (`iss == sub`)
+//!    c. it is not before its `nbf`, if it carries one (not an invocation field in the spec, but
+//!    honoured rather than ignored)
+//!    d. with no proofs, it is self-issued (`iss == sub`), else nothing establishes the subject's
+//!    authority (`InvalidClaim`)
 //! 2. Proofs
 //!    a. every CID in `prf` is among the supplied delegations (else `UnavailableProof`)
 //!    b. the list is root first; a leaf-first list (as go-ucan emits) is detected and reversed
@@ -14,11 +17,15 @@
 //!    a. its signature verifies against its `iss`
 //!    b. it is within its time bounds (`nbf`, `exp`), with the configured leeway
 //!    c. it is not revoked
-//!    d. the root is issued by its subject and is not a powerline; every other subject is `null`
-//!    (powerline) or the invocation's subject
+//!    d. the root is issued by its subject and is not a powerline (else `InvalidClaim`); every
+//!    subject is `null` (powerline, below the root) or the invocation's subject (else `InvalidSubject`)
 //!    e. principal alignment: each `aud` is the next `iss`, the last `aud` is the invoker
-//!    f. its command proves the invoked command
+//!    f. its command proves the invoked command and is proven by the command of the delegation before
+//!    it (restated or attenuated, never widened)
 //!    g. its policy holds on the invocation's `args`
+//!
+//! [`check_chain`] runs steps 1 to 3f and returns a [`Chain`] whose [`Chain::check_policies`] is 3g, so
+//! a caller whose arguments are not known yet (promises) checks the chain once and the policies later.
 //!
 //! Structural checks are cheap and signatures are not, but a token whose signature fails is reported as
 //! `InvalidSignature` first: an error about the contents of a forged token would be misleading.
@@ -195,7 +202,8 @@ fn verify_signature(
     Ok(())
 }
 
-/// Validates `invocation` with the delegations in `proofs` (looked up by CID; extra ones are ignored).
+/// Validates `invocation` with the delegations in `proofs` (looked up by CID; extra ones are ignored):
+/// [`check_chain`], then the chain's policies on the signed arguments.
 pub fn validate(
     invocation: &Invocation,
     proofs: &HashMap<Cid, Delegation>,
@@ -203,55 +211,113 @@ pub fn validate(
     revocations: &dyn Revocations,
     cache: &dyn SignatureCache,
 ) -> Result<Authorized, ValidationError> {
-    validate_resolved(
-        invocation,
-        &invocation.payload.args,
-        proofs,
-        opts,
-        revocations,
-        cache,
-    )
+    let chain = check_chain(invocation, proofs, opts, revocations, cache)?;
+    chain.check_policies(&invocation.payload.args)?;
+    Ok(chain.authorized(&invocation.payload.args))
 }
 
-/// Like [`validate`], but checks the chain's policies on `args` instead of the signed arguments:
-/// the invocation's arguments with its promises resolved (promise spec). Everything else — the
-/// signatures, time bounds, principals and commands — is checked on the token as signed.
-pub fn validate_resolved(
-    invocation: &Invocation,
-    args: &std::collections::BTreeMap<String, Ipld>,
-    proofs: &HashMap<Cid, Delegation>,
+/// A chain that passed every check but its policies (steps 1, 2 and 3a–3f). Policies (3g) are checked
+/// separately because the values they apply to may not be known yet: an argument awaiting a promise
+/// is checked on the awaited value (promise spec), so the gateway checks the chain once, resolves the
+/// promises, then checks the policies on the result.
+#[derive(Debug)]
+pub struct Chain<'a> {
+    invocation: &'a Invocation,
+    /// Root first.
+    delegations: Vec<&'a Delegation>,
+    not_before: Option<i64>,
+    expires: Option<i64>,
+}
+
+impl Chain<'_> {
+    /// 3g: every delegation's policy holds on `args` (the signed arguments, or with promises
+    /// resolved).
+    pub fn check_policies(
+        &self,
+        args: &std::collections::BTreeMap<String, Ipld>,
+    ) -> Result<(), ValidationError> {
+        if self.delegations.iter().all(|d| d.payload.pol.is_empty()) {
+            return Ok(());
+        }
+        // Policies select into `args` as one IPLD value; build it once for the whole chain.
+        let args = Ipld::Map(args.clone());
+        for dlg in &self.delegations {
+            if let Err(mismatch) = dlg.payload.pol.check(&args) {
+                return Err(ValidationError::in_proof(
+                    ErrorKind::MatchError,
+                    dlg.cid(),
+                    format!(
+                        "arguments fail policy statement {}: {}",
+                        mismatch.index, mismatch.statement
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the chain authorises, with `args` as the arguments the task runs on. Call only after
+    /// [`Chain::check_policies`] passed on the same `args`, or when nothing runs on its strength
+    /// (a promise that resolved to the other branch).
+    pub fn authorized(&self, args: &std::collections::BTreeMap<String, Ipld>) -> Authorized {
+        let inv = &self.invocation.payload;
+        Authorized {
+            invocation: self.invocation.cid(),
+            invoker: inv.iss.clone(),
+            subject: inv.sub.clone(),
+            audience: inv.executor().to_owned(),
+            command: inv.cmd.clone(),
+            args: args.clone(),
+            task: inv.task_id(),
+            chain: self.delegations.iter().map(|d| d.cid()).collect(),
+            not_before: self.not_before,
+            expires: self.expires,
+        }
+    }
+}
+
+/// Steps 1, 2 and 3a–3f of the checklist: everything but the policies, on the token as signed.
+pub fn check_chain<'a>(
+    invocation: &'a Invocation,
+    proofs: &'a HashMap<Cid, Delegation>,
     opts: Options,
     revocations: &dyn Revocations,
     cache: &dyn SignatureCache,
-) -> Result<Authorized, ValidationError> {
-    check(invocation, Some(args), proofs, opts, revocations, cache)
-}
-
-/// Every check of [`validate`] except the policies (3g). Only for answering an invocation whose
-/// arguments have no value to check yet (a promise that resolved to the other branch), where
-/// nothing is run on the strength of the result.
-pub fn validate_ignoring_policies(
-    invocation: &Invocation,
-    proofs: &HashMap<Cid, Delegation>,
-    opts: Options,
-    revocations: &dyn Revocations,
-    cache: &dyn SignatureCache,
-) -> Result<Authorized, ValidationError> {
-    check(invocation, None, proofs, opts, revocations, cache)
-}
-
-/// The checklist; `args` are what policies are checked on, or `None` to skip 3g.
-fn check(
-    invocation: &Invocation,
-    policy_args: Option<&std::collections::BTreeMap<String, Ipld>>,
-    proofs: &HashMap<Cid, Delegation>,
-    opts: Options,
-    revocations: &dyn Revocations,
-    cache: &dyn SignatureCache,
-) -> Result<Authorized, ValidationError> {
+) -> Result<Chain<'a>, ValidationError> {
+    check_invocation(invocation, opts, cache)?;
+    let delegations = gather(invocation, proofs)?;
     let inv = &invocation.payload;
-    let args = policy_args.unwrap_or(&inv.args);
+    let mut chain = Chain {
+        invocation,
+        delegations: Vec::new(),
+        not_before: inv.nbf,
+        expires: inv.exp,
+    };
+    for (i, dlg) in delegations.iter().enumerate() {
+        let link = Link {
+            dlg,
+            index: i,
+            previous: i.checked_sub(1).map(|p| delegations[p]),
+            next_issuer: delegations
+                .get(i + 1)
+                .map_or(inv.iss.as_str(), |next| next.payload.iss.as_str()),
+            is_last: i + 1 == delegations.len(),
+        };
+        check_delegation(&link, inv, opts, revocations, cache)?;
+        chain.not_before = later(chain.not_before, dlg.payload.nbf);
+        chain.expires = earlier(chain.expires, dlg.payload.exp);
+    }
+    chain.delegations = delegations;
+    Ok(chain)
+}
 
+/// Step 1: the invocation on its own.
+fn check_invocation(
+    invocation: &Invocation,
+    opts: Options,
+    cache: &dyn SignatureCache,
+) -> Result<(), ValidationError> {
+    let inv = &invocation.payload;
     // 1a
     verify_signature(&invocation.envelope, &inv.iss, cache, None)?;
     // 1b
@@ -263,20 +329,36 @@ fn check(
             format!("invocation expired at {exp}"),
         ));
     }
-    // 1c
-    if inv.prf.is_empty() {
-        if !same_principal(&inv.iss, &inv.sub) {
-            return Err(ValidationError::new(
-                ErrorKind::InvalidSubject,
-                format!(
-                    "no proofs, and the invoker {} is not the subject {}",
-                    inv.iss, inv.sub
-                ),
-            ));
-        }
-        return Ok(authorized(invocation, args, Vec::new(), None, inv.exp));
+    // 1c: the invocation spec defines no `nbf`, but an invoker who wrote one meant it; running the
+    // task early would do what it did not ask for.
+    if let Some(nbf) = inv.nbf
+        && opts.now < nbf.saturating_sub(opts.leeway)
+    {
+        return Err(ValidationError::new(
+            ErrorKind::TooEarly,
+            format!("invocation is not valid before {nbf}"),
+        ));
     }
+    // 1d
+    if inv.prf.is_empty() && !same_principal(&inv.iss, &inv.sub) {
+        return Err(ValidationError::new(
+            ErrorKind::InvalidClaim,
+            format!(
+                "no proofs, and the invoker {} is not the subject {}: nothing establishes the \
+                 subject's authority",
+                inv.iss, inv.sub
+            ),
+        ));
+    }
+    Ok(())
+}
 
+/// Step 2: the delegations `prf` names, root first.
+fn gather<'a>(
+    invocation: &Invocation,
+    proofs: &'a HashMap<Cid, Delegation>,
+) -> Result<Vec<&'a Delegation>, ValidationError> {
+    let inv = &invocation.payload;
     // 2c
     if inv.prf.len() > MAX_CHAIN {
         return Err(ValidationError::new(
@@ -296,156 +378,159 @@ fn check(
         })?;
         chain.push(dlg);
     }
-    // 2b: root first means the last delegation names the invoker as audience. If instead the first does
-    // (and the last does not), the list is leaf first.
+    // 2b: root first means the last delegation names the invoker as audience. If instead the first
+    // does (and the last does not), the list is leaf first.
     if chain.len() > 1
         && !same_principal(&chain[chain.len() - 1].payload.aud, &inv.iss)
         && same_principal(&chain[0].payload.aud, &inv.iss)
     {
         chain.reverse();
     }
-
-    // Policies select into `args` as one IPLD value; build it once for the whole chain.
-    let checked = args;
-    let args = Ipld::Map(args.clone());
-    let mut not_before: Option<i64> = None;
-    let mut expires = inv.exp;
-    for (i, dlg) in chain.iter().enumerate() {
-        let d = &dlg.payload;
-        let cid = dlg.cid();
-        let err = |kind, message: String| ValidationError::in_proof(kind, cid, message);
-
-        // 3a
-        verify_signature(&dlg.envelope, &d.iss, cache, Some(cid))?;
-        // 3b
-        if let Some(nbf) = d.nbf {
-            if opts.now < nbf.saturating_sub(opts.leeway) {
-                return Err(err(
-                    ErrorKind::TooEarly,
-                    format!("delegation is not valid before {nbf}"),
-                ));
-            }
-            not_before = Some(not_before.map_or(nbf, |t| t.max(nbf)));
-        }
-        if let Some(exp) = d.exp {
-            if opts.now > exp.saturating_add(opts.leeway) {
-                return Err(err(
-                    ErrorKind::Expired,
-                    format!("delegation expired at {exp}"),
-                ));
-            }
-            expires = Some(expires.map_or(exp, |t| t.min(exp)));
-        }
-        // 3c
-        if revocations.is_revoked(&cid) {
-            return Err(err(
-                ErrorKind::Revoked,
-                format!("delegation {cid} has been revoked"),
-            ));
-        }
-        // 3d
-        match (&d.sub, i) {
-            (None, 0) => {
-                return Err(err(
-                    ErrorKind::InvalidSubject,
-                    "the root delegation is a powerline (sub: null); a chain must start at its subject".into(),
-                ));
-            }
-            (Some(sub), 0) => {
-                if !same_principal(sub, &d.iss) {
-                    return Err(err(
-                        ErrorKind::InvalidSubject,
-                        format!(
-                            "the root delegation is issued by {}, not by its subject {sub}",
-                            d.iss
-                        ),
-                    ));
-                }
-                if !same_principal(sub, &inv.sub) {
-                    return Err(err(
-                        ErrorKind::InvalidSubject,
-                        format!(
-                            "the chain is about {sub}, but the invocation's subject is {}",
-                            inv.sub
-                        ),
-                    ));
-                }
-            }
-            (Some(sub), _) => {
-                if !same_principal(sub, &inv.sub) {
-                    return Err(err(
-                        ErrorKind::InvalidSubject,
-                        format!(
-                            "delegation subject {sub} is not the invocation's subject {}",
-                            inv.sub
-                        ),
-                    ));
-                }
-            }
-            // A powerline below the root takes the subject of the delegation before it.
-            (None, _) => {}
-        }
-        // 3e
-        let next_issuer = chain
-            .get(i + 1)
-            .map_or(inv.iss.as_str(), |next| next.payload.iss.as_str());
-        if !same_principal(&d.aud, next_issuer) {
-            let next = if i + 1 < chain.len() {
-                "next delegation's issuer"
-            } else {
-                "invoker"
-            };
-            return Err(err(
-                ErrorKind::InvalidAudience,
-                format!(
-                    "delegation audience {} is not the {next} {next_issuer}",
-                    d.aud
-                ),
-            ));
-        }
-        // 3f
-        if !d.cmd.proves(&inv.cmd) {
-            return Err(err(
-                ErrorKind::InvalidClaim,
-                format!("delegated command {} does not cover {}", d.cmd, inv.cmd),
-            ));
-        }
-        // 3g
-        if policy_args.is_some()
-            && let Err(mismatch) = d.pol.check(&args)
-        {
-            return Err(err(
-                ErrorKind::MatchError,
-                format!(
-                    "arguments fail policy statement {}: {}",
-                    mismatch.index, mismatch.statement
-                ),
-            ));
-        }
-    }
-
-    let chain = chain.iter().map(|d| d.cid()).collect();
-    Ok(authorized(invocation, checked, chain, not_before, expires))
+    Ok(chain)
 }
 
-fn authorized(
-    invocation: &Invocation,
-    args: &std::collections::BTreeMap<String, Ipld>,
-    chain: Vec<Cid>,
-    not_before: Option<i64>,
-    expires: Option<i64>,
-) -> Authorized {
-    let inv = &invocation.payload;
-    Authorized {
-        invocation: invocation.cid(),
-        invoker: inv.iss.clone(),
-        subject: inv.sub.clone(),
-        audience: inv.executor().to_owned(),
-        command: inv.cmd.clone(),
-        args: args.clone(),
-        task: inv.task_id(),
-        chain,
-        not_before,
-        expires,
+/// One delegation in its place in the chain.
+struct Link<'a> {
+    dlg: &'a Delegation,
+    /// 0 for the root.
+    index: usize,
+    /// The delegation before it (towards the root), which it must restate or attenuate.
+    previous: Option<&'a Delegation>,
+    /// Who its audience must be: the next delegation's issuer, or the invoker.
+    next_issuer: &'a str,
+    is_last: bool,
+}
+
+/// Step 3a–3f for one delegation.
+fn check_delegation(
+    link: &Link<'_>,
+    inv: &crate::ucan::invocation::InvocationPayload,
+    opts: Options,
+    revocations: &dyn Revocations,
+    cache: &dyn SignatureCache,
+) -> Result<(), ValidationError> {
+    let d = &link.dlg.payload;
+    let cid = link.dlg.cid();
+    let err = |kind, message: String| ValidationError::in_proof(kind, cid, message);
+
+    // 3a
+    verify_signature(&link.dlg.envelope, &d.iss, cache, Some(cid))?;
+    // 3b
+    if let Some(nbf) = d.nbf
+        && opts.now < nbf.saturating_sub(opts.leeway)
+    {
+        return Err(err(
+            ErrorKind::TooEarly,
+            format!("delegation is not valid before {nbf}"),
+        ));
+    }
+    if let Some(exp) = d.exp
+        && opts.now > exp.saturating_add(opts.leeway)
+    {
+        return Err(err(
+            ErrorKind::Expired,
+            format!("delegation expired at {exp}"),
+        ));
+    }
+    // 3c
+    if revocations.is_revoked(&cid) {
+        return Err(err(
+            ErrorKind::Revoked,
+            format!("delegation {cid} has been revoked"),
+        ));
+    }
+    // 3d
+    check_subject(link, inv).map_err(|(kind, message)| err(kind, message))?;
+    // 3e
+    if !same_principal(&d.aud, link.next_issuer) {
+        let next = if link.is_last {
+            "invoker"
+        } else {
+            "next delegation's issuer"
+        };
+        return Err(err(
+            ErrorKind::InvalidAudience,
+            format!(
+                "delegation audience {} is not the {next} {}",
+                d.aud, link.next_issuer
+            ),
+        ));
+    }
+    // 3f: it covers the invoked command, and restates or attenuates the delegation it rests on
+    // (delegation spec, "Attenuation"): a link may not widen what it was given, even where the
+    // invoked command is within both.
+    if let Some(previous) = link.previous
+        && !previous.payload.cmd.proves(&d.cmd)
+    {
+        return Err(err(
+            ErrorKind::InvalidClaim,
+            format!(
+                "delegated command {} is broader than {} delegated to its issuer",
+                d.cmd, previous.payload.cmd
+            ),
+        ));
+    }
+    if !d.cmd.proves(&inv.cmd) {
+        return Err(err(
+            ErrorKind::InvalidClaim,
+            format!("delegated command {} does not cover {}", d.cmd, inv.cmd),
+        ));
+    }
+    Ok(())
+}
+
+/// Step 3d. The root must establish the subject's authority (issued by its subject, so not a
+/// powerline): a chain that does not is an `InvalidClaim`, as the spec's fixtures name it. Every
+/// link must then be about the invocation's subject (or a powerline, which takes it from the link
+/// before).
+fn check_subject(
+    link: &Link<'_>,
+    inv: &crate::ucan::invocation::InvocationPayload,
+) -> Result<(), (ErrorKind, String)> {
+    let d = &link.dlg.payload;
+    match (&d.sub, link.index) {
+        (None, 0) => Err((
+            ErrorKind::InvalidClaim,
+            "the root delegation is a powerline (sub: null); a chain must start at its subject"
+                .into(),
+        )),
+        (Some(sub), 0) if !same_principal(sub, &d.iss) => Err((
+            ErrorKind::InvalidClaim,
+            format!(
+                "the root delegation is issued by {}, not by its subject {sub}",
+                d.iss
+            ),
+        )),
+        (Some(sub), 0) if !same_principal(sub, &inv.sub) => Err((
+            ErrorKind::InvalidSubject,
+            format!(
+                "the chain is about {sub}, but the invocation's subject is {}",
+                inv.sub
+            ),
+        )),
+        (Some(sub), _) if !same_principal(sub, &inv.sub) => Err((
+            ErrorKind::InvalidSubject,
+            format!(
+                "delegation subject {sub} is not the invocation's subject {}",
+                inv.sub
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The later of two optional times (`None`: no bound).
+fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The earlier of two optional times (`None`: no bound).
+fn earlier(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -223,6 +223,8 @@ pub fn to_gateway(
         nonce: inv.nnc.clone().unwrap_or_default().into_bytes(),
         exp: inv.exp,
         iat: None,
+        // ucanto's `nbf` is checked with the rest of the chain (`Checked::not_before`).
+        nbf: None,
         cause: None,
     };
     let auth = Authorized {

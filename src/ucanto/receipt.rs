@@ -26,7 +26,7 @@ pub struct UcantoReceipt {
 
 /// What a ucanto receipt says.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome<'a> {
+pub struct ReceiptContent<'a> {
     /// The invocation answered.
     pub ran: Cid,
     /// Its result (`{ok}` or `{error: {name, message, …}}`).
@@ -41,7 +41,10 @@ pub struct Outcome<'a> {
 
 impl UcantoReceipt {
     /// Signs `outcome` with `key`.
-    pub fn issue(outcome: &Outcome<'_>, key: &SigningKey) -> Result<UcantoReceipt, TokenError> {
+    pub fn issue(
+        outcome: &ReceiptContent<'_>,
+        key: &SigningKey,
+    ) -> Result<UcantoReceipt, TokenError> {
         let mut fx = BTreeMap::from([(
             "fork".to_owned(),
             Ipld::List(outcome.fork.iter().map(|c| Ipld::Link(*c)).collect()),
@@ -112,7 +115,7 @@ mod tests {
         let ran = dag_cbor_cid(b"x");
         let out = Out::Ok(Ipld::Integer(3));
         let receipt = UcantoReceipt::issue(
-            &Outcome {
+            &ReceiptContent {
                 ran,
                 out: &out,
                 fork: vec![],

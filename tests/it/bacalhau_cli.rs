@@ -204,7 +204,7 @@ async fn a_job_whose_request_was_cut_off_still_gets_its_receipt() {
     use ucan_gateway::exec::bacalhau::{
         Auth, BacalhauExecutor, BacalhauSettings, ClientConfig, Defaults,
     };
-    use ucan_gateway::gateway::{Gateway, Summary};
+    use ucan_gateway::gateway::Gateway;
     use ucan_gateway::receipt::{Out, Receipt};
     use ucan_gateway::store::{SqliteStore, Store};
     use ucan_gateway::ucan::Command;
@@ -260,12 +260,7 @@ async fn a_job_whose_request_was_cut_off_still_gets_its_receipt() {
     .encode(Format::Raw);
     let request = tokio::spawn({
         let gateway = Arc::clone(&first);
-        async move {
-            gateway
-                .invoke_with(&body, &mut Summary::default(), None)
-                .await
-                .map(drop)
-        }
+        async move { gateway.invoke(&body, None).await.map(drop) }
     });
 
     // The job is submitted and recorded; then the caller hangs up, and this process "dies".

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tempfile::TempDir;
 use ucan_gateway::ipld::{DAG_CBOR, RAW, cid_for};
 use ucan_gateway::store::{
-    IntentState, Pending, SqliteStore, Store, StoreErrorKind, StoredReceipt,
+    IntentState, JobEntry, SqliteStore, Store, StoreErrorKind, StoredReceipt,
 };
 
 /// A database file in a fresh temporary directory, removed with it.
@@ -555,7 +555,7 @@ async fn pending_jobs_are_listed_in_order_until_removed() {
     store.close().await;
 
     let store = db.open().await;
-    let job = |key: &str, id: &str, payload: &[u8]| Pending {
+    let job = |key: &str, id: &str, payload: &[u8]| JobEntry {
         key: cid(key),
         backend: "bacalhau".to_string(),
         job_id: id.to_string(),

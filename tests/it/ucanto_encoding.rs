@@ -193,7 +193,7 @@ async fn effects_without_authority_are_refused_in_the_ucanto_receipt() {
 
 async fn forked(own: bool) {
     use std::sync::Arc;
-    use ucan_gateway::gateway::{Gateway, Summary};
+    use ucan_gateway::gateway::Gateway;
     use ucan_gateway::ucanto::capability::EFFECT_FACT;
     use ucan_gateway::ucanto::car::Car;
     use ucan_gateway::ucanto::receipt::UcantoReceipt;
@@ -241,13 +241,7 @@ async fn forked(own: bool) {
     .unwrap();
     let cid = ucan_gateway::ipld::dag_cbor_cid(&root);
     let car = Car::encode(cid, &[(cid, root), (inv, inv_bytes)]);
-    let report = Car::decode(
-        &gateway
-            .invoke_ucanto(&car, &mut Summary::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let report = Car::decode(&gateway.invoke_ucanto(&car).await.unwrap()).unwrap();
 
     let link = |value: Option<&Ipld>| match value {
         Some(Ipld::Link(cid)) => *cid,

@@ -115,9 +115,10 @@ fn self_issued_invocation_needs_no_proofs() {
     let c = Cast::new(KeyAlg::Ed25519);
     let inv = invoke(&c.alice, "/anything", &[]).sign(&c.alice).unwrap();
     assert!(check(&inv, &[]).unwrap().chain.is_empty());
-    // …but only when the invoker is the subject.
+    // …but only when the invoker is the subject: otherwise nothing establishes the subject's
+    // authority (`InvalidClaim`, as the spec's fixtures name it).
     let inv = invoke(&c.alice, "/anything", &[]).sign(&c.bob).unwrap();
-    expect_err(check(&inv, &[]), ErrorKind::InvalidSubject);
+    expect_err(check(&inv, &[]), ErrorKind::InvalidClaim);
 }
 
 #[test]
@@ -268,14 +269,15 @@ fn principal_misalignment_is_invalid_audience() {
 }
 
 #[test]
-fn subject_faults_are_invalid_subject() {
+fn a_root_that_does_not_establish_authority_is_invalid_claim() {
     let c = Cast::new(KeyAlg::Ed25519);
     // A powerline may not be the root.
     let power_root = delegate(&c.bob, None, "/").sign(&c.alice).unwrap();
     let inv = invoke(&c.alice, "/wasm/run", &[&power_root])
         .sign(&c.bob)
         .unwrap();
-    expect_err(check(&inv, &[&power_root]), ErrorKind::InvalidSubject);
+    let e = expect_err(check(&inv, &[&power_root]), ErrorKind::InvalidClaim);
+    assert_eq!(e.proof(), Some(power_root.cid()));
     // The root must be issued by its subject: Bob cannot hand out Alice's authority on his own.
     let usurped = delegate(&c.carol, Some(&c.alice), "/")
         .sign(&c.bob)
@@ -283,7 +285,12 @@ fn subject_faults_are_invalid_subject() {
     let inv = invoke(&c.alice, "/wasm/run", &[&usurped])
         .sign(&c.carol)
         .unwrap();
-    expect_err(check(&inv, &[&usurped]), ErrorKind::InvalidSubject);
+    expect_err(check(&inv, &[&usurped]), ErrorKind::InvalidClaim);
+}
+
+#[test]
+fn subject_faults_are_invalid_subject() {
+    let c = Cast::new(KeyAlg::Ed25519);
     // The invocation's subject must be the chain's.
     let root = delegate(&c.bob, Some(&c.alice), "/")
         .sign(&c.alice)
@@ -530,4 +537,75 @@ fn signature_cache_records_every_verified_token_and_never_a_bad_one() {
     );
     expect_err(result, ErrorKind::InvalidSignature);
     assert!(!cache.verified.lock().unwrap().contains(&tampered.cid()));
+}
+
+#[test]
+fn a_delegation_may_not_widen_the_command_it_was_given() {
+    let c = Cast::new(KeyAlg::Ed25519);
+    let root = delegate(&c.bob, Some(&c.alice), "/wasm/run")
+        .sign(&c.alice)
+        .unwrap();
+    // Bob passes on more than he holds; the invoked command is within both, which must not help.
+    for wider in ["/wasm", "/"] {
+        let mid = delegate(&c.carol, Some(&c.alice), wider)
+            .sign(&c.bob)
+            .unwrap();
+        let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+            .sign(&c.carol)
+            .unwrap();
+        let e = expect_err(check(&inv, &[&root, &mid]), ErrorKind::InvalidClaim);
+        assert_eq!(e.proof(), Some(mid.cid()), "{wider}");
+    }
+    // Restating is fine.
+    let same = delegate(&c.carol, Some(&c.alice), "/wasm/run")
+        .sign(&c.bob)
+        .unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &same])
+        .sign(&c.carol)
+        .unwrap();
+    check(&inv, &[&root, &same]).unwrap();
+}
+
+#[test]
+fn an_invocation_not_valid_yet_is_too_early() {
+    let c = Cast::new(KeyAlg::Ed25519);
+    let (root, mid) = two_link(&c);
+    let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
+        .not_before(Some(NOW + 1000))
+        .expires(Some(NOW + 2000))
+        .sign(&c.carol)
+        .unwrap();
+    let e = expect_err(check(&inv, &[&root, &mid]), ErrorKind::TooEarly);
+    assert_eq!(e.proof(), None, "the invocation's own field, not a proof's");
+    let later = validate::validate(
+        &inv,
+        &proofs(&[&root, &mid]),
+        Options::at(NOW + 1000),
+        &NoRevocations,
+        &NoCache,
+    );
+    assert_eq!(later.unwrap().not_before, Some(NOW + 1000));
+}
+
+#[test]
+fn policies_can_be_checked_apart_from_the_chain() {
+    let c = Cast::new(KeyAlg::Ed25519);
+    let root = delegate(&c.bob, Some(&c.alice), "/wasm")
+        .policy(ucan_gateway::ucan::Policy::from_json(r#"[["==", ".n", 7]]"#).unwrap())
+        .sign(&c.alice)
+        .unwrap();
+    let inv = invoke(&c.alice, "/wasm/run", &[&root])
+        .sign(&c.bob)
+        .unwrap();
+    let all = proofs(&[&root]);
+    let chain = validate::check_chain(&inv, &all, Options::at(NOW), &NoRevocations, &NoCache)
+        .expect("everything but the policies holds");
+    chain.check_policies(&inv.payload.args).unwrap();
+    let other = args(&[("n", Ipld::Integer(8))]);
+    let e = chain.check_policies(&other).unwrap_err();
+    assert_eq!(
+        (e.kind, e.proof()),
+        (ErrorKind::MatchError, Some(root.cid()))
+    );
+    assert_eq!(chain.authorized(&other).args, other);
 }

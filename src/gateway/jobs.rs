@@ -6,6 +6,9 @@
 //! effect's task id — so `GET /receipts/{cid}` answers for either. Pending jobs live in the store,
 //! so a restarted gateway picks them up again.
 //!
+//! [`Jobs`] holds what this process knows beyond the store: which invocations are in flight here, and
+//! the last state seen of each job.
+//!
 //! A job is also recorded the moment it is submitted (by the executor, keyed by the invocation).
 //! While the request that submitted it runs ([`InFlight`]), that request owns it and removes the
 //! record once its receipt is stored. If the request never gets that far — the caller hung up, or the
@@ -19,12 +22,13 @@ use std::time::{Duration, Instant};
 use cid::Cid;
 use ipld_core::ipld::Ipld;
 
+use super::ledger::Record;
 use super::{Gateway, Refusal, RefusalClass};
 use crate::exec::bacalhau::AWAIT_COMMAND;
 use crate::exec::journal::JobRecord;
 use crate::exec::{Executed, JobStatus};
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
-use crate::store::Pending;
+use crate::store::JobEntry;
 use crate::ucan::Invocation;
 use crate::ucan::validate::unix_now;
 
@@ -54,9 +58,25 @@ impl PendingJob {
     }
 }
 
+/// Work that outlives a request, as this process sees it: the invocations whose requests are running
+/// here and the last state seen of each job.
+#[derive(Default)]
+pub(crate) struct Jobs {
+    inflight: InFlight,
+    progress: Progress,
+}
+
+impl Jobs {
+    /// Marks `invocation` in flight until the guard is dropped: a job it submits is the request's to
+    /// finish, not the watcher's.
+    pub(crate) fn enter(&self, invocation: Cid) -> InFlightGuard<'_> {
+        self.inflight.enter(invocation)
+    }
+}
+
 /// Last seen states by effect task id and by await invocation CID.
 #[derive(Default)]
-pub(crate) struct Progress(Mutex<HashMap<Cid, String>>);
+struct Progress(Mutex<HashMap<Cid, String>>);
 
 impl Progress {
     fn set(&self, record: &JobRecord, state: &str) {
@@ -81,7 +101,7 @@ impl Progress {
 /// Invocations whose request is still running in this process: a job recorded as submitted for one
 /// of them is the request's to finish, not the watcher's.
 #[derive(Default)]
-pub(crate) struct InFlight(Mutex<HashSet<Cid>>);
+struct InFlight(Mutex<HashSet<Cid>>);
 
 /// Marks an invocation in flight until dropped, however the request ends (a caller that hangs up
 /// drops the request's future, and with it this guard).
@@ -91,7 +111,7 @@ pub(crate) struct InFlightGuard<'a> {
 }
 
 impl InFlight {
-    pub(crate) fn enter(&self, invocation: Cid) -> InFlightGuard<'_> {
+    fn enter(&self, invocation: Cid) -> InFlightGuard<'_> {
         if let Ok(mut set) = self.0.lock() {
             set.insert(invocation);
         }
@@ -131,7 +151,7 @@ impl Gateway {
             .policy
             .route(&task.operation)
             .is_some_and(|r| self.policy.bacalhau.iter().any(|b| b.name == r.backend));
-        if forwards && let Err(e) = self.store.remove_pending(task.invocation).await {
+        if forwards && let Err(e) = self.ledger.remove_job(task.invocation).await {
             // Harmless: the watcher finds the receipt stored and drops the record then.
             tracing::warn!(invocation = %task.invocation, error = %e, "forgetting a submitted job failed");
         }
@@ -139,11 +159,12 @@ impl Gateway {
 
     /// The job behind `cid` (an await invocation or its task id) if its receipt is still to come.
     pub async fn pending_job(&self, cid: &Cid) -> Option<PendingJob> {
-        let pending = self.store.pending().await.ok()?;
+        let pending = self.ledger.jobs().await.ok()?;
         pending.into_iter().find_map(|p| {
             let record = JobRecord::decode(&p.payload)?;
             (record.ran == *cid || record.task == *cid).then(|| PendingJob {
                 state: self
+                    .jobs
                     .progress
                     .get(cid)
                     .unwrap_or_else(|| "Submitted".to_owned()),
@@ -180,8 +201,8 @@ impl Gateway {
             deadline,
             since: unix_now(),
         };
-        self.store
-            .put_pending(record.task, backend, job, record.encode())
+        self.ledger
+            .put_job(record.task, backend, job, record.encode())
             .await?;
         Ok(())
     }
@@ -199,7 +220,7 @@ impl Gateway {
 
     /// One pass over the pending jobs that are due.
     async fn poll_pending(&self, due: &mut HashMap<Cid, Due>) {
-        let pending = match self.store.pending().await {
+        let pending = match self.ledger.jobs().await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "reading pending jobs failed");
@@ -219,18 +240,18 @@ impl Gateway {
             }
             let Some(record) = JobRecord::decode(&job.payload) else {
                 tracing::error!(key = %job.key, "unreadable pending job; dropping it");
-                let _ = self.store.remove_pending(job.key).await;
+                let _ = self.ledger.remove_job(job.key).await;
                 continue;
             };
             if record.submitted {
                 // The request that submitted it finishes it, unless that request is gone (the
                 // caller hung up, or an earlier process died): then the job is the watcher's.
-                if self.inflight.contains(&record.ran) {
+                if self.jobs.inflight.contains(&record.ran) {
                     entry.at = Instant::now() + entry.pause;
                     continue;
                 }
-                if let Ok(Some(_)) = self.store.receipt_by_invocation(record.ran).await {
-                    let _ = self.store.remove_pending(job.key).await;
+                if let Ok(true) = self.ledger.answered(record.ran).await {
+                    let _ = self.ledger.remove_job(job.key).await;
                     continue;
                 }
             }
@@ -244,7 +265,7 @@ impl Gateway {
     }
 
     /// Polls one job: its outcome when it is over (or past its deadline), `None` while it runs.
-    async fn check(&self, job: &Pending, record: &JobRecord, entry: &mut Due) -> Option<Executed> {
+    async fn check(&self, job: &JobEntry, record: &JobRecord, entry: &mut Due) -> Option<Executed> {
         let Some(executor) = self.executors.get(&job.backend) else {
             return Some(Executed::failed(
                 "ExecutionFailed",
@@ -272,7 +293,7 @@ impl Gateway {
         match executor.status(&job.job_id).await {
             Ok(JobStatus::Finished(executed)) => Some(*executed),
             Ok(JobStatus::Running { state }) => {
-                self.progress.set(record, &state);
+                self.jobs.progress.set(record, &state);
                 entry.pause = POLL_FIRST;
                 if entry.state.as_ref() != Some(&state) {
                     tracing::debug!(job = %job.job_id, %state, "job state changed");
@@ -292,16 +313,11 @@ impl Gateway {
     /// stored for the await invocation (a crash after storing it) is kept, not issued twice.
     async fn settle(
         &self,
-        job: &Pending,
+        job: &JobEntry,
         record: &JobRecord,
         executed: Executed,
     ) -> Result<(), Refusal> {
-        if self
-            .store
-            .receipt_by_invocation(record.ran)
-            .await?
-            .is_none()
-        {
+        if !self.ledger.answered(record.ran).await? {
             let elapsed = u64::try_from(unix_now().saturating_sub(record.since)).unwrap_or(0);
             let body = ReceiptBody {
                 ran: record.ran,
@@ -310,18 +326,14 @@ impl Gateway {
                 fx: Effects::default(),
                 meta: gateway_meta(&job.backend, None, Duration::from_secs(elapsed), None),
             };
-            let record = super::Record {
-                ran: record.ran,
-                task: record.task,
-                work: None,
-                pure: false,
-            };
-            let receipt = self.commit(record, body).await?;
+            let receipt = self
+                .commit(Record::unshared(record.ran, record.task, None), body)
+                .await?;
             let ok = receipt.body.out.is_ok();
             tracing::info!(job = %job.job_id, receipt = %receipt.cid(), ok, "awaited job settled");
         }
-        self.store.remove_pending(job.key).await?;
-        self.progress.forget(record);
+        self.ledger.remove_job(job.key).await?;
+        self.jobs.progress.forget(record);
         Ok(())
     }
 }
