@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-mod bacalhau;
 mod commands;
 pub mod remote;
 pub mod serve;

@@ -5,7 +5,6 @@
 //! on first start, the SQLite store lives there, and the operator policy is the embedded
 //! `policies/default.toml`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,10 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 
-use crate::config::{BacalhauBackend, OperatorPolicy};
+use crate::config::OperatorPolicy;
 use crate::did::{KeyAlg, SigningKey};
-use crate::exec::Executor;
-use crate::exec::local::{BlobExecutor, WasiExecutor, WasmExecutor};
+use crate::exec::registry;
 use crate::exec::wasm::WasmEngine;
 use crate::gateway::Gateway;
 use crate::ipld::{RAW, cid_for};
@@ -128,7 +126,8 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         None => OperatorPolicy::embedded_default(),
     };
     if let Some(url) = &args.bacalhau {
-        policy.add_bacalhau(BacalhauBackend::quick("bacalhau", url));
+        let (backend, offers) = crate::exec::bacalhau::quick("bacalhau", url);
+        policy.add_backend(backend, &offers);
     }
     let key = gateway_key(&args)?;
     let store: Arc<dyn Store> = Arc::new(
@@ -141,22 +140,9 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     }
 
     let engine = Arc::new(WasmEngine::new().map_err(|e| anyhow!("starting the Wasm engine: {e}"))?);
-    let mut executors: HashMap<String, Arc<dyn Executor>> = HashMap::new();
-    executors.insert(
-        "wasm".into(),
-        Arc::new(WasmExecutor::new(Arc::clone(&engine), Arc::clone(&store))),
-    );
-    executors.insert(
-        "wasi".into(),
-        Arc::new(WasiExecutor::new(Arc::clone(&engine), Arc::clone(&store))),
-    );
-    executors.insert(
-        "blob".into(),
-        Arc::new(BlobExecutor::new(Arc::clone(&store))),
-    );
-    for (name, executor) in super::bacalhau::executors(&policy, &key.did(), &store)? {
-        executors.insert(name, executor);
-    }
+    let host = crate::gateway::host(&store, engine, &key.did());
+    let executors = registry::build(&policy.backends, &host)
+        .map_err(|e| anyhow!("starting the backends: {}", e.message))?;
 
     let gateway = Gateway::new(key, policy, Arc::clone(&store), executors, args.leeway)
         .await

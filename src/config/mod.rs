@@ -12,18 +12,18 @@
 //! Every built-in default lives here, flat, as a constant; `policies/default.toml` restates them so
 //! operators can read them, and a test keeps the two in step.
 
-mod bacalhau;
+mod compute;
 mod policy_file;
 
-pub use bacalhau::{
-    BacalhauBackend, BackendAuth, Compute, DEFAULT_BACALHAU_WAIT, DEFAULT_CPU_MILLI,
-    DEFAULT_DISK_BYTES, DEFAULT_GPU, DEFAULT_PUBLISHER,
-};
+pub use crate::exec::registry::BackendConfig;
+pub use crate::exec::{Compute, Limits};
+pub use compute::{DEFAULT_CPU_MILLI, DEFAULT_DISK_BYTES, DEFAULT_GPU};
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::exec::registry::Offer;
 use crate::task::EffectClass;
 use crate::ucan::{Command, Policy};
 
@@ -48,9 +48,6 @@ pub const DEFAULT_EFFECT_FANOUT: usize = 8;
 /// Built-in default for how long a request waits for a promised result not yet stored.
 pub const DEFAULT_PROMISE_WAIT: Duration = Duration::from_secs(10);
 
-/// The executor kinds a route may name today. The gateway maps each name to one executor.
-pub const BACKENDS: &[&str] = &["wasm", "wasi", "blob"];
-
 /// The operator's policy, resolved: every value checked, every default applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperatorPolicy {
@@ -62,8 +59,10 @@ pub struct OperatorPolicy {
     pub routes: Vec<Route>,
     /// HTTP request body cap in bytes (default 4 MiB).
     pub max_body_bytes: usize,
-    /// Bacalhau networks routes may forward to (`[[bacalhau]]`), each a backend name of its own.
-    pub bacalhau: Vec<BacalhauBackend>,
+    /// Backends the operator declared in sections of their own (a compute network per
+    /// `[[bacalhau]]` table, say), each a backend name routes may use; the built-in ones (`wasm`,
+    /// `wasi`, `blob`) need no declaration.
+    pub backends: Vec<BackendConfig>,
     /// Bounds on effects the gateway runs itself.
     pub effects: EffectBounds,
 }
@@ -106,11 +105,12 @@ pub enum Subject {
 pub struct Route {
     /// The exact command served, e.g. `/wasm/run`; a route never serves commands below it.
     pub command: Command,
-    /// The executor name, one of [`BACKENDS`].
+    /// The backend's name: a built-in kind (see [`crate::exec::registry`]) or a declared one.
     pub backend: String,
     /// How tasks on this route may be scheduled (memoized, retried).
     pub effect: EffectClass,
-    /// The route's limits: the policy defaults, overridden by the route's own `limits` table.
+    /// The route's limits: the policy defaults, overridden by the route's own `limits` table, and
+    /// its `compute` table for tasks forwarded to a compute network.
     pub limits: Limits,
     /// Checked on the invocation's `args` on top of the delegation chain's own policies; empty
     /// when the route sets none.
@@ -125,23 +125,6 @@ pub struct Route {
     /// the gateway, no delegation needed). Default false: an effect must use authority the invoker
     /// delegated to the gateway.
     pub gateway_effects: bool,
-    /// CPU, GPU and disk caps for tasks forwarded to a compute network (`[route.compute]`).
-    pub compute: Compute,
-}
-
-/// Resource limits for one task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Fuel (instruction budget) for the run.
-    pub fuel: u64,
-    /// Linear-memory cap in bytes.
-    pub memory_bytes: u64,
-    /// Wall-clock deadline for the run.
-    pub timeout: Duration,
-    /// Cap on the task's input in bytes.
-    pub max_input_bytes: usize,
-    /// Cap on the task's output in bytes.
-    pub max_output_bytes: usize,
 }
 
 impl Default for Limits {
@@ -153,20 +136,7 @@ impl Default for Limits {
             timeout: DEFAULT_TIMEOUT,
             max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
-        }
-    }
-}
-
-impl Limits {
-    /// The field-wise lower of two sets of limits, e.g. a route's limits and what an invocation
-    /// asks for: a request may tighten limits, never loosen them.
-    pub fn min(&self, other: &Limits) -> Limits {
-        Limits {
-            fuel: self.fuel.min(other.fuel),
-            memory_bytes: self.memory_bytes.min(other.memory_bytes),
-            timeout: self.timeout.min(other.timeout),
-            max_input_bytes: self.max_input_bytes.min(other.max_input_bytes),
-            max_output_bytes: self.max_output_bytes.min(other.max_output_bytes),
+            compute: Compute::default(),
         }
     }
 }
@@ -188,7 +158,7 @@ pub enum PolicyFileErrorKind {
     Command,
     /// Two routes for the same command.
     DuplicateRoute,
-    /// A backend that is not one of [`BACKENDS`].
+    /// A backend no kind provides or declares, or a backend's own settings that are not allowed.
     Backend,
     /// An effect class that is not `pure`, `nondestructive` or `destructive`.
     Effect,
@@ -264,35 +234,33 @@ impl OperatorPolicy {
             .unwrap_or_else(|e| panic!("the embedded default policy must parse: {e}"))
     }
 
-    /// Adds a Bacalhau backend and routes `/docker/run`, `/wasm32-wasi/run` and `/bacalhau/job/run`
-    /// to it where no route serves them yet (what `serve --bacalhau URL` does). The routes are
-    /// `nondestructive`, with the policy's default limits except a 10-minute timeout and 2 GiB of
-    /// memory, and the default compute caps (one CPU, no GPU, 10 GiB of disk).
-    pub fn add_bacalhau(&mut self, backend: BacalhauBackend) {
-        for command in crate::exec::bacalhau::COMMANDS {
-            let Ok(command) = Command::parse(command) else {
+    /// Adds a backend, and routes for the commands it `offers` where no route serves them yet (what
+    /// `serve --bacalhau URL` does), with the policy's default limits except the offer's timeout and
+    /// memory. A backend of the same name is replaced.
+    pub fn add_backend(&mut self, backend: BackendConfig, offers: &[Offer]) {
+        for offer in offers {
+            let Ok(command) = Command::parse(offer.command) else {
                 continue;
             };
             if self.route(&command).is_none() {
                 self.routes.push(Route {
                     command,
                     backend: backend.name.clone(),
-                    effect: EffectClass::Nondestructive,
+                    effect: offer.effect,
                     limits: Limits {
-                        timeout: bacalhau::QUICK_TIMEOUT,
-                        memory_bytes: bacalhau::QUICK_MEMORY_BYTES,
+                        timeout: offer.timeout,
+                        memory_bytes: offer.memory_bytes,
                         ..self.defaults
                     },
                     admission: Policy::empty(),
                     allow_no_expiry: false,
                     run_effects: false,
                     gateway_effects: false,
-                    compute: Compute::default(),
                 });
             }
         }
-        self.bacalhau.retain(|b| b.name != backend.name);
-        self.bacalhau.push(backend);
+        self.backends.retain(|b| b.name != backend.name);
+        self.backends.push(backend);
     }
 
     /// The route serving exactly `command`. Routes do not cover sub-commands: `/wasm` does not route

@@ -13,11 +13,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    BACKENDS, DEFAULT_EFFECT_DEPTH, DEFAULT_EFFECT_FANOUT, DEFAULT_MAX_BODY_BYTES,
+    BackendConfig, DEFAULT_EFFECT_DEPTH, DEFAULT_EFFECT_FANOUT, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PROMISE_WAIT, EffectBounds, Limits, OperatorPolicy, PolicyFileError,
     PolicyFileErrorKind as Kind, Route, Subject,
 };
 use crate::did::PublicKey;
+use crate::exec::registry::{self, SettingsErrorKind};
 use crate::task::EffectClass;
 use crate::ucan::{Command, Policy};
 
@@ -32,8 +33,6 @@ struct RawPolicy {
     effects: Option<RawEffects>,
     #[serde(default)]
     route: Vec<RawRoute>,
-    #[serde(default)]
-    bacalhau: Vec<super::bacalhau::RawBacalhau>,
 }
 
 /// The `[effects]` table: bounds on effects the gateway runs itself.
@@ -69,7 +68,7 @@ struct RawRoute {
     gateway_effects: Option<bool>,
     admission: Option<Spanned<String>>,
     limits: Option<RawLimits>,
-    compute: Option<super::bacalhau::RawCompute>,
+    compute: Option<super::compute::RawCompute>,
 }
 
 /// Fuel as written: an integer, range-checked during resolution.
@@ -157,10 +156,21 @@ pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// Parses and resolves a policy file.
 pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, PolicyFileError> {
     let src = Source { text, origin };
-    let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+    let toml_error = |e: toml::de::Error| {
         let span = e.span().unwrap_or(0..0);
         src.error(&span, Kind::Toml, e.message().trim_end().to_owned())
-    })?;
+    };
+    // Backend kinds read their own sections (`[[bacalhau]]`, …); the rest is the policy's.
+    let mut table = toml::de::DeTable::parse(text).map_err(toml_error)?;
+    let mut sections = Vec::new();
+    for kind in registry::BACKENDS {
+        if let Some(name) = kind.section()
+            && let Some(section) = table.get_mut().remove(name)
+        {
+            sections.push((*kind, section));
+        }
+    }
+    let raw = RawPolicy::deserialize(toml::de::Deserializer::from(table)).map_err(toml_error)?;
 
     let subjects = match &raw.subjects {
         None => vec![Subject::Gateway],
@@ -196,21 +206,29 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
             },
         },
     };
-    let fail = |span: &Range<usize>, kind: Kind, message: String| src.error(span, kind, message);
-    let mut bacalhau: Vec<super::BacalhauBackend> = Vec::new();
-    for raw_backend in &raw.bacalhau {
-        let taken: Vec<&str> = BACKENDS
-            .iter()
-            .copied()
-            .chain(bacalhau.iter().map(|b| b.name.as_str()))
+    let mut backends: Vec<BackendConfig> = Vec::new();
+    for (kind, section) in sections {
+        let taken: Vec<String> = registry::built_in()
+            .map(str::to_owned)
+            .chain(backends.iter().map(|b| b.name.clone()))
             .collect();
-        bacalhau.push(super::bacalhau::backend(raw_backend, &taken, &fail)?);
+        let declared = kind
+            .configure(toml::de::ValueDeserializer::from(section), &taken)
+            .map_err(|e| {
+                let kind = match e.kind {
+                    SettingsErrorKind::Toml => Kind::Toml,
+                    SettingsErrorKind::Duration => Kind::Duration,
+                    _ => Kind::Backend,
+                };
+                src.error(&e.span.unwrap_or(0..0), kind, e.message)
+            })?;
+        backends.extend(declared);
     }
-    let names: Vec<&str> = BACKENDS
-        .iter()
-        .copied()
-        .chain(bacalhau.iter().map(|b| b.name.as_str()))
-        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for name in registry::built_in() {
+        names.push(name);
+    }
+    names.extend(backends.iter().map(|b| b.name.as_str()));
 
     let mut routes = Vec::with_capacity(raw.route.len());
     let mut seen: HashMap<Command, usize> = HashMap::new();
@@ -236,7 +254,7 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         routes,
         max_body_bytes,
         effects,
-        bacalhau,
+        backends,
     })
 }
 
@@ -343,10 +361,15 @@ fn route(
         })?,
     };
 
-    let limits = match &raw.limits {
+    let mut limits = match &raw.limits {
         None => *defaults,
         Some(table) => limits(src, *defaults, table)?,
     };
+    limits.compute = super::compute::compute(
+        limits.compute,
+        raw.compute.as_ref(),
+        &|span, kind, message| src.error(span, kind, message),
+    )?;
 
     Ok(Route {
         command,
@@ -357,9 +380,6 @@ fn route(
         allow_no_expiry: raw.allow_no_expiry.unwrap_or(false),
         run_effects: raw.run_effects.unwrap_or(false),
         gateway_effects: raw.gateway_effects.unwrap_or(false),
-        compute: super::bacalhau::compute(raw.compute.as_ref(), &|span, kind, message| {
-            src.error(span, kind, message)
-        })?,
     })
 }
 

@@ -1,9 +1,9 @@
-//! The small trait every backend implements, so a new backend is one file plus a line of config.
+//! The small traits every backend implements: [`Executor`] runs a task, and a backend whose jobs
+//! outlive a request also offers [`Jobs`], so the gateway can watch them without knowing the backend.
 
 use async_trait::async_trait;
 
-use super::ExecError;
-use crate::config::Limits;
+use super::{ExecError, Limits};
 use crate::receipt::{Effects, Out};
 use crate::task::Task;
 
@@ -36,23 +36,25 @@ pub trait Executor: Send + Sync {
     /// backend could not run it at all.
     async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError>;
 
-    /// For backends whose jobs outlive a request (they answer `execute` with a join effect): where
-    /// the job `job` stands now. Backends that finish every task inside `execute` have no jobs.
-    async fn status(&self, job: &str) -> Result<JobStatus, ExecError> {
-        Err(ExecError::new(
-            super::ExecErrorKind::Host,
-            format!("this backend keeps no jobs (asked about {job})"),
-        ))
+    /// For backends whose jobs can outlive a request (they answer `execute` with a join effect of
+    /// their await command, see [`super::journal::AwaitedJob`]): how to follow those jobs. `None`
+    /// for backends that finish every task inside `execute`.
+    fn jobs(&self) -> Option<&dyn Jobs> {
+        None
     }
+}
 
-    /// Stops the job `job`, saying why; see [`Executor::status`].
-    async fn stop(&self, job: &str, reason: &str) -> Result<(), ExecError> {
-        let _ = reason;
-        Err(ExecError::new(
-            super::ExecErrorKind::Host,
-            format!("this backend keeps no jobs (asked to stop {job})"),
-        ))
-    }
+/// How the gateway follows the jobs of a backend whose jobs outlive a request.
+#[async_trait]
+pub trait Jobs: Send + Sync {
+    /// The command of the join effect that awaits one of this backend's jobs.
+    fn await_command(&self) -> &'static str;
+
+    /// Where the job `job` stands now.
+    async fn status(&self, job: &str) -> Result<JobStatus, ExecError>;
+
+    /// Stops the job `job`, saying why.
+    async fn stop(&self, job: &str, reason: &str) -> Result<(), ExecError>;
 }
 
 /// Where a job on an external backend stands.

@@ -70,6 +70,49 @@ impl JobRecord {
     }
 }
 
+/// The arguments of a join effect that awaits a job (a backend's await command, e.g.
+/// `/bacalhau/job/await`): which backend runs the job, its id there, and when it must be over. The
+/// backend writes them; the gateway reads them to watch the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwaitedJob {
+    /// The backend's name in the operator policy.
+    pub backend: String,
+    /// The backend's id for the job.
+    pub job: String,
+    /// When the job must be over (Unix seconds).
+    pub deadline: i64,
+}
+
+impl AwaitedJob {
+    /// `{job, backend, deadline}`.
+    pub fn to_args(&self) -> BTreeMap<String, Ipld> {
+        BTreeMap::from([
+            ("job".to_owned(), Ipld::String(self.job.clone())),
+            ("backend".to_owned(), Ipld::String(self.backend.clone())),
+            ("deadline".to_owned(), Ipld::Integer(self.deadline.into())),
+        ])
+    }
+
+    /// Reads the arguments [`AwaitedJob::to_args`] writes; `None` without a job and a backend. A
+    /// missing or unreadable deadline means none.
+    pub fn from_args(args: &BTreeMap<String, Ipld>) -> Option<Self> {
+        let (Some(Ipld::String(job)), Some(Ipld::String(backend))) =
+            (args.get("job"), args.get("backend"))
+        else {
+            return None;
+        };
+        let deadline = match args.get("deadline") {
+            Some(Ipld::Integer(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
+            _ => i64::MAX,
+        };
+        Some(AwaitedJob {
+            backend: backend.clone(),
+            job: job.clone(),
+            deadline,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,16 +17,56 @@ use async_trait::async_trait;
 use cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use super::wasm::{self, WasiRequest, WasmEngine};
-use super::{ExecError, ExecErrorKind, Executed, Executor};
-use crate::config::Limits;
+use super::registry::{Backend, BackendConfig};
+use super::wasm::{WasiRequest, WasmEngine};
+use super::{Blobs, ExecError, ExecErrorKind, Executed, Executor, Host, Limits};
 use crate::ipld::{RAW, cid_for};
 use crate::receipt::{Effect, Effects, Out};
-use crate::store::Store;
 use crate::task::Task;
 use crate::ucan::Command;
 
-fn invalid(message: impl Into<String>) -> Out {
+/// The `wasm` backend kind: [`WasmExecutor`].
+pub static WASM: Local = Local::Wasm;
+/// The `wasi` backend kind: [`WasiExecutor`].
+pub static WASI: Local = Local::Wasi;
+/// The `blob` backend kind: [`BlobExecutor`].
+pub static BLOB: Local = Local::Blob;
+
+/// The backends that run in this process, each with one built-in instance named after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// `/wasm/run`.
+    Wasm,
+    /// `/wasi/run` (and `/wasm32-wasi/run` run locally).
+    Wasi,
+    /// `/blob/put`.
+    Blob,
+}
+
+impl Backend for Local {
+    fn name(&self) -> &'static str {
+        match self {
+            Local::Wasm => "wasm",
+            Local::Wasi => "wasi",
+            Local::Blob => "blob",
+        }
+    }
+
+    fn build(
+        &self,
+        _config: Option<&BackendConfig>,
+        host: &Host,
+    ) -> Result<Arc<dyn Executor>, ExecError> {
+        let (engine, blobs) = (Arc::clone(&host.engine), Arc::clone(&host.blobs));
+        Ok(match self {
+            Local::Wasm => Arc::new(WasmExecutor::new(engine, blobs)),
+            Local::Wasi => Arc::new(WasiExecutor::new(engine, blobs)),
+            Local::Blob => Arc::new(BlobExecutor::new(blobs)),
+        })
+    }
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> Out {
     Out::error("InvalidArgs", message)
 }
 
@@ -39,20 +79,11 @@ fn finished(out: Out) -> Executed {
     }
 }
 
-fn wasm_limits(limits: &Limits) -> wasm::Limits {
-    wasm::Limits {
-        fuel: limits.fuel,
-        memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-        timeout: limits.timeout,
-        max_output_bytes: limits.max_output_bytes,
-    }
-}
-
-/// Finds the module a task names: inline bytes, or a link to a blob in the store.
-async fn module(store: &dyn Store, input: &BTreeMap<String, Ipld>) -> Result<(Cid, Vec<u8>), Out> {
+/// Finds the module a task names: inline bytes, or a link to a stored blob.
+async fn module(blobs: &dyn Blobs, input: &BTreeMap<String, Ipld>) -> Result<(Cid, Vec<u8>), Out> {
     match input.get("module") {
         Some(Ipld::Bytes(bytes)) => Ok((cid_for(RAW, bytes), bytes.clone())),
-        Some(Ipld::Link(cid)) => match store.get_blob(*cid).await {
+        Some(Ipld::Link(cid)) => match blobs.get(*cid).await {
             Ok(Some(bytes)) => Ok((*cid, bytes)),
             Ok(None) => Err(Out::error(
                 "ModuleNotFound",
@@ -60,7 +91,7 @@ async fn module(store: &dyn Store, input: &BTreeMap<String, Ipld>) -> Result<(Ci
             )),
             Err(e) => Err(Out::error(
                 "ModuleUnavailable",
-                format!("the module store failed: {}", e.kind.describe()),
+                format!("the module store failed: {e}"),
             )),
         },
         Some(_) => Err(invalid("module must be bytes or a link to stored bytes")),
@@ -71,20 +102,20 @@ async fn module(store: &dyn Store, input: &BTreeMap<String, Ipld>) -> Result<(Ci
 /// `/wasm/run`: an exported function with numeric arguments, or the DAG-CBOR ABI.
 pub struct WasmExecutor {
     engine: Arc<WasmEngine>,
-    store: Arc<dyn Store>,
+    blobs: Arc<dyn Blobs>,
 }
 
 impl WasmExecutor {
-    /// Runs modules on `engine`, fetching linked modules from `store`.
-    pub fn new(engine: Arc<WasmEngine>, store: Arc<dyn Store>) -> Self {
-        WasmExecutor { engine, store }
+    /// Runs modules on `engine`, fetching linked modules from `blobs`.
+    pub fn new(engine: Arc<WasmEngine>, blobs: Arc<dyn Blobs>) -> Self {
+        WasmExecutor { engine, blobs }
     }
 }
 
 #[async_trait]
 impl Executor for WasmExecutor {
     async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError> {
-        let (cid, bytes) = match module(self.store.as_ref(), &task.input).await {
+        let (cid, bytes) = match module(self.blobs.as_ref(), &task.input).await {
             Ok(found) => found,
             Err(out) => return Ok(finished(out)),
         };
@@ -92,7 +123,7 @@ impl Executor for WasmExecutor {
             return Ok(finished(invalid("func must name an exported function")));
         };
         let func = func.clone();
-        let limits = wasm_limits(limits);
+        let limits = *limits;
         let engine = Arc::clone(&self.engine);
         // A structured `input` selects the DAG-CBOR ABI; otherwise `args` are plain numbers.
         let outcome = if let Some(input) = task.input.get("input") {
@@ -211,62 +242,18 @@ fn effect_request(item: &Ipld, task: &Task) -> Result<Effect, String> {
 /// `/wasi/run`: a WASI preview-1 command module with arguments, environment and stdin.
 pub struct WasiExecutor {
     engine: Arc<WasmEngine>,
-    store: Arc<dyn Store>,
+    blobs: Arc<dyn Blobs>,
 }
 
 impl WasiExecutor {
-    /// Runs command modules on `engine`, fetching linked modules from `store`.
-    pub fn new(engine: Arc<WasmEngine>, store: Arc<dyn Store>) -> Self {
-        WasiExecutor { engine, store }
+    /// Runs command modules on `engine`, fetching linked modules from `blobs`.
+    pub fn new(engine: Arc<WasmEngine>, blobs: Arc<dyn Blobs>) -> Self {
+        WasiExecutor { engine, blobs }
     }
 }
 
-/// The command that names Bacalhau's Wasm job shape; an operator may route it to this local backend.
-pub const BACALHAU_WASI_COMMAND: &str = "/wasm32-wasi/run";
-
-/// A `/wasm32-wasi/run` task (Bacalhau's shape, `docs/bacalhau.md`) run locally: `module` (a stored
-/// blob's link or bytes; URLs need the network), `entrypoint` (only `_start`), `parameters` (the
-/// arguments after the program name `module.wasm`) and `env`. What only a compute network offers —
-/// `imports`, `mounts`, `outputs`, `resources` — is refused rather than ignored, so nobody believes a
-/// mount or a CPU request took effect; local limits come from the route and `meta["ipvm/config"]`.
-fn bacalhau_wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
-    for key in input.keys() {
-        match key.as_str() {
-            "module" | "entrypoint" | "parameters" | "env" => {}
-            "imports" | "mounts" | "outputs" | "resources" => {
-                return Err(invalid(format!(
-                    "`{key}` needs a compute network; this gateway runs {BACALHAU_WASI_COMMAND} locally"
-                )));
-            }
-            _ => return Err(invalid(format!("unexpected argument {key:?}"))),
-        }
-    }
-    match input.get("entrypoint") {
-        None => {}
-        Some(Ipld::String(e)) if e == "_start" => {}
-        Some(_) => return Err(invalid("locally, the entrypoint can only be _start")),
-    }
-    let mut args = vec!["module.wasm".to_owned()];
-    match input.get("parameters") {
-        None => {}
-        Some(Ipld::List(items)) => {
-            for item in items {
-                let Ipld::String(p) = item else {
-                    return Err(invalid("parameters must be a list of strings"));
-                };
-                args.push(p.clone());
-            }
-        }
-        Some(_) => return Err(invalid("parameters must be a list of strings")),
-    }
-    let mut request = wasi_request(&BTreeMap::from_iter(
-        input.get("env").map(|env| ("env".to_owned(), env.clone())),
-    ))?;
-    request.args = args;
-    Ok(request)
-}
-
-fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
+/// A `/wasi/run` request: `{module, args?: [string], env?: {name: string}, stdin?: bytes | string}`.
+pub(crate) fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
     let args = match input.get("args") {
         None => Vec::new(),
         Some(Ipld::List(items)) => items
@@ -301,12 +288,12 @@ fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
 #[async_trait]
 impl Executor for WasiExecutor {
     async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError> {
-        let (cid, bytes) = match module(self.store.as_ref(), &task.input).await {
+        let (cid, bytes) = match module(self.blobs.as_ref(), &task.input).await {
             Ok(found) => found,
             Err(out) => return Ok(finished(out)),
         };
-        let request = if task.operation.as_str() == BACALHAU_WASI_COMMAND {
-            bacalhau_wasi_request(&task.input)
+        let request = if task.operation.as_str() == super::bacalhau::local::WASM_RUN {
+            super::bacalhau::local::wasi_request(&task.input)
         } else {
             wasi_request(&task.input)
         };
@@ -314,7 +301,7 @@ impl Executor for WasiExecutor {
             Ok(request) => request,
             Err(out) => return Ok(finished(out)),
         };
-        let limits = wasm_limits(limits);
+        let limits = *limits;
         let engine = Arc::clone(&self.engine);
         let outcome =
             tokio::task::spawn_blocking(move || engine.run_wasi(&cid, &bytes, request, limits))
@@ -326,13 +313,13 @@ impl Executor for WasiExecutor {
 
 /// `/blob/put`: stores bytes by their raw CID, for modules and inputs that later tasks link to.
 pub struct BlobExecutor {
-    store: Arc<dyn Store>,
+    blobs: Arc<dyn Blobs>,
 }
 
 impl BlobExecutor {
-    /// Stores blobs in `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        BlobExecutor { store }
+    /// Stores blobs in `blobs`.
+    pub fn new(blobs: Arc<dyn Blobs>) -> Self {
+        BlobExecutor { blobs }
     }
 }
 
@@ -343,10 +330,10 @@ impl Executor for BlobExecutor {
             return Ok(finished(invalid("bytes must be a byte string")));
         };
         let cid = cid_for(RAW, bytes);
-        if let Err(e) = self.store.put_blob(cid, bytes).await {
+        if let Err(e) = self.blobs.put(cid, bytes).await {
             return Ok(finished(Out::error(
                 "StoreUnavailable",
-                format!("could not store the blob: {}", e.kind.describe()),
+                format!("could not store the blob: {e}"),
             )));
         }
         Ok(finished(Out::Ok(Ipld::Map(BTreeMap::from([(

@@ -18,15 +18,69 @@
 
 pub mod bacalhau;
 mod executor;
+mod host;
 pub mod journal;
 pub mod local;
+pub mod registry;
 pub mod wasm;
 
-pub use executor::{Executed, Executor, JobStatus};
+pub use executor::{Executed, Executor, JobStatus, Jobs};
+pub use host::{Blobs, Host, HostError, Journal};
 
 use std::fmt;
+use std::time::Duration;
 
 use ipld_core::ipld::Ipld;
+
+/// Resource limits for one task: the route's, lowered where the invoker asked for less. Every
+/// executor reads the ones that apply to it (the Wasm engine fuel, memory, time and output; a
+/// compute network memory, time and [`Compute`]). The built-in defaults live in [`crate::config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel (instruction budget) for the run; roughly one unit per Wasm instruction executed.
+    pub fuel: u64,
+    /// Linear-memory (or container memory) cap in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock deadline for the run.
+    pub timeout: Duration,
+    /// Cap on the task's input in bytes.
+    pub max_input_bytes: usize,
+    /// Cap on the task's output in bytes: the ABI's result bytes, or each of WASI's stdout and
+    /// stderr.
+    pub max_output_bytes: usize,
+    /// What one task forwarded to a compute network may use beyond memory and time.
+    pub compute: Compute,
+}
+
+impl Limits {
+    /// The field-wise lower of two sets of limits, e.g. a route's limits and what an invocation
+    /// asks for: a request may tighten limits, never loosen them.
+    pub fn min(&self, other: &Limits) -> Limits {
+        Limits {
+            fuel: self.fuel.min(other.fuel),
+            memory_bytes: self.memory_bytes.min(other.memory_bytes),
+            timeout: self.timeout.min(other.timeout),
+            max_input_bytes: self.max_input_bytes.min(other.max_input_bytes),
+            max_output_bytes: self.max_output_bytes.min(other.max_output_bytes),
+            compute: Compute {
+                cpu_milli: self.compute.cpu_milli.min(other.compute.cpu_milli),
+                gpu: self.compute.gpu.min(other.compute.gpu),
+                disk_bytes: self.compute.disk_bytes.min(other.compute.disk_bytes),
+            },
+        }
+    }
+}
+
+/// CPU, GPU and disk caps for one task run on a compute network (`[route.compute]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compute {
+    /// CPU in millicores.
+    pub cpu_milli: u64,
+    /// GPUs.
+    pub gpu: u64,
+    /// Disk in bytes.
+    pub disk_bytes: u64,
+}
 
 /// How a task that ran (or was attempted) ended. A failing task is an outcome, not an error.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,8 @@
 //!   gateway and no proof is needed.
 //!
 //! An effect with neither is refused in the receipt (`UnauthorizedEffect`), never dropped quietly.
-//! The gateway's own bookkeeping effects (`/bacalhau/job/await` on its own subject) need no more.
+//! The gateway's own bookkeeping effects (a backend's await command on the gateway's own subject,
+//! such as `/bacalhau/job/await`) need no more.
 //!
 //! Routes with `run_effects = true` have the gateway run their receipts' effects itself, in the
 //! background, through the same path as a request. The tree is bounded: an effect deeper than
@@ -29,10 +30,6 @@ use crate::ipld::dag_cbor_cid;
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
 use crate::ucan::validate::Authorized;
 use crate::ucan::{Command, Delegation, Invocation};
-
-/// Commands the gateway issues for its own bookkeeping, in its own name: awaiting a job it handed to
-/// an external backend.
-const BUILT_IN: &[&str] = &[crate::exec::bacalhau::AWAIT_COMMAND];
 
 /// An effect the gateway is to run: the invocation, how deep below the request it is, the task ids
 /// above it (to cut cycles), and the error to record instead of running it, if any.
@@ -109,9 +106,11 @@ impl Gateway {
         // The gateway's own bookkeeping (awaiting a job it submitted) acts for the gateway itself,
         // but only as the answer of the compute network that ran the task: a Wasm guest asking for
         // it would otherwise have the gateway watch, and report, any job it can name.
-        if BUILT_IN.contains(&effect.cmd.as_str()) {
+        if self.awaits_job(effect.cmd.as_str()) {
             let own_job = effect.sub == self.did
-                && self.policy.bacalhau.iter().any(|b| b.name == route.backend)
+                && self
+                    .jobs_of(&route.backend)
+                    .is_some_and(|jobs| jobs.await_command() == effect.cmd.as_str())
                 && effect.args.get("backend") == Some(&Ipld::String(route.backend.clone()));
             if own_job {
                 return Ok((effect, None));
@@ -217,7 +216,7 @@ impl Gateway {
             .iter()
             .enumerate()
             // Bookkeeping effects are answered by the gateway's watcher, not run as requests.
-            .filter(|(_, invocation)| !BUILT_IN.contains(&invocation.payload.cmd.as_str()))
+            .filter(|(_, invocation)| !self.awaits_job(invocation.payload.cmd.as_str()))
             .map(|(i, invocation)| {
                 let task = invocation.payload.task_id();
                 let cut = if depth + 1 > bounds.max_depth {

@@ -24,8 +24,7 @@ use ipld_core::ipld::Ipld;
 
 use super::ledger::Record;
 use super::{Gateway, Refusal, RefusalClass};
-use crate::exec::bacalhau::AWAIT_COMMAND;
-use crate::exec::journal::JobRecord;
+use crate::exec::journal::{AwaitedJob, JobRecord};
 use crate::exec::{Executed, JobStatus};
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
 use crate::store::JobEntry;
@@ -150,7 +149,7 @@ impl Gateway {
         let forwards = self
             .policy
             .route(&task.operation)
-            .is_some_and(|r| self.policy.bacalhau.iter().any(|b| b.name == r.backend));
+            .is_some_and(|r| self.jobs_of(&r.backend).is_some());
         if forwards && let Err(e) = self.ledger.remove_job(task.invocation).await {
             // Harmless: the watcher finds the receipt stored and drops the record then.
             tracing::warn!(invocation = %task.invocation, error = %e, "forgetting a submitted job failed");
@@ -178,31 +177,25 @@ impl Gateway {
     /// the receipt holding the effect is stored: a failure here is reported, not hidden, since the
     /// caller would otherwise wait for a receipt that never comes.
     pub(crate) async fn track(&self, effect: &Effect, issued: &Invocation) -> Result<(), Refusal> {
-        if effect.cmd.as_str() != AWAIT_COMMAND {
+        if !self.awaits_job(effect.cmd.as_str()) {
             return Ok(());
         }
-        let (Some(Ipld::String(job)), Some(Ipld::String(backend))) =
-            (effect.args.get("job"), effect.args.get("backend"))
-        else {
+        let Some(awaited) = AwaitedJob::from_args(&effect.args) else {
             return Err(Refusal::new(
                 RefusalClass::Unavailable,
                 "ReceiptFailed",
                 "an await effect without job and backend",
             ));
         };
-        let deadline = match effect.args.get("deadline") {
-            Some(Ipld::Integer(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
-            _ => i64::MAX,
-        };
         let record = JobRecord {
             submitted: false,
             ran: issued.cid(),
             task: effect.task_id(),
-            deadline,
+            deadline: awaited.deadline,
             since: unix_now(),
         };
         self.ledger
-            .put_job(record.task, backend, job, record.encode())
+            .put_job(record.task, &awaited.backend, &awaited.job, record.encode())
             .await?;
         Ok(())
     }
@@ -266,7 +259,7 @@ impl Gateway {
 
     /// Polls one job: its outcome when it is over (or past its deadline), `None` while it runs.
     async fn check(&self, job: &JobEntry, record: &JobRecord, entry: &mut Due) -> Option<Executed> {
-        let Some(executor) = self.executors.get(&job.backend) else {
+        let Some(executor) = self.jobs_of(&job.backend) else {
             return Some(Executed::failed(
                 "ExecutionFailed",
                 format!("backend {} is no longer configured", job.backend),

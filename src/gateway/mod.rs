@@ -32,6 +32,7 @@ mod answer;
 mod authority;
 mod container;
 mod effects;
+mod host;
 mod inbound;
 mod jobs;
 mod ledger;
@@ -43,6 +44,7 @@ mod schedule;
 mod ucanto;
 
 pub use answer::{Answer, Refusal, RefusalClass, Reply};
+pub use host::host;
 pub use jobs::PendingJob;
 
 use authority::Authority;
@@ -170,6 +172,20 @@ impl Gateway {
     /// Whether the store answers.
     pub async fn health(&self) -> Result<(), Refusal> {
         Ok(self.ledger.store().health().await?)
+    }
+
+    /// How to follow the jobs of `backend`, if its jobs outlive a request.
+    fn jobs_of(&self, backend: &str) -> Option<&dyn crate::exec::Jobs> {
+        self.executors.get(backend).and_then(|e| e.jobs())
+    }
+
+    /// Whether `cmd` is the await command of a backend whose jobs outlive a request: the gateway's
+    /// own bookkeeping, answered by its watcher, never run as a request.
+    fn awaits_job(&self, cmd: &str) -> bool {
+        self.executors
+            .values()
+            .filter_map(|e| e.jobs())
+            .any(|jobs| jobs.await_command() == cmd)
     }
 
     /// A stored receipt by invocation CID, task id, receipt CID or alias.

@@ -234,9 +234,9 @@ async fn a_job_whose_request_was_cut_off_still_gets_its_receipt() {
                 poll: Duration::from_millis(50),
                 defaults: Defaults::default(),
             };
-            let executor =
-                BacalhauExecutor::new(settings, HashMap::new(), key.did(), Arc::clone(&store))
-                    .unwrap();
+            let engine = Arc::new(ucan_gateway::exec::wasm::WasmEngine::new().unwrap());
+            let host = ucan_gateway::gateway::host(&store, engine, &key.did());
+            let executor = BacalhauExecutor::new(settings, key.did(), host.journal).unwrap();
             let executors: HashMap<String, Arc<dyn Executor>> =
                 HashMap::from([("net".to_owned(), Arc::new(executor) as Arc<dyn Executor>)]);
             Gateway::new(key, policy, store, executors, 60)

@@ -4,13 +4,20 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ucan_gateway::config::{
-    BacalhauBackend, BackendAuth, Compute, OperatorPolicy, PolicyFileErrorKind as Kind,
-};
+use ucan_gateway::config::{Compute, OperatorPolicy, PolicyFileErrorKind as Kind};
+use ucan_gateway::exec::bacalhau::{BacalhauBackend, BackendAuth};
 use ucan_gateway::ucan::Command;
 
 fn parse(text: &str) -> Result<OperatorPolicy, ucan_gateway::config::PolicyFileError> {
     OperatorPolicy::parse(text, "p.toml")
+}
+
+/// The policy's Bacalhau networks, in the order declared.
+fn bacalhau(p: &OperatorPolicy) -> Vec<BacalhauBackend> {
+    p.backends
+        .iter()
+        .filter_map(|b| b.settings::<BacalhauBackend>().cloned())
+        .collect()
 }
 
 const NET: &str = "[[bacalhau]]\nname = \"net\"\nurl = \"http://127.0.0.1:1234\"\n";
@@ -20,7 +27,7 @@ fn the_example_resolves_to_what_it_says() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples/bacalhau.toml");
     let p = OperatorPolicy::load(&path).unwrap();
     assert_eq!(
-        p.bacalhau,
+        bacalhau(&p),
         vec![BacalhauBackend {
             name: "bacalhau".into(),
             url: "https://bacalhau.example.org:1234".into(),
@@ -32,7 +39,7 @@ fn the_example_resolves_to_what_it_says() {
     let docker = p.route(&Command::parse("/docker/run").unwrap()).unwrap();
     assert_eq!(docker.backend, "bacalhau");
     assert_eq!(
-        docker.compute,
+        docker.limits.compute,
         Compute {
             cpu_milli: 4000,
             gpu: 0,
@@ -46,10 +53,10 @@ fn the_example_resolves_to_what_it_says() {
 fn backends_and_caps_take_defaults_and_auth_forms() {
     let p = parse(&format!("{NET}[[route]]\ncommand = \"/docker/run\"\nbackend = \"net\"\neffect = \"nondestructive\"\n")).unwrap();
     assert_eq!(
-        p.bacalhau[0],
+        bacalhau(&p)[0],
         BacalhauBackend::quick("net", "http://127.0.0.1:1234")
     );
-    assert_eq!(p.routes[0].compute, Compute::default());
+    assert_eq!(p.routes[0].limits.compute, Compute::default());
     assert_eq!(
         Compute::default(),
         Compute {
@@ -61,14 +68,14 @@ fn backends_and_caps_take_defaults_and_auth_forms() {
 
     let basic = parse("[[bacalhau]]\nname = \"b\"\nurl = \"https://x\"\nusername = \"u\"\npassword_env = \"PW\"\nwait = \"250ms\"\npublisher = \"s3\"\n").unwrap();
     assert_eq!(
-        basic.bacalhau[0].auth,
+        bacalhau(&basic)[0].auth,
         BackendAuth::Basic {
             username: "u".into(),
             password_env: "PW".into()
         }
     );
-    assert_eq!(basic.bacalhau[0].wait, Duration::from_millis(250));
-    assert_eq!(basic.bacalhau[0].publisher, "s3");
+    assert_eq!(bacalhau(&basic)[0].wait, Duration::from_millis(250));
+    assert_eq!(bacalhau(&basic)[0].publisher, "s3");
 }
 
 #[test]
@@ -162,7 +169,8 @@ fn quick_start_adds_the_three_routes_without_replacing_the_operators() {
         "{NET}[[route]]\ncommand = \"/docker/run\"\nbackend = \"net\"\neffect = \"destructive\"\n"
     ))
     .unwrap();
-    p.add_bacalhau(BacalhauBackend::quick("bacalhau", "http://127.0.0.1:9"));
+    let (backend, offers) = ucan_gateway::exec::bacalhau::quick("bacalhau", "http://127.0.0.1:9");
+    p.add_backend(backend, &offers);
     let backend = |c: &str| {
         p.route(&Command::parse(c).unwrap())
             .map(|r| r.backend.clone())
@@ -174,7 +182,7 @@ fn quick_start_adds_the_three_routes_without_replacing_the_operators() {
     );
     assert_eq!(backend("/wasm32-wasi/run").as_deref(), Some("bacalhau"));
     assert_eq!(backend("/bacalhau/job/run").as_deref(), Some("bacalhau"));
-    assert_eq!(p.bacalhau.len(), 2);
+    assert_eq!(bacalhau(&p).len(), 2);
     let quick = p
         .route(&Command::parse("/wasm32-wasi/run").unwrap())
         .unwrap();

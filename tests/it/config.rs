@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use ipld_core::ipld::Ipld;
 use ucan_gateway::config::{
-    EMBEDDED_DEFAULT, Limits, OperatorPolicy, PolicyFileError, PolicyFileErrorKind as Kind, Subject,
+    Compute, EMBEDDED_DEFAULT, Limits, OperatorPolicy, PolicyFileError,
+    PolicyFileErrorKind as Kind, Subject,
 };
 use ucan_gateway::ipld::from_dag_json;
 use ucan_gateway::task::EffectClass;
@@ -56,6 +57,7 @@ fn embedded_default_has_the_three_routes() {
             timeout: Duration::from_secs(5),
             max_input_bytes: 1024 * 1024,
             max_output_bytes: 1024 * 1024,
+            compute: Compute::default(),
         }
     );
     let summary: Vec<_> = p
@@ -121,6 +123,7 @@ fn team_example_merges_route_limits() {
         timeout: Duration::from_secs(2),
         max_input_bytes: 256 * 1024,
         max_output_bytes: 256 * 1024,
+        compute: Compute::default(),
     };
     assert_eq!(p.defaults, defaults);
 
@@ -355,6 +358,11 @@ fn min_takes_each_field_lower() {
         timeout: Duration::from_secs(3),
         max_input_bytes: 5,
         max_output_bytes: 600,
+        compute: Compute {
+            cpu_milli: 500,
+            gpu: 2,
+            disk_bytes: 10,
+        },
     };
     let b = Limits {
         fuel: 20,
@@ -362,6 +370,11 @@ fn min_takes_each_field_lower() {
         timeout: Duration::from_millis(3500),
         max_input_bytes: 50,
         max_output_bytes: 60,
+        compute: Compute {
+            cpu_milli: 1000,
+            gpu: 1,
+            disk_bytes: 20,
+        },
     };
     let expected = Limits {
         fuel: 10,
@@ -369,6 +382,11 @@ fn min_takes_each_field_lower() {
         timeout: Duration::from_secs(3),
         max_input_bytes: 5,
         max_output_bytes: 60,
+        compute: Compute {
+            cpu_milli: 500,
+            gpu: 1,
+            disk_bytes: 10,
+        },
     };
     assert_eq!(a.min(&b), expected);
     assert_eq!(b.min(&a), expected);

@@ -24,6 +24,7 @@ fn limits() -> Limits {
         memory_bytes: 4 << 20,
         timeout: Duration::from_secs(10),
         max_output_bytes: 64 * 1024,
+        ..Limits::default()
     }
 }
 

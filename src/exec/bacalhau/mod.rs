@@ -13,7 +13,9 @@
 //! instead of being submitted twice.
 
 pub mod client;
+pub(crate) mod local;
 pub mod mapping;
+mod settings;
 mod shapes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,12 +28,14 @@ use serde_json::Value;
 
 pub use client::{Auth, BacalhauError, BacalhauErrorData, BacalhauErrorKind, Client, ClientConfig};
 pub use mapping::{Caps, Defaults, MappingError};
+pub use settings::{
+    BACKEND, BacalhauBackend, BackendAuth, DEFAULT_BACALHAU_WAIT, DEFAULT_PUBLISHER,
+    QUICK_MEMORY_BYTES, QUICK_TIMEOUT, quick,
+};
 
-use super::journal::JobRecord;
-use super::{ExecError, ExecErrorKind, Executed, Executor, JobStatus};
-use crate::config::{Compute, Limits};
+use super::journal::{AwaitedJob, JobRecord};
+use super::{ExecError, ExecErrorKind, Executed, Executor, JobStatus, Jobs, Journal, Limits};
 use crate::receipt::{Effect, Effects, Out};
-use crate::store::Store;
 use crate::task::Task;
 use crate::ucan::Command;
 
@@ -65,31 +69,27 @@ pub struct BacalhauExecutor {
     client: Client,
     /// Where each watched job's history was read up to.
     cursors: std::sync::Mutex<HashMap<String, Cursor>>,
-    /// CPU, GPU and disk caps per command (memory and timeout come from the route's limits).
-    compute: HashMap<String, Compute>,
     /// Who issues the await effects: the gateway.
     gateway_did: String,
     /// Where a submitted job is recorded at once (see [`crate::exec::journal`]).
-    store: Arc<dyn Store>,
+    journal: Arc<dyn Journal>,
 }
 
 impl BacalhauExecutor {
-    /// An executor for the network in `settings`, with the compute caps of each command routed to
-    /// it; effects are issued by `gateway_did`, and submitted jobs are recorded in `store`.
+    /// An executor for the network in `settings`; effects are issued by `gateway_did`, and
+    /// submitted jobs are recorded in `journal`.
     pub fn new(
         settings: BacalhauSettings,
-        compute: HashMap<String, Compute>,
         gateway_did: String,
-        store: Arc<dyn Store>,
+        journal: Arc<dyn Journal>,
     ) -> Result<Self, BacalhauError> {
         let client = Client::new(settings.client.clone())?;
         Ok(BacalhauExecutor {
             settings,
             client,
             cursors: std::sync::Mutex::new(HashMap::new()),
-            compute,
             gateway_did,
-            store,
+            journal,
         })
     }
 
@@ -177,14 +177,12 @@ impl BacalhauExecutor {
 
     /// The answer while the job runs on: its state, and the effect that awaits it.
     fn pending(&self, task: &Task, id: &str, state: String, deadline: i64) -> Executed {
-        let args = BTreeMap::from([
-            ("job".to_owned(), Ipld::String(id.to_owned())),
-            (
-                "backend".to_owned(),
-                Ipld::String(self.settings.name.clone()),
-            ),
-            ("deadline".to_owned(), Ipld::Integer(deadline.into())),
-        ]);
+        let args = AwaitedJob {
+            backend: self.settings.name.clone(),
+            job: id.to_owned(),
+            deadline,
+        }
+        .to_args();
         let join = Command::parse(AWAIT_COMMAND).map(|cmd| Effect {
             cmd,
             sub: self.gateway_did.clone(),
@@ -390,16 +388,11 @@ fn error_details(e: &BacalhauError) -> BTreeMap<String, Ipld> {
 impl Executor for BacalhauExecutor {
     async fn execute(&self, task: &Task, limits: &Limits) -> Result<Executed, ExecError> {
         let started = Instant::now();
-        let compute = self
-            .compute
-            .get(task.operation.as_str())
-            .copied()
-            .unwrap_or(Compute::default());
         let caps = Caps {
-            cpu_milli: compute.cpu_milli,
+            cpu_milli: limits.compute.cpu_milli,
             memory_bytes: limits.memory_bytes,
-            disk_bytes: compute.disk_bytes,
-            gpu: compute.gpu,
+            disk_bytes: limits.compute.disk_bytes,
+            gpu: limits.compute.gpu,
             timeout: limits.timeout,
         };
         let name = format!("ucan-{}", task.id);
@@ -449,8 +442,8 @@ impl Executor for BacalhauExecutor {
             since: crate::ucan::validate::unix_now(),
         };
         if let Err(e) = self
-            .store
-            .put_pending(task.invocation, &self.settings.name, &id, record.encode())
+            .journal
+            .submitted(&self.settings.name, &id, &record)
             .await
         {
             tracing::warn!(task = %task.id, job = %id, error = %e, "recording a submitted job failed");
@@ -483,6 +476,17 @@ impl Executor for BacalhauExecutor {
             }
             tokio::time::sleep(self.settings.poll.min(left)).await;
         }
+    }
+
+    fn jobs(&self) -> Option<&dyn Jobs> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Jobs for BacalhauExecutor {
+    fn await_command(&self) -> &'static str {
+        AWAIT_COMMAND
     }
 
     /// Polls the job's history from where the last poll stopped (following `NextToken`); only when

@@ -64,7 +64,7 @@ pub(super) struct CoreState {
 impl CoreState {
     pub(super) fn new(limits: &Limits) -> Self {
         CoreState {
-            limiter: Limiter::new(limits.memory_bytes),
+            limiter: Limiter::new(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)),
         }
     }
 }

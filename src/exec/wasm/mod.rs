@@ -32,6 +32,7 @@ use ipld_core::ipld::Ipld;
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store};
 
 use self::core::{CoreState, Fail, HasLimiter, Limiter, classify};
+pub use super::Limits;
 use super::{ExecError, ExecErrorKind, Failure, Outcome};
 
 pub use self::wasi::WasiRequest;
@@ -52,32 +53,6 @@ const MAX_INSTANCES: usize = 4;
 const MAX_TABLES: usize = 16;
 /// Linear memories a run may create; their total size is bounded by [`Limits::memory_bytes`].
 const MAX_MEMORIES: usize = 4;
-
-/// Resource limits for one run. A route's limits and a caller's requested limits combine with
-/// [`Limits::min`], so neither can raise the other's bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Fuel for the run; roughly one unit per Wasm instruction executed.
-    pub fuel: u64,
-    /// Total bytes of linear memory (all memories together) the guest may hold.
-    pub memory_bytes: usize,
-    /// Wall-clock deadline, enforced at [`EPOCH_TICK`] granularity (never earlier than asked).
-    pub timeout: Duration,
-    /// Bound on output: the ABI's result bytes, or each of WASI's stdout and stderr.
-    pub max_output_bytes: usize,
-}
-
-impl Limits {
-    /// The lower of each limit.
-    pub fn min(self, other: Limits) -> Limits {
-        Limits {
-            fuel: self.fuel.min(other.fuel),
-            memory_bytes: self.memory_bytes.min(other.memory_bytes),
-            timeout: self.timeout.min(other.timeout),
-            max_output_bytes: self.max_output_bytes.min(other.max_output_bytes),
-        }
-    }
-}
 
 /// Counters of the compiled-module cache, for metrics and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -494,12 +469,13 @@ impl Drop for EpochTicker {
 mod tests {
     use super::*;
 
-    fn limits(fuel: u64, memory_bytes: usize, ms: u64, out: usize) -> Limits {
+    fn limits(fuel: u64, memory_bytes: u64, ms: u64, out: usize) -> Limits {
         Limits {
             fuel,
             memory_bytes,
             timeout: Duration::from_millis(ms),
             max_output_bytes: out,
+            ..Limits::default()
         }
     }
 
@@ -507,8 +483,8 @@ mod tests {
     fn limits_min_takes_the_lower_of_each() {
         let a = limits(10, 2_000, 50, 7);
         let b = limits(20, 1_000, 40, 9);
-        assert_eq!(a.min(b), limits(10, 1_000, 40, 7));
-        assert_eq!(b.min(a), a.min(b));
+        assert_eq!(a.min(&b), limits(10, 1_000, 40, 7));
+        assert_eq!(b.min(&a), a.min(&b));
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl WasiState {
             .allow_ip_name_lookup(false);
         let state = WasiState {
             wasi: builder.build_p1(),
-            limiter: Limiter::new(limits.memory_bytes),
+            limiter: Limiter::new(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX)),
             clock,
             random: RandomStream::new(seed),
         };
