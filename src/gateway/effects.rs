@@ -28,6 +28,7 @@ use super::{Answer, Gateway, RefusalClass};
 use crate::config::Route;
 use crate::ipld::dag_cbor_cid;
 use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
+use crate::store::Commit;
 use crate::ucan::validate::Authorized;
 use crate::ucan::{Command, Delegation, Invocation};
 
@@ -293,10 +294,6 @@ impl Gateway {
     async fn record_unrun(&self, invocation: &Invocation, out: Out) -> Result<(), super::Refusal> {
         let key = dag_cbor_cid(invocation.envelope.signed_bytes());
         let until = self.authority.seen_until(invocation.payload.exp);
-        match self.ledger.claim_replay(key, until, invocation.cid()).await {
-            Err(refusal) if refusal.class == RefusalClass::Replayed => return Ok(()),
-            other => other?,
-        }
         let task = invocation.payload.task_id();
         let body = ReceiptBody {
             ran: invocation.cid(),
@@ -305,9 +302,14 @@ impl Gateway {
             fx: Effects::default(),
             meta: gateway_meta("gateway", None, std::time::Duration::ZERO, None),
         };
-        self.commit(Record::unshared(invocation.cid(), task, None), body)
+        let record = Record::unshared(invocation.cid(), task, None);
+        match self
+            .commit(record, body, Commit::default().with_claim(key, until))
             .await
-            .map(|_| ())
+        {
+            Err(refusal) if refusal.class == RefusalClass::Replayed => Ok(()),
+            other => other.map(drop),
+        }
     }
 }
 

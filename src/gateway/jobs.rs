@@ -26,8 +26,8 @@ use super::ledger::Record;
 use super::{Gateway, Refusal, RefusalClass};
 use crate::exec::journal::{AwaitedJob, JobRecord};
 use crate::exec::{Executed, JobStatus};
-use crate::receipt::{Effect, Effects, Out, ReceiptBody, gateway_meta};
-use crate::store::JobEntry;
+use crate::receipt::{Effect, Effects, Out, Receipt, ReceiptBody, gateway_meta};
+use crate::store::{Commit, IntentChange, JobEntry};
 use crate::ucan::Invocation;
 use crate::ucan::validate::unix_now;
 
@@ -38,6 +38,8 @@ const POLL_FIRST: Duration = Duration::from_millis(250);
 const POLL_MAX: Duration = Duration::from_secs(5);
 /// How often the watcher looks for due jobs.
 const TICK: Duration = Duration::from_millis(50);
+/// How often the watcher looks for destructive runs that were cut off.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// A job whose final receipt is still to come, as `GET /receipts/{cid}` describes it meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,19 +145,6 @@ struct Due {
 }
 
 impl Gateway {
-    /// Forgets the record the executor wrote when it submitted the task's job, now that the
-    /// request's receipt is stored (a job still running is awaited through its effect instead).
-    pub(crate) async fn forget_submitted(&self, task: &crate::task::Task) {
-        let forwards = self
-            .policy
-            .route(&task.operation)
-            .is_some_and(|r| self.jobs_of(&r.backend).is_some());
-        if forwards && let Err(e) = self.ledger.remove_job(task.invocation).await {
-            // Harmless: the watcher finds the receipt stored and drops the record then.
-            tracing::warn!(invocation = %task.invocation, error = %e, "forgetting a submitted job failed");
-        }
-    }
-
     /// The job behind `cid` (an await invocation or its task id) if its receipt is still to come.
     pub async fn pending_job(&self, cid: &Cid) -> Option<PendingJob> {
         let pending = self.ledger.jobs().await.ok()?;
@@ -173,12 +162,16 @@ impl Gateway {
         })
     }
 
-    /// Records an issued await effect as a pending job, so the watcher finishes it. Called before
-    /// the receipt holding the effect is stored: a failure here is reported, not hidden, since the
-    /// caller would otherwise wait for a receipt that never comes.
-    pub(crate) async fn track(&self, effect: &Effect, issued: &Invocation) -> Result<(), Refusal> {
+    /// The pending job an issued await effect stands for, to be committed with the receipt holding
+    /// the effect so the watcher finishes it; `None` for any other effect. An await effect without a
+    /// job fails the receipt: the caller would otherwise wait for a receipt that never comes.
+    pub(crate) fn awaited_job(
+        &self,
+        effect: &Effect,
+        issued: &Invocation,
+    ) -> Result<Option<JobEntry>, Refusal> {
         if !self.awaits_job(effect.cmd.as_str()) {
-            return Ok(());
+            return Ok(None);
         }
         let Some(awaited) = AwaitedJob::from_args(&effect.args) else {
             return Err(Refusal::new(
@@ -194,18 +187,25 @@ impl Gateway {
             deadline: awaited.deadline,
             since: unix_now(),
         };
-        self.ledger
-            .put_job(record.task, &awaited.backend, &awaited.job, record.encode())
-            .await?;
-        Ok(())
+        Ok(Some(JobEntry {
+            key: record.task,
+            backend: awaited.backend,
+            job_id: awaited.job,
+            payload: record.encode(),
+        }))
     }
 
     /// Starts the background watcher of pending jobs; it runs until the returned handle is aborted.
     pub fn watch_pending(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut due: HashMap<Cid, Due> = HashMap::new();
+            let mut sweep = Instant::now();
             loop {
                 self.poll_pending(&mut due).await;
+                if sweep.elapsed() >= SWEEP {
+                    self.answer_interrupted().await;
+                    sweep = Instant::now();
+                }
                 tokio::time::sleep(TICK).await;
             }
         })
@@ -319,14 +319,56 @@ impl Gateway {
                 fx: Effects::default(),
                 meta: gateway_meta(&job.backend, None, Duration::from_secs(elapsed), None),
             };
-            let receipt = self
-                .commit(Record::unshared(record.ran, record.task, None), body)
-                .await?;
+            let record = Record::unshared(record.ran, record.task, None);
+            let commit = Commit::default().without_job(job.key);
+            let receipt = self.commit(record, body, commit).await?;
             let ok = receipt.body.out.is_ok();
             tracing::info!(job = %job.job_id, receipt = %receipt.cid(), ok, "awaited job settled");
+        } else {
+            self.ledger.remove_job(job.key).await?;
         }
-        self.ledger.remove_job(job.key).await?;
         self.jobs.progress.forget(record);
         Ok(())
+    }
+
+    /// Answers every destructive run that was cut off (its intent still open past the time the run
+    /// could take): the invocation that opened it gets an `Interrupted` receipt, which settles the
+    /// intent, so a resent invocation is answered from the store instead of being stuck. Another
+    /// process may do the same at once; the intent is settled by whichever commit comes first.
+    async fn answer_interrupted(&self) {
+        let interrupted = match self.ledger.store().interrupted(unix_now()).await {
+            Ok(intents) => intents,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading interrupted runs failed");
+                return;
+            }
+        };
+        for intent in interrupted {
+            let body = ReceiptBody {
+                ran: intent.invocation,
+                task: intent.task,
+                out: super::schedule::interrupted(),
+                fx: Effects::default(),
+                meta: gateway_meta("gateway", None, Duration::ZERO, None),
+            };
+            let record = Record::unshared(intent.invocation, intent.task, None);
+            let Ok(receipt) = Receipt::issue(body, &self.key) else {
+                continue;
+            };
+            let commit = Commit::default()
+                .with_receipt(record.stored(&receipt))
+                .with_intent(IntentChange::Complete {
+                    task: intent.task,
+                    receipt: receipt.cid(),
+                });
+            match self.ledger.commit(commit, intent.invocation).await {
+                Ok(_) => {
+                    tracing::info!(task = %intent.task, invocation = %intent.invocation, "interrupted run answered")
+                }
+                Err(e) => {
+                    tracing::debug!(task = %intent.task, error = %e.message, "interrupted run not answered")
+                }
+            }
+        }
     }
 }

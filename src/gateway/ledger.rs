@@ -3,9 +3,12 @@
 //! so every store call is timed in one place and every invocation is counted in one place.
 //!
 //! Replay protection lives here: an invocation claims its replay key once, whatever wire format
-//! carried it, and a second claim is refused as `Replayed`.
+//! carried it, in the same commit as its receipt (or, for a destructive task, as its intent), and a
+//! second claim is refused as `Replayed`. Before anything runs, a key already claimed, or in flight
+//! in this process, is refused too, so a duplicate is neither run nor answered twice.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
@@ -14,7 +17,7 @@ use tokio::time::Instant as Deadline;
 use super::{Refusal, RefusalClass};
 use crate::metrics::Metrics;
 use crate::receipt::Receipt;
-use crate::store::{IntentState, JobEntry, Store, StoreError, StoredReceipt};
+use crate::store::{Commit, JobEntry, Outcome, Store, StoreError, StoredReceipt};
 use crate::ucan::validate::unix_now;
 
 /// How often a waiter looks again when no wake-up came (receipts stored by another process).
@@ -34,6 +37,20 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The stored form of `receipt` filed under this record.
+    pub(crate) fn stored(&self, receipt: &Receipt) -> StoredReceipt {
+        StoredReceipt {
+            receipt_cid: receipt.cid(),
+            ran: self.ran,
+            task_id: self.task,
+            work_id: self.work,
+            ok: receipt.body.out.is_ok(),
+            pure: self.pure,
+            created_at: unix_now(),
+            bytes: receipt.bytes().to_vec(),
+        }
+    }
+
     /// A receipt that is never a memoization source: nothing ran that could be reused (a job's final
     /// state, an effect that was cut, a revocation).
     pub(crate) fn unshared(ran: Cid, task: Cid, work: Option<Cid>) -> Self {
@@ -52,6 +69,22 @@ pub(crate) struct Ledger {
     /// Woken whenever a receipt is stored, for requests waiting on one.
     stored: tokio::sync::Notify,
     metrics: Metrics,
+    /// Replay keys of invocations running in this process.
+    running: Mutex<HashSet<Cid>>,
+}
+
+/// Keeps a replay key in flight until dropped (however the request ends).
+pub(crate) struct Running<'a> {
+    ledger: &'a Ledger,
+    key: Cid,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.ledger.running.lock() {
+            running.remove(&self.key);
+        }
+    }
 }
 
 impl Ledger {
@@ -61,6 +94,7 @@ impl Ledger {
             store,
             stored: tokio::sync::Notify::new(),
             metrics: Metrics::new(),
+            running: Mutex::new(HashSet::new()),
         }
     }
 
@@ -87,47 +121,48 @@ impl Ledger {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Claims the replay key of `invocation`: refused as `Replayed` if it was claimed before, by any
-    /// request or wire format. Kept until `until` (`None`: forever).
-    pub(crate) async fn claim_replay(
-        &self,
-        key: Cid,
-        until: Option<i64>,
-        invocation: Cid,
-    ) -> Result<(), Refusal> {
-        if self
-            .timed("mark_seen", self.store.mark_seen(key, until))
-            .await?
+    /// Lets `invocation` run unless its replay key `key` was claimed already (by any process sharing
+    /// the store) or is in flight in this process; the guard keeps it in flight until dropped. The
+    /// key itself is claimed by the commit that answers the invocation.
+    pub(crate) async fn start(&self, key: Cid, invocation: Cid) -> Result<Running<'_>, Refusal> {
+        let replayed = || {
+            Refusal::new(
+                RefusalClass::Replayed,
+                "Replayed",
+                format!("invocation {invocation} was already received"),
+            )
+        };
         {
-            return Ok(());
+            let mut running = self.running.lock().map_err(|_| replayed())?;
+            if !running.insert(key) {
+                return Err(replayed());
+            }
         }
-        Err(Refusal::new(
-            RefusalClass::Replayed,
-            "Replayed",
-            format!("invocation {invocation} was already received"),
-        ))
+        let guard = Running { ledger: self, key };
+        if self.timed("seen", self.store.seen(key)).await? {
+            return Err(replayed());
+        }
+        Ok(guard)
     }
 
-    /// Stores a signed receipt under `record`'s keys and wakes anyone waiting for receipts.
-    pub(crate) async fn put_receipt(
-        &self,
-        record: Record,
-        receipt: &Receipt,
-    ) -> Result<(), Refusal> {
-        let stored = StoredReceipt {
-            receipt_cid: receipt.cid(),
-            ran: record.ran,
-            task_id: record.task,
-            work_id: record.work,
-            ok: receipt.body.out.is_ok(),
-            pure: record.pure,
-            created_at: unix_now(),
-            bytes: receipt.bytes().to_vec(),
-        };
-        self.timed("put_receipt", self.store.put_receipt(&stored))
-            .await?;
-        self.stored.notify_waiters();
-        Ok(())
+    /// Commits `commit` in one durable transaction. A claim of a replay key someone else committed
+    /// first is refused as `Replayed` for `invocation`, and nothing is written. Wakes anyone waiting
+    /// for receipts once one is stored.
+    pub(crate) async fn commit(&self, commit: Commit, invocation: Cid) -> Result<Outcome, Refusal> {
+        let stores_receipt = commit.receipt.is_some();
+        match self.timed("commit", self.store.commit(commit)).await? {
+            Outcome::Replayed => Err(Refusal::new(
+                RefusalClass::Replayed,
+                "Replayed",
+                format!("invocation {invocation} was already received"),
+            )),
+            outcome => {
+                if stores_receipt && outcome == Outcome::Committed {
+                    self.stored.notify_waiters();
+                }
+                Ok(outcome)
+            }
+        }
     }
 
     /// The receipt found under `cid` taken as an invocation CID, task id, receipt CID or alias.
@@ -191,46 +226,6 @@ impl Ledger {
         Some((receipt, origin))
     }
 
-    /// Records that `delegation` was revoked by the invocation `by`.
-    pub(crate) async fn record_revocation(&self, delegation: Cid, by: Cid) -> Result<(), Refusal> {
-        self.timed("revoke", self.store.revoke(delegation, by, unix_now()))
-            .await?;
-        Ok(())
-    }
-
-    /// Records the intent to run the destructive task `task`: `true` if it is new.
-    pub(crate) async fn record_intent(&self, task: Cid) -> Result<bool, StoreError> {
-        self.timed("record_intent", self.store.record_intent(task))
-            .await
-    }
-
-    /// Where the intent to run `task` stands.
-    pub(crate) async fn intent(&self, task: Cid) -> Result<Option<IntentState>, StoreError> {
-        self.store.intent(task).await
-    }
-
-    /// Settles the intent to run `task` with the stored receipt `receipt`.
-    pub(crate) async fn complete_intent(&self, task: Cid, receipt: Cid) -> Result<(), StoreError> {
-        self.timed("complete_intent", self.store.complete_intent(task, receipt))
-            .await
-    }
-
-    /// Records a job on `backend` whose final receipt is still owed.
-    pub(crate) async fn put_job(
-        &self,
-        key: Cid,
-        backend: &str,
-        job: &str,
-        payload: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        self.timed(
-            "put_pending",
-            self.store.put_pending(key, backend, job, payload),
-        )
-        .await
-        .map(drop)
-    }
-
     /// Every job whose final receipt is still owed, oldest first.
     pub(crate) async fn jobs(&self) -> Result<Vec<JobEntry>, StoreError> {
         self.store.pending().await
@@ -238,9 +233,12 @@ impl Ledger {
 
     /// Forgets the job recorded under `key`.
     pub(crate) async fn remove_job(&self, key: Cid) -> Result<(), StoreError> {
-        self.timed("remove_pending", self.store.remove_pending(key))
-            .await
-            .map(drop)
+        self.timed(
+            "commit",
+            self.store.commit(Commit::default().without_job(key)),
+        )
+        .await
+        .map(drop)
     }
 
     /// Awaits a store call, recording its latency.

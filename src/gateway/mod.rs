@@ -107,7 +107,12 @@ impl Gateway {
                 backend: route.backend.clone(),
             });
         }
-        let revoked = store.revoked().await?;
+        let revoked = store
+            .revocations_since(0)
+            .await?
+            .into_iter()
+            .map(|(_, cid)| cid)
+            .collect();
         let did = key.did();
         Ok(Arc::new_cyclic(|this| Gateway {
             authority: Authority::new(did.clone(), leeway, revoked),

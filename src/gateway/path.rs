@@ -14,12 +14,13 @@ use cid::Cid;
 use ipld_core::ipld::Ipld;
 
 use super::inbound::{Claim, Inbound, Replay};
-use super::ledger::Record;
+use super::ledger::{Record, Running};
 use super::{Answer, Gateway, REVOKE_COMMAND, Refusal, RefusalClass};
 use crate::config::Limits;
 use crate::config::Route;
 use crate::promise::Resolved;
 use crate::receipt::{Effects, Receipt, ReceiptBody, gateway_meta};
+use crate::store::{Commit, IntentChange};
 use crate::task::{EffectClass, ExecConfig, Task};
 use crate::ucan::validate::{Authorized, unix_now};
 
@@ -29,6 +30,15 @@ pub(crate) struct Admitted<'r> {
     pub route: &'r Route,
     /// The task.
     pub task: Task,
+    /// Its replay key.
+    pub replay: Replay,
+    /// Until when the replay key must be kept.
+    pub until: Option<i64>,
+    /// Whether the key is claimed already (with a destructive task's intent); otherwise the commit
+    /// of the receipt claims it.
+    pub claimed: bool,
+    /// Keeps the replay key in flight in this process until the answer is committed.
+    _running: Running<'r>,
 }
 
 impl Gateway {
@@ -144,13 +154,21 @@ impl Gateway {
             },
             ..inbound.replay
         };
-        let admitted = self.admit(route, &auth, task, replay).await?;
+        let mut admitted = self.admit(route, &auth, task, replay).await?;
 
-        // run: in flight until the receipt is stored, so a job it submits is its own to finish
+        // run: in flight until the receipt is stored, so a job it submits is its own to finish;
+        // destructive work runs at most once per task, even across a crash
         let _inflight = self.jobs.enter(admitted.task.invocation);
-        let body = match resolution {
-            Ok(_) => self.run(&admitted, started).await,
-            Err(mismatch) => ReceiptBody {
+        let once = match admitted.task.effect {
+            EffectClass::Destructive if resolution.is_ok() => {
+                self.claim_once(&mut admitted, started).await?
+            }
+            _ => None,
+        };
+        let body = match (once, resolution) {
+            (Some(earlier), _) => earlier,
+            (None, Ok(_)) => self.run(&admitted, started).await,
+            (None, Err(mismatch)) => ReceiptBody {
                 ran: admitted.task.invocation,
                 task: admitted.task.id,
                 out: mismatch.to_out(),
@@ -161,7 +179,7 @@ impl Gateway {
 
         // effects: only with authority the invoker passed on, or the gateway's own
         let (body, cited) = self.authorize_effects(body, route, &auth, inbound.proofs(), now);
-        let mut answer = self.finish(&admitted.task, body).await?;
+        let mut answer = self.finish(&admitted, body).await?;
         answer.proofs = cited;
         Ok(answer)
     }
@@ -171,7 +189,7 @@ impl Gateway {
     /// the invocation must not have been seen before. Only an authorised invocation gets to claim a
     /// replay slot.
     async fn admit<'r>(
-        &self,
+        &'r self,
         route: &'r Route,
         auth: &Authorized,
         task: Task,
@@ -197,17 +215,21 @@ impl Gateway {
         }
         check_input_size(replay.token_len, &args, route.limits.max_input_bytes)?;
 
-        let until = self.authority.seen_until(auth.expires);
-        self.ledger
-            .claim_replay(replay.key, until, task.invocation)
-            .await?;
-        Ok(Admitted { route, task })
+        let running = self.ledger.start(replay.key, task.invocation).await?;
+        Ok(Admitted {
+            route,
+            task,
+            replay,
+            until: self.authority.seen_until(auth.expires),
+            claimed: false,
+            _running: running,
+        })
     }
 
     /// Runs an admitted task, or answers it from an earlier run of the same pure work, and gives the
     /// body of its receipt. Never fails: a task that cannot run has an error outcome.
     async fn run(&self, admitted: &Admitted<'_>, started: Instant) -> ReceiptBody {
-        let Admitted { route, task } = admitted;
+        let (route, task) = (admitted.route, &admitted.task);
 
         // memo: pure work already done is answered from the store
         if task.effect == EffectClass::Pure
@@ -220,13 +242,6 @@ impl Gateway {
                 fx: prior.body.fx,
                 meta: gateway_meta(&route.backend, None, started.elapsed(), Some(origin)),
             };
-        }
-
-        // destructive work runs at most once per task, even across a crash
-        if task.effect == EffectClass::Destructive
-            && let Some(body) = self.claim_once(route, task, started).await
-        {
-            return body;
         }
 
         // executor (retried on host failures unless destructive)
@@ -248,9 +263,11 @@ impl Gateway {
         }
     }
 
-    /// Signs the receipt, issues its effects (recording any that await an external job), then
-    /// commits the receipt.
-    async fn finish(&self, task: &Task, body: ReceiptBody) -> Result<Answer, Refusal> {
+    /// Signs the receipt, issues its effects, then commits in one transaction the receipt, the
+    /// replay key (unless the intent claimed it), the intent's completion, the jobs its effects await,
+    /// and the end of the record of a job the task submitted.
+    async fn finish(&self, admitted: &Admitted<'_>, body: ReceiptBody) -> Result<Answer, Refusal> {
+        let task = &admitted.task;
         let record = Record {
             ran: task.invocation,
             task: task.id,
@@ -259,21 +276,33 @@ impl Gateway {
         };
         let fx = body.fx.clone();
         let receipt = self.sign(body)?;
+        let mut commit = Commit::default().with_receipt(record.stored(&receipt));
         let mut effects = Vec::with_capacity(fx.fork.len() + usize::from(fx.join.is_some()));
         for effect in fx.fork.iter().chain(fx.join.iter()) {
             let issued = effect
                 .issue(receipt.cid(), &self.key)
                 .map_err(receipt_failed)?;
-            // An effect awaiting an external job is watched until the job ends; recorded before the
+            // An effect awaiting an external job is watched until the job ends; recorded with the
             // receipt pointing at it, so no stored receipt ever points at a job nobody watches.
-            self.track(effect, &issued).await?;
+            if let Some(job) = self.awaited_job(effect, &issued)? {
+                commit = commit.with_job(job);
+            }
             effects.push(issued);
         }
-        self.ledger.put_receipt(record, &receipt).await?;
-        if task.effect == EffectClass::Destructive {
-            self.settle_once(task, &receipt).await;
+        if !admitted.claimed {
+            commit = commit.with_claim(admitted.replay.key, admitted.until);
         }
-        self.forget_submitted(task).await;
+        if task.effect == EffectClass::Destructive && !answered_earlier(&receipt) {
+            commit = commit.with_intent(IntentChange::Complete {
+                task: task.id,
+                receipt: receipt.cid(),
+            });
+        }
+        // The record written when the task's job was submitted is the receipt's to end.
+        if self.jobs_of(&admitted.route.backend).is_some() {
+            commit = commit.without_job(task.invocation);
+        }
+        self.ledger.commit(commit, task.invocation).await?;
         Ok(Answer::new(receipt, effects))
     }
 
@@ -282,16 +311,30 @@ impl Gateway {
         Receipt::issue(body, &self.key).map_err(receipt_failed)
     }
 
-    /// Signs a receipt and stores it (for receipts with no effects to issue first).
+    /// Signs a receipt and commits it with whatever else `commit` holds (for receipts with no
+    /// effects to issue first).
     pub(crate) async fn commit(
         &self,
         record: Record,
         body: ReceiptBody,
+        commit: Commit,
     ) -> Result<Receipt, Refusal> {
         let receipt = self.sign(body)?;
-        self.ledger.put_receipt(record, &receipt).await?;
+        let commit = Commit {
+            receipt: Some(record.stored(&receipt)),
+            ..commit
+        };
+        self.ledger.commit(commit, record.ran).await?;
         Ok(receipt)
     }
+}
+
+/// Whether `receipt` repeats the outcome of an earlier run rather than settling a run of its own.
+fn answered_earlier(receipt: &Receipt) -> bool {
+    matches!(
+        receipt.body.meta.get(crate::receipt::META_MEMOIZED),
+        Some(Ipld::Link(_))
+    )
 }
 
 /// The gateway could not sign: a failure of its own, never of the caller.

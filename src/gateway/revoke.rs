@@ -20,7 +20,9 @@ use super::ledger::Record;
 use super::{Answer, Gateway, REVOKE_COMMAND, Refusal};
 use crate::did::PublicKey;
 use crate::receipt::{Effects, Out, ReceiptBody, gateway_meta};
+use crate::store::Commit;
 use crate::task::work_id;
+use crate::ucan::validate::unix_now;
 use crate::ucan::{Delegation, ErrorKind, Invocation, ValidationError};
 
 fn verify_token(envelope: &crate::ucan::Envelope, issuer: &str) -> Result<(), Refusal> {
@@ -74,14 +76,6 @@ impl Gateway {
             Claim::Checked { auth, .. } => auth.expires,
             Claim::Ucan { .. } => payload.exp,
         };
-        let until = self.authority.seen_until(expires);
-        self.ledger
-            .claim_replay(inbound.replay.key, until, inbound.cid)
-            .await?;
-        self.ledger.record_revocation(target, inbound.cid).await?;
-        self.authority.revoke(target);
-        tracing::info!(delegation = %target, by = %payload.iss, "delegation revoked");
-
         let task = payload.task_id();
         let body = ReceiptBody {
             ran: inbound.cid,
@@ -98,7 +92,14 @@ impl Gateway {
             task,
             Some(work_id(&payload.cmd, &payload.args)),
         );
-        let receipt = self.commit(record, body).await?;
+        // The replay key, the revocation and its receipt in one commit.
+        let commit = Commit {
+            revocation: Some((target, inbound.cid, unix_now())),
+            ..Commit::default().with_claim(inbound.replay.key, self.authority.seen_until(expires))
+        };
+        let receipt = self.commit(record, body, commit).await?;
+        self.authority.revoke(target);
+        tracing::info!(delegation = %target, by = %payload.iss, "delegation revoked");
         Ok(Answer::new(receipt, Vec::new()))
     }
 

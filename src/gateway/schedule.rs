@@ -6,29 +6,35 @@
 //! | `nondestructive` | no       | yes                     | allowed                |
 //! | `destructive`    | no       | never                   | never, even after a crash |
 //!
-//! A destructive task records an *intent* (keyed by task id) durably before it starts and settles it
-//! with its receipt. A second invocation of the same task gets the first one's outcome; if the
-//! intent is open — the gateway stopped while the task may have been running — the task is not
-//! started again and the invocation gets an `Interrupted` error receipt instead.
+//! A destructive task opens an *intent* (keyed by task id, with the invocation's replay key claimed in
+//! the same commit) durably before it starts, and its receipt completes it. A second invocation of
+//! the same task gets the first one's outcome. An intent still open past the time its run could take
+//! — the gateway stopped while the task may have been running — is never started again: the
+//! invocation that opened it gets an `Interrupted` receipt from the job watcher, and a later
+//! invocation of the task the same. While the run may still be going, another invocation of the
+//! task is refused (`TaskInProgress`, 409) rather than told a result that does not exist yet.
 //!
 //! Only a host failure (`ExecError`: the backend could not run the task at all) is retried; a task
 //! that ran and failed is an outcome, and running it again would only repeat it.
 
 use std::time::{Duration, Instant};
 
-use ipld_core::ipld::Ipld;
-
-use super::Gateway;
+use super::path::Admitted;
+use super::{Gateway, Refusal, RefusalClass};
 use crate::config::{Limits, Route};
 use crate::exec::Executed;
 use crate::receipt::{Effects, Out, Receipt, ReceiptBody, gateway_meta};
-use crate::store::IntentState;
+use crate::store::{Commit, IntentChange, IntentState, Outcome};
 use crate::task::{EffectClass, Task};
+use crate::ucan::validate::unix_now;
 
 /// Attempts for tasks that may be retried.
 const ATTEMPTS: usize = 3;
 /// Pause before the first retry; doubled before each further one.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long past its timeout a destructive task's run may still be settling (signing, committing)
+/// before an intent left open counts as interrupted.
+const RUN_SLACK: Duration = Duration::from_secs(5);
 
 impl Gateway {
     /// Runs the task on the route's backend, retrying host failures unless the task is destructive.
@@ -67,14 +73,33 @@ impl Gateway {
         }
     }
 
-    /// Claims the single run of a destructive task. `None`: claimed, go ahead. `Some(body)`: the
-    /// task was claimed before; the body answers without running it.
+    /// Opens the single run of a destructive task, claiming the invocation's replay key in the same
+    /// commit. `None`: opened, run it. `Some(body)`: the task ran, or was cut off, before; the body
+    /// answers without running it. Refused while another invocation's run of the task may still
+    /// be going.
     pub(super) async fn claim_once(
         &self,
-        route: &Route,
-        task: &Task,
+        admitted: &mut Admitted<'_>,
         started: Instant,
-    ) -> Option<ReceiptBody> {
+    ) -> Result<Option<ReceiptBody>, Refusal> {
+        let (route, task) = (admitted.route, &admitted.task);
+        let now = unix_now();
+        let run = route.limits.timeout.saturating_add(RUN_SLACK).as_secs();
+        let until = now.saturating_add(i64::try_from(run).unwrap_or(i64::MAX));
+        let commit = Commit::default()
+            .with_claim(admitted.replay.key, admitted.until)
+            .with_intent(IntentChange::Open {
+                task: task.id,
+                invocation: task.invocation,
+                until,
+            });
+        let intent = match self.ledger.commit(commit, task.invocation).await? {
+            Outcome::IntentExists(intent) => intent,
+            _ => {
+                admitted.claimed = true;
+                return Ok(None);
+            }
+        };
         let answer = |out: Out, earlier| ReceiptBody {
             ran: task.invocation,
             task: task.id,
@@ -82,55 +107,40 @@ impl Gateway {
             fx: Effects::default(),
             meta: gateway_meta(&route.backend, None, started.elapsed(), earlier),
         };
-        let unavailable = |e: crate::store::StoreError| {
-            tracing::error!(task = %task.id, error = %e, "intent not recorded");
-            answer(
-                Out::error(
-                    "StoreUnavailable",
-                    "could not record the intent to run; the task was not started",
-                ),
-                None,
-            )
-        };
-        match self.ledger.record_intent(task.id).await {
-            Ok(true) => return None,
-            Ok(false) => {}
-            Err(e) => return Some(unavailable(e)),
-        }
-        let earlier = match self.ledger.intent(task.id).await {
-            Ok(Some(IntentState::Completed { receipt })) => receipt,
-            Ok(_) => {
-                return Some(answer(
-                    Out::error(
-                        "Interrupted",
-                        "an earlier run of this destructive task started but never finished \
-                         (the gateway stopped); it is never started twice",
+        Ok(Some(match intent.state {
+            IntentState::Completed { receipt } => {
+                let out = match self.ledger.stored_receipt(receipt).await {
+                    Ok(Some(stored)) => match Receipt::decode(&stored.bytes) {
+                        Ok(receipt) => receipt.body.out,
+                        Err(_) => {
+                            Out::error("StoreUnavailable", "the earlier receipt is unreadable")
+                        }
+                    },
+                    _ => Out::error("StoreUnavailable", "the earlier receipt is unavailable"),
+                };
+                answer(out, Some(receipt))
+            }
+            IntentState::Open if intent.until < now => answer(interrupted(), None),
+            IntentState::Open => {
+                return Err(Refusal::new(
+                    RefusalClass::Replayed,
+                    "TaskInProgress",
+                    format!(
+                        "task {} is running for invocation {}; its receipt will be found under the task id",
+                        task.id, intent.invocation
                     ),
-                    None,
                 ));
             }
-            Err(e) => return Some(unavailable(e)),
-        };
-        let out = match self.ledger.stored_receipt(earlier).await {
-            Ok(Some(stored)) => match Receipt::decode(&stored.bytes) {
-                Ok(receipt) => receipt.body.out,
-                Err(_) => Out::error("StoreUnavailable", "the earlier receipt is unreadable"),
-            },
-            _ => Out::error("StoreUnavailable", "the earlier receipt is unavailable"),
-        };
-        Some(answer(out, Some(earlier)))
+        }))
     }
+}
 
-    /// Settles a destructive task's intent with its receipt, unless an earlier receipt did.
-    pub(super) async fn settle_once(&self, task: &Task, receipt: &Receipt) {
-        if matches!(
-            receipt.body.meta.get(crate::receipt::META_MEMOIZED),
-            Some(Ipld::Link(_))
-        ) {
-            return;
-        }
-        if let Err(e) = self.ledger.complete_intent(task.id, receipt.cid()).await {
-            tracing::error!(task = %task.id, error = %e, "intent not settled");
-        }
-    }
+/// The outcome of a destructive task whose run was cut off: it may or may not have happened, and it
+/// is never started again.
+pub(super) fn interrupted() -> Out {
+    Out::error(
+        "Interrupted",
+        "an earlier run of this destructive task started but never finished (the gateway stopped); \
+         it is never started twice",
+    )
 }

@@ -1,23 +1,32 @@
-//! The gateway's durable state behind one small trait: signed receipts and the names they can be found
+//! The gateway's durable state behind one contract: signed receipts and the names they can be found
 //! under, content-addressed blobs, replay-protection keys, revocations, intents for tasks that must
 //! never run twice, and jobs awaiting an external backend.
 //!
 //! The store knows nothing of HTTP or of UCAN semantics. It keeps opaque token bytes indexed by CIDs and
 //! a little metadata the caller computes (task id, work id, whether the task is pure, whether it
-//! succeeded). Every write is committed durably before the call returns, so the gateway can answer a
-//! request only after the state that justifies the answer is on disk.
+//! succeeded).
 //!
-//! Two rules hold for every backend:
+//! **Writes are commits.** Everything an answer depends on is written by one [`Store::commit`]: a
+//! replay key, a receipt and its aliases, a revocation, an intent or its completion, pending jobs
+//! added or removed — all of it durable together, or none of it. The gateway's hot path is one
+//! commit per invocation: the replay key and the receipt together, so an invocation is never left
+//! marked as seen without an answer.
+//!
+//! Three rules hold for every backend:
 //! - **Nothing stored is ever replaced by a later write.** Writing a key again with the same data is a
-//!   no-op (`Ok(false)`); with different data it is a [`StoreErrorKind::Conflict`] and the stored row
-//!   stays as it was. The only update in place is completing an open intent.
-//! - **Check-and-record is one atomic step.** [`Store::mark_seen`] and [`Store::record_intent`] answer
-//!   "was this new?" from the same statement that records it, so two concurrent callers can never both
-//!   be told "new".
+//!   no-op; with different data it is a [`StoreErrorKind::Conflict`] and nothing of the commit is
+//!   written. The only updates in place are completing an open intent and leasing a job.
+//! - **A replay key is claimed once.** Of any number of commits claiming one key, on any number of
+//!   processes sharing the store, exactly one is applied; the others are [`Outcome::Replayed`] and
+//!   write nothing. Likewise one intent per task ([`Outcome::IntentExists`]).
+//! - **Durable before it returns.** An `Ok` commit survives a crash (and, on SQLite, power loss).
 //!
-//! A backend is one file implementing [`Store`]; [`SqliteStore`] is the first. Timestamps are Unix
-//! seconds supplied by the caller (the unit UCAN uses), so tests control time and the store never reads
-//! a clock.
+//! Reads are grouped by concept in small traits ([`ReceiptStore`], [`ReplayStore`],
+//! [`RevocationStore`], [`BlobStore`], [`IntentStore`], [`JobStore`]); [`Store`] is all of them plus
+//! `commit`. A backend is one file implementing them; [`SqliteStore`] is the embedded one, and the
+//! same conformance suite (`tests/it/store/`) runs against every backend. Timestamps are Unix
+//! seconds supplied by the caller (the unit UCAN uses), so tests control time and the store never
+//! reads a clock.
 
 mod sqlite;
 
@@ -148,6 +157,18 @@ impl StoreError {
         }
     }
 
+    /// The same kind, operation and message, without the backend's error (to hand one failure to
+    /// several callers).
+    pub fn summary(&self) -> Self {
+        StoreError::new(self.kind, self.op, self.message.clone())
+    }
+
+    /// The same error, attributed to the operation `op`.
+    pub fn in_op(mut self, op: &'static str) -> Self {
+        self.op = op;
+        self
+    }
+
     /// An error caused by a backend error, whose text becomes the message.
     pub fn with_source(
         kind: StoreErrorKind,
@@ -163,20 +184,112 @@ impl StoreError {
     }
 }
 
-/// The gateway's durable store. Object-safe, so the gateway holds an `Arc<dyn Store>` and a backend is
-/// chosen at startup.
-///
-/// Every write is durable when it returns `Ok`; a write whose caller stops waiting may still be
-/// committed, so callers must not read a dropped call as "did not happen". Lookups return `Ok(None)`
-/// when nothing matches; errors are reserved for failures of the store itself.
+/// An intent to run a destructive task, and where it stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intent {
+    /// The task.
+    pub task: Cid,
+    /// The invocation whose run it is (the one owed a receipt if the run was interrupted).
+    pub invocation: Cid,
+    /// Until when the run may still be going (Unix seconds): its start plus the task's timeout and
+    /// some slack. An open intent past it was interrupted.
+    pub until: i64,
+    /// Open or completed.
+    pub state: IntentState,
+}
+
+/// Everything one commit writes; see [`Store::commit`]. Build it with the `with_*` methods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// A replay key to claim and how long to keep it (`None`: forever). If it was claimed before,
+    /// nothing of the commit is written.
+    pub claim: Option<(Cid, Option<i64>)>,
+    /// A receipt to store.
+    pub receipt: Option<StoredReceipt>,
+    /// Further names of stored receipts, `(alias, receipt)`: for example an effect's task id. The
+    /// receipt must be stored, in this commit or before.
+    pub aliases: Vec<(Cid, Cid)>,
+    /// Blobs to store, by CID (the caller has checked that the CID matches).
+    pub blobs: Vec<(Cid, Vec<u8>)>,
+    /// A revocation: the delegation, the invocation that revoked it, when.
+    pub revocation: Option<(Cid, Cid, i64)>,
+    /// An intent opened or completed.
+    pub intent: Option<IntentChange>,
+    /// Jobs to record as pending.
+    pub add_jobs: Vec<JobEntry>,
+    /// Pending jobs to forget, by key.
+    pub remove_jobs: Vec<Cid>,
+}
+
+/// How a commit changes an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentChange {
+    /// Opens the intent to run `task` as `invocation`, which may run until `until`. If an intent
+    /// for the task exists, nothing of the commit is written ([`Outcome::IntentExists`]).
+    Open {
+        /// The task.
+        task: Cid,
+        /// The invocation running it.
+        invocation: Cid,
+        /// Until when the run may still be going.
+        until: i64,
+    },
+    /// Completes the open intent for `task` with `receipt`, which must be stored (in this commit
+    /// or before). Completing it again with the same receipt is a no-op; with another, a conflict.
+    Complete {
+        /// The task.
+        task: Cid,
+        /// The receipt that settles it.
+        receipt: Cid,
+    },
+}
+
+impl Commit {
+    /// Claims `key` until `until`.
+    pub fn with_claim(mut self, key: Cid, until: Option<i64>) -> Self {
+        self.claim = Some((key, until));
+        self
+    }
+
+    /// Stores `receipt`.
+    pub fn with_receipt(mut self, receipt: StoredReceipt) -> Self {
+        self.receipt = Some(receipt);
+        self
+    }
+
+    /// Opens or completes an intent.
+    pub fn with_intent(mut self, change: IntentChange) -> Self {
+        self.intent = Some(change);
+        self
+    }
+
+    /// Records `job` as pending.
+    pub fn with_job(mut self, job: JobEntry) -> Self {
+        self.add_jobs.push(job);
+        self
+    }
+
+    /// Forgets the pending job under `key`.
+    pub fn without_job(mut self, key: Cid) -> Self {
+        self.remove_jobs.push(key);
+        self
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything was written.
+    Committed,
+    /// The replay key was claimed before; nothing was written.
+    Replayed,
+    /// An intent for the task existed; nothing was written.
+    IntentExists(Box<Intent>),
+}
+
+/// Receipts and the names they are found under.
 #[async_trait]
-pub trait Store: Send + Sync {
-    // Receipts
-
-    /// Stores a receipt. Returns `true` if it is new, `false` if the same receipt was already stored;
-    /// a different receipt under the same receipt CID is a [`StoreErrorKind::Conflict`].
-    async fn put_receipt(&self, receipt: &StoredReceipt) -> Result<bool>;
-
+pub trait ReceiptStore: Send + Sync {
     /// The latest receipt for the invocation with CID `ran`.
     async fn receipt_by_invocation(&self, ran: Cid) -> Result<Option<StoredReceipt>>;
 
@@ -190,91 +303,88 @@ pub trait Store: Send + Sync {
     /// instead of running the work again.
     async fn memoized(&self, work_id: Cid) -> Result<Option<StoredReceipt>>;
 
-    /// Makes the stored receipt `receipt_cid` findable under `alias` too (for example an effect's task
-    /// id). Returns `true` if new, `false` if the alias already named that receipt; an alias naming a
-    /// different receipt is a [`StoreErrorKind::Conflict`], and an unknown receipt is
-    /// [`StoreErrorKind::NotFound`].
-    async fn put_alias(&self, alias: Cid, receipt_cid: Cid) -> Result<bool>;
-
     /// A receipt found under `cid` taken, in this order of preference, as an invocation CID, a task id,
     /// a receipt CID, or an alias. The latest receipt wins within one kind of match.
     async fn receipt_by_any(&self, cid: Cid) -> Result<Option<StoredReceipt>>;
 
-    // Blobs
+    /// The receipt CID the alias `alias` names.
+    async fn alias(&self, alias: Cid) -> Result<Option<Cid>>;
+}
 
-    /// Stores a content-addressed blob. Returns `true` if new, `false` if already stored with the same
-    /// bytes; different bytes under the same CID are a [`StoreErrorKind::Conflict`]. The caller
-    /// checks that `cid` matches `bytes` and enforces the size limit.
-    async fn put_blob(&self, cid: Cid, bytes: &[u8]) -> Result<bool>;
+/// Replay-protection keys.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Whether `key` has been claimed.
+    async fn seen(&self, key: Cid) -> Result<bool>;
 
+    /// Forgets the keys whose expiry is before `now`, returning how many. The caller must only
+    /// forget keys whose tokens can no longer be accepted (they have expired), or a replay would pass.
+    async fn purge_seen(&self, now: i64) -> Result<u64>;
+}
+
+/// Revoked delegations.
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
+    /// Whether the delegation `delegation` has been revoked.
+    async fn is_revoked(&self, delegation: Cid) -> Result<bool>;
+
+    /// The revocations recorded after position `after` (0: all), with their positions, in order: a
+    /// process learns of revocations other processes accepted by asking from the last it saw.
+    async fn revocations_since(&self, after: u64) -> Result<Vec<(u64, Cid)>>;
+}
+
+/// Content-addressed blobs.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
     /// The blob stored under `cid`.
     async fn get_blob(&self, cid: Cid) -> Result<Option<Vec<u8>>>;
 
     /// Whether a blob is stored under `cid`, without reading it.
     async fn has_blob(&self, cid: Cid) -> Result<bool>;
+}
 
-    // Replay protection
+/// Intents to run destructive tasks.
+#[async_trait]
+pub trait IntentStore: Send + Sync {
+    /// The intent for `task`, if one was opened.
+    async fn intent(&self, task: Cid) -> Result<Option<Intent>>;
 
-    /// Records `key` and returns `true` if it was not recorded before, `false` if it was (a replay).
-    /// Atomic: of any number of concurrent calls with one key, exactly one sees `true`. A recorded key
-    /// stays recorded until [`Store::purge_seen`] removes it, even past `expires_at`; `None` means it is
-    /// kept forever.
-    async fn mark_seen(&self, key: Cid, expires_at: Option<i64>) -> Result<bool>;
+    /// The intents still open whose run may no longer be going (`until` before `now`): tasks
+    /// that may or may not have run, whose invocations are owed a receipt.
+    async fn interrupted(&self, now: i64) -> Result<Vec<Intent>>;
+}
 
-    /// Forgets the keys whose `expires_at` is before `now`, returning how many. The caller must only
-    /// forget keys whose tokens can no longer be accepted (they have expired), or a replay would pass.
-    async fn purge_seen(&self, now: i64) -> Result<u64>;
-
-    // Revocations
-
-    /// Records that the delegation `delegation` was revoked by the invocation `revocation` at time `at`.
-    /// Returns `true` if new; revoking again keeps the first record and returns `false`.
-    async fn revoke(&self, delegation: Cid, revocation: Cid, at: i64) -> Result<bool>;
-
-    /// Whether the delegation `delegation` has been revoked.
-    async fn is_revoked(&self, delegation: Cid) -> Result<bool>;
-
-    /// Every revoked delegation, to load an in-memory set at startup.
-    async fn revoked(&self) -> Result<Vec<Cid>>;
-
-    // Intents
-
-    /// Records the intent to run the task `task_key` before running it. Returns `true` if newly
-    /// recorded, `false` if an intent already existed (open or completed): the task must not start
-    /// again. Atomic like [`Store::mark_seen`].
-    async fn record_intent(&self, task_key: Cid) -> Result<bool>;
-
-    /// Completes the open intent `task_key` with the receipt `receipt_cid`, which must already be
-    /// stored ([`StoreErrorKind::NotFound`] otherwise, or when no intent was recorded). Completing it
-    /// again with the same receipt is a no-op; with another receipt, a [`StoreErrorKind::Conflict`].
-    async fn complete_intent(&self, task_key: Cid, receipt_cid: Cid) -> Result<()>;
-
-    /// Where the intent `task_key` stands, if one was recorded.
-    async fn intent(&self, task_key: Cid) -> Result<Option<IntentState>>;
-
-    /// The intents never completed: after a crash, the tasks that may or may not have run.
-    async fn open_intents(&self) -> Result<Vec<Cid>>;
-
-    // Pending external jobs
-
-    /// Records a job submitted to `backend` under `key`. Returns `true` if new, `false` if the same job
-    /// was already recorded; another job under the same key is a [`StoreErrorKind::Conflict`] (remove
-    /// the old one first).
-    async fn put_pending(
-        &self,
-        key: Cid,
-        backend: &str,
-        job_id: &str,
-        payload: Vec<u8>,
-    ) -> Result<bool>;
-
+/// Jobs awaiting an external backend.
+#[async_trait]
+pub trait JobStore: Send + Sync {
     /// Every pending job, oldest first.
     async fn pending(&self) -> Result<Vec<JobEntry>>;
 
-    /// Forgets the pending job under `key`. Returns whether there was one.
-    async fn remove_pending(&self, key: Cid) -> Result<bool>;
+    /// Leases up to `limit` pending jobs to `holder` until `until`: those nobody holds, those
+    /// whose lease ended before `now`, and those `holder` already holds (renewed). Oldest first.
+    /// Of several processes leasing at once, each job goes to one.
+    async fn lease_jobs(
+        &self,
+        holder: &str,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<JobEntry>>;
+}
 
-    // Operations
+/// The gateway's durable store: every concept's reads and the one way to write. Object-safe, so
+/// the gateway holds an `Arc<dyn Store>` and a backend is chosen at startup.
+///
+/// A write whose caller stops waiting may still be committed, so callers must not read a dropped
+/// call as "did not happen". Lookups return `Ok(None)` when nothing matches; errors are reserved for
+/// failures of the store itself.
+#[async_trait]
+pub trait Store:
+    ReceiptStore + ReplayStore + RevocationStore + BlobStore + IntentStore + JobStore
+{
+    /// Writes everything in `commit` in one durable transaction, or nothing: see the module docs
+    /// for the rules. A receipt, alias or blob already stored with the same contents is a no-op.
+    async fn commit(&self, commit: Commit) -> Result<Outcome>;
 
     /// A cheap query proving the database answers, for health checks.
     async fn health(&self) -> Result<()>;
@@ -282,4 +392,92 @@ pub trait Store: Send + Sync {
     /// Closes the store, waiting for operations in flight. Later calls fail with
     /// [`StoreErrorKind::Unavailable`].
     async fn close(&self);
+
+    // Single writes, each one commit.
+
+    /// Stores a receipt. `true` if it was not stored before.
+    async fn put_receipt(&self, receipt: &StoredReceipt) -> Result<bool> {
+        let new = self.receipt_by_cid(receipt.receipt_cid).await?.is_none();
+        self.commit(Commit::default().with_receipt(receipt.clone()))
+            .await
+            .map_err(|e| e.in_op("put_receipt"))?;
+        Ok(new)
+    }
+
+    /// Makes the stored receipt `receipt_cid` findable under `alias` too. `true` if new; an alias
+    /// naming a different receipt is a conflict, an unknown receipt [`StoreErrorKind::NotFound`].
+    async fn put_alias(&self, alias: Cid, receipt_cid: Cid) -> Result<bool> {
+        let new = self.alias(alias).await?.is_none();
+        let commit = Commit {
+            aliases: vec![(alias, receipt_cid)],
+            ..Commit::default()
+        };
+        self.commit(commit)
+            .await
+            .map_err(|e| e.in_op("put_alias"))?;
+        Ok(new)
+    }
+
+    /// Stores a content-addressed blob. `true` if it was not stored before.
+    async fn put_blob(&self, cid: Cid, bytes: &[u8]) -> Result<bool> {
+        let new = !self.has_blob(cid).await?;
+        let commit = Commit {
+            blobs: vec![(cid, bytes.to_vec())],
+            ..Commit::default()
+        };
+        self.commit(commit).await.map_err(|e| e.in_op("put_blob"))?;
+        Ok(new)
+    }
+
+    /// Claims `key` until `expires_at`: `true` if it was not claimed before, `false` for a replay.
+    async fn mark_seen(&self, key: Cid, expires_at: Option<i64>) -> Result<bool> {
+        let outcome = self
+            .commit(Commit::default().with_claim(key, expires_at))
+            .await
+            .map_err(|e| e.in_op("mark_seen"))?;
+        Ok(outcome == Outcome::Committed)
+    }
+
+    /// Records that `delegation` was revoked by `revocation` at `at`. `true` if new; revoking
+    /// again keeps the first record.
+    async fn revoke(&self, delegation: Cid, revocation: Cid, at: i64) -> Result<bool> {
+        let new = !self.is_revoked(delegation).await?;
+        let commit = Commit {
+            revocation: Some((delegation, revocation, at)),
+            ..Commit::default()
+        };
+        self.commit(commit).await.map_err(|e| e.in_op("revoke"))?;
+        Ok(new)
+    }
+
+    /// Records a job submitted to `backend` under `key`. `true` if new, `false` if the same job was
+    /// already recorded; another job under the same key is a conflict.
+    async fn put_pending(
+        &self,
+        key: Cid,
+        backend: &str,
+        job_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<bool> {
+        let new = !self.pending().await?.iter().any(|j| j.key == key);
+        let job = JobEntry {
+            key,
+            backend: backend.to_owned(),
+            job_id: job_id.to_owned(),
+            payload,
+        };
+        self.commit(Commit::default().with_job(job))
+            .await
+            .map_err(|e| e.in_op("put_pending"))?;
+        Ok(new)
+    }
+
+    /// Forgets the pending job under `key`. `true` if there was one.
+    async fn remove_pending(&self, key: Cid) -> Result<bool> {
+        let had = self.pending().await?.iter().any(|j| j.key == key);
+        self.commit(Commit::default().without_job(key))
+            .await
+            .map_err(|e| e.in_op("remove_pending"))?;
+        Ok(had)
+    }
 }

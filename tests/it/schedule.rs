@@ -14,6 +14,7 @@ use ucan_gateway::did::{KeyAlg, SigningKey};
 use ucan_gateway::exec::{ExecError, ExecErrorKind, Executed, Executor};
 use ucan_gateway::gateway::Gateway;
 use ucan_gateway::receipt::{Effects, Out, Receipt};
+use ucan_gateway::store::{Commit, IntentChange, Outcome};
 use ucan_gateway::store::{SqliteStore, Store};
 use ucan_gateway::task::Task;
 use ucan_gateway::ucan::container::{Container, Format};
@@ -190,12 +191,16 @@ async fn a_destructive_task_runs_once_per_task_even_after_a_crash() {
     // A crash between recording the intent and finishing leaves the intent open and no receipt:
     // the state a gateway killed mid-run leaves behind. After a restart the task is not started.
     let crashed = h.invocation("/job/once", b"crash", 0);
-    assert!(
-        h.store
-            .record_intent(crashed.payload.task_id())
-            .await
-            .unwrap()
-    );
+    let opened = h
+        .store
+        .commit(Commit::default().with_intent(IntentChange::Open {
+            task: crashed.payload.task_id(),
+            invocation: crashed.cid(),
+            until: 0,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(opened, Outcome::Committed);
     h.stop().await;
     let h = harness(dir.path(), &key, Arc::clone(&backend)).await;
     let r = h.receipt(&crashed).await;

@@ -1,0 +1,116 @@
+//! What only the SQLite backend can meet: a file that is not a database, a database from a newer
+//! build, rows damaged by another program.
+
+use rusqlite::Connection;
+use ucan_gateway::store::{IntentState, SqliteStore, Store, StoreErrorKind};
+
+use super::cid;
+
+/// A database file in a fresh temporary directory, removed with it.
+struct Db {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Db {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        Db { _dir: dir, path }
+    }
+
+    async fn open(&self) -> std::sync::Arc<dyn Store> {
+        std::sync::Arc::new(SqliteStore::open(&self.path).await.unwrap())
+    }
+
+    /// A raw connection, to damage the file the way only another program could.
+    fn raw(&self) -> Connection {
+        Connection::open(&self.path).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    let text = "important notes, not a database\n".repeat(200);
+    std::fs::write(&path, &text).unwrap();
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Open, "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused() {
+    let db = Db::new();
+    db.open().await.close().await;
+    db.raw().pragma_update(None, "user_version", 9999).unwrap();
+    let err = SqliteStore::open(&db.path).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Migrate, "{err}");
+}
+
+#[tokio::test]
+async fn a_database_of_the_earlier_store_is_brought_up_to_date() {
+    // The schema the earlier (sqlx-based) store left: its migration table and the first schema.
+    let db = Db::new();
+    let raw = db.raw();
+    raw.execute_batch(include_str!("../../../migrations/sqlite/0001_init.sql"))
+        .unwrap();
+    raw.execute_batch(
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP, success BOOLEAN NOT NULL, checksum BLOB NOT NULL, \
+         execution_time BIGINT NOT NULL);
+         INSERT INTO _sqlx_migrations VALUES (1, 'init', 0, 1, x'00', 0);",
+    )
+    .unwrap();
+    raw.execute(
+        "INSERT INTO revocations (delegation, revocation, revoked_at) VALUES (?1, ?2, 5)",
+        [cid("old").to_bytes(), cid("by").to_bytes()],
+    )
+    .unwrap();
+    drop(raw);
+    let store = db.open().await;
+    assert!(store.is_revoked(cid("old")).await.unwrap(), "data kept");
+    assert_eq!(store.revocations_since(0).await.unwrap().len(), 1);
+    assert!(
+        store.mark_seen(cid("k"), None).await.unwrap(),
+        "the new schema works"
+    );
+}
+
+#[tokio::test]
+async fn damaged_rows_are_reported_as_corrupt_not_panics() {
+    let db = Db::new();
+    let store = db.open().await;
+    store.revoke(cid("good"), cid("rev"), 1).await.unwrap();
+    assert!(super::open_intent(store.as_ref(), cid("task"), 10).await);
+    let raw = db.raw();
+    for sql in [
+        "INSERT INTO revocations (delegation, revocation, revoked_at) VALUES (x'ff00', x'00', 1)",
+        "INSERT INTO pending_jobs (key, backend, job_id, payload) VALUES (x'', 'b', 'j', x'')",
+        // A valid CID followed by a stray byte.
+        "INSERT INTO intents (task_key) VALUES (x'01551220e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85500')",
+    ] {
+        raw.execute_batch(sql).unwrap();
+    }
+    drop(raw);
+
+    assert_eq!(
+        store.revocations_since(0).await.unwrap_err().kind,
+        StoreErrorKind::Corrupt
+    );
+    assert_eq!(
+        store.pending().await.unwrap_err().kind,
+        StoreErrorKind::Corrupt
+    );
+    assert_eq!(
+        store.interrupted(i64::MAX).await.unwrap_err().kind,
+        StoreErrorKind::Corrupt
+    );
+    // Lookups by key still work around the damage.
+    assert!(store.is_revoked(cid("good")).await.unwrap());
+    assert_eq!(
+        super::intent_state(store.as_ref(), cid("task")).await,
+        Some(IntentState::Open)
+    );
+}
