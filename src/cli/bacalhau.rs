@@ -1,6 +1,7 @@
 //! Turning the policy's `[[bacalhau]]` backends into executors: secrets read from the environment
 //! variables the policy names, compute caps gathered from the routes forwarding to each backend, and
-//! a startup probe of each network (alive, version, nodes) for the log.
+//! a startup probe of each network (alive, version, nodes) for the log, and the readiness check
+//! `/readyz` runs on each.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,10 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 
 use crate::config::{BackendAuth, OperatorPolicy};
-use crate::exec::Executor;
 use crate::exec::bacalhau::{
     Auth, BacalhauExecutor, BacalhauSettings, Client, ClientConfig, Defaults,
 };
+use crate::server::probes::{CHECK_TIMEOUT, Check};
 use crate::store::Store;
 
 /// How often a request polls a job while it waits for it.
@@ -24,8 +25,8 @@ pub fn executors(
     policy: &OperatorPolicy,
     gateway_did: &str,
     store: &Arc<dyn Store>,
-) -> anyhow::Result<Vec<(String, Arc<dyn Executor>)>> {
-    let mut out: Vec<(String, Arc<dyn Executor>)> = Vec::new();
+) -> anyhow::Result<Vec<(String, Arc<BacalhauExecutor>)>> {
+    let mut out = Vec::new();
     for backend in &policy.bacalhau {
         let env = |name: &str| {
             std::env::var(name).with_context(|| {
@@ -69,6 +70,22 @@ pub fn executors(
         out.push((backend.name.clone(), Arc::new(executor)));
     }
     Ok(out)
+}
+
+/// `/readyz`'s check of one network: its agent answers one request within the check timeout (no
+/// retries: the probe is asked again a few seconds later anyway).
+pub fn readiness_check(name: &str, client: &Client) -> (String, Check) {
+    let client = client.clone();
+    let check: Check = Arc::new(move || {
+        let client = client.clone();
+        Box::pin(async move {
+            client
+                .alive_once(CHECK_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    (format!("bacalhau:{name}"), check)
 }
 
 /// Logs whether a network answers, its version and its node count, once at startup. A network that

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod bacalhau;
 mod commands;
+mod logging;
 pub mod remote;
 pub mod serve;
 pub mod tokens;
