@@ -53,7 +53,7 @@ async fn connect(gw: &Running) -> TcpStream {
 }
 
 /// A container holding one `/wasm/run` add invocation by the operator.
-fn add_container(gw: &Running, operator: &ucan_gateway::did::SigningKey) -> Vec<u8> {
+pub(crate) fn add_container(gw: &Running, operator: &ucan_gateway::did::SigningKey) -> Vec<u8> {
     use ipld_core::ipld::Ipld;
     let inv = InvocationBuilder::new(
         operator.did(),

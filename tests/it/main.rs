@@ -14,6 +14,7 @@ mod effects;
 mod envelope;
 mod fixtures;
 mod gateway;
+mod openapi_doc;
 mod policy;
 mod promise;
 mod receipt;
