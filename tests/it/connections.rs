@@ -385,3 +385,96 @@ async fn an_ordinary_request_past_the_request_timeout_gets_504() {
     assert!(started.elapsed() < 4 * SEC);
     gw.stop().await.unwrap();
 }
+
+/// The real binary: JSON log lines carry the request id of their request, and SIGTERM with a
+/// half-sent request open exits within the drain deadline.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_binary_logs_request_ids_as_json_and_exits_on_sigterm_within_the_deadline() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--drain-timeout", "2", "--header-read-timeout", "120"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let json = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("a log line that is not JSON: {line}"));
+            if lines_tx.send(json).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str| {
+        lines
+            .recv_timeout(10 * SEC)
+            .unwrap_or_else(|_| panic!("no log line: {what}"))
+    };
+    let addr = loop {
+        let line = next("serving");
+        if line["message"] == "ucan-gateway serving" {
+            break line["addr"].as_str().unwrap().to_owned();
+        }
+    };
+
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("http://{addr}/"))
+        .header("x-request-id", "req-from-test")
+        .body("not a container")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.headers()["x-request-id"], "req-from-test");
+    let mut seen = Vec::new();
+    let access = loop {
+        let line = next("access line");
+        if line["message"] == "request" {
+            break line;
+        }
+        seen.push(line);
+    };
+    assert_eq!(access["span"]["request_id"], "req-from-test", "{access}");
+    assert_eq!(access["status"], 400);
+    assert_eq!(access["route"], "/");
+    let invocation = seen
+        .iter()
+        .find(|l| l["message"] == "invocation")
+        .unwrap_or_else(|| panic!("no invocation line in {seen:?}"));
+    assert_eq!(invocation["span"]["request_id"], "req-from-test");
+
+    // A half-sent request, then SIGTERM.
+    let mut half = TcpStream::connect(&addr).await.unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < 10 * SEC,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < 3 * SEC, "{:?}", started.elapsed());
+}
