@@ -17,10 +17,25 @@ use crate::gateway::{ADD_WAT, args, container, wasm};
 
 const SEC: Duration = Duration::from_secs(1);
 
-fn http(f: impl FnOnce(&mut HttpArgs)) -> HttpArgs {
-    let mut h = HttpArgs::default();
-    f(&mut h);
-    h
+/// A gateway with the edge flags `f` sets; the directory lives as long as it is held.
+async fn gateway(
+    f: impl FnOnce(&mut HttpArgs),
+) -> (tempfile::TempDir, Running, ucan_gateway::did::SigningKey) {
+    let mut http = HttpArgs::default();
+    f(&mut http);
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, operator) = edge_gateway(dir.path(), http).await;
+    (dir, gw, operator)
+}
+
+/// A connection that sent the head of a `POST /` of `body` and its first `sent` bytes.
+async fn upload(gw: &Running, body: &[u8], sent: usize) -> TcpStream {
+    let mut conn = connect(gw).await;
+    conn.write_all(post_head(gw, body.len()).as_bytes())
+        .await
+        .unwrap();
+    conn.write_all(&body[..sent]).await.unwrap();
+    conn
 }
 
 /// Reads until the server closes the connection; the time it took and what was read. Panics past
@@ -80,14 +95,10 @@ fn post_head(gw: &Running, len: usize) -> String {
 
 #[tokio::test]
 async fn half_sent_silent_and_h2_connections_are_closed_in_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, _) = edge_gateway(
-        dir.path(),
-        http(|h| {
-            h.header_read_timeout = SEC;
-            h.idle_timeout = 30 * SEC;
-        }),
-    )
+    let (_dir, gw, _) = gateway(|h| {
+        h.header_read_timeout = SEC;
+        h.idle_timeout = 30 * SEC;
+    })
     .await;
 
     // Half a request, then nothing: closed about a second after its first byte.
@@ -130,14 +141,10 @@ async fn half_sent_silent_and_h2_connections_are_closed_in_time() {
 
 #[tokio::test]
 async fn idle_kept_alive_connections_are_closed_after_the_idle_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, _) = edge_gateway(
-        dir.path(),
-        http(|h| {
-            h.header_read_timeout = 10 * SEC;
-            h.idle_timeout = SEC;
-        }),
-    )
+    let (_dir, gw, _) = gateway(|h| {
+        h.header_read_timeout = 10 * SEC;
+        h.idle_timeout = SEC;
+    })
     .await;
     let mut conn = connect(&gw).await;
     conn.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -151,22 +158,15 @@ async fn idle_kept_alive_connections_are_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_slow_upload_that_keeps_sending_completes_and_a_stalled_one_is_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, operator) = edge_gateway(
-        dir.path(),
-        http(|h| {
-            h.header_read_timeout = SEC;
-            h.body_read_timeout = SEC;
-        }),
-    )
+    let (_dir, gw, operator) = gateway(|h| {
+        h.header_read_timeout = SEC;
+        h.body_read_timeout = SEC;
+    })
     .await;
 
     // About three seconds of upload, never more than 300 ms without a byte.
     let body = add_container(&gw, &operator);
-    let mut conn = connect(&gw).await;
-    conn.write_all(post_head(&gw, body.len()).as_bytes())
-        .await
-        .unwrap();
+    let mut conn = upload(&gw, &body, 0).await;
     let chunk = body.len().div_ceil(10);
     for part in body.chunks(chunk) {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,12 +177,7 @@ async fn a_slow_upload_that_keeps_sending_completes_and_a_stalled_one_is_cut() {
     assert_eq!(&head, b"HTTP/1.1 200", "the slow upload was answered");
 
     // Half a body, then silence: refused and closed.
-    let mut stalled = connect(&gw).await;
-    stalled
-        .write_all(post_head(&gw, body.len()).as_bytes())
-        .await
-        .unwrap();
-    stalled.write_all(&body[..body.len() / 2]).await.unwrap();
+    let mut stalled = upload(&gw, &body, body.len() / 2).await;
     let (took, read) = closed_within(&mut stalled, 6 * SEC).await;
     assert!(read.starts_with("HTTP/1.1 400"), "{read}");
     assert!(read.contains("BodyTimeout"), "{read}");
@@ -192,14 +187,10 @@ async fn a_slow_upload_that_keeps_sending_completes_and_a_stalled_one_is_cut() {
 
 #[tokio::test]
 async fn stop_with_a_hung_half_request_returns_within_the_drain_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, _) = edge_gateway(
-        dir.path(),
-        http(|h| {
-            h.header_read_timeout = 120 * SEC;
-            h.drain_timeout = 2 * SEC;
-        }),
-    )
+    let (_dir, gw, _) = gateway(|h| {
+        h.header_read_timeout = 120 * SEC;
+        h.drain_timeout = 2 * SEC;
+    })
     .await;
     let mut half = connect(&gw).await;
     half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
@@ -217,24 +208,15 @@ async fn stop_with_a_hung_half_request_returns_within_the_drain_deadline() {
 
 #[tokio::test]
 async fn draining_fails_readiness_refuses_new_work_and_ends_at_the_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, operator) = edge_gateway(
-        dir.path(),
-        http(|h| {
-            h.body_read_timeout = 10 * SEC;
-            h.drain_timeout = 3 * SEC;
-        }),
-    )
+    let (_dir, gw, operator) = gateway(|h| {
+        h.body_read_timeout = 10 * SEC;
+        h.drain_timeout = 3 * SEC;
+    })
     .await;
     let addr = gw.addr;
     // A request in flight whose body never completes holds the drain open until the deadline.
     let body = add_container(&gw, &operator);
-    let mut upload = connect(&gw).await;
-    upload
-        .write_all(post_head(&gw, body.len()).as_bytes())
-        .await
-        .unwrap();
-    upload.write_all(&body[..10]).await.unwrap();
+    let mut upload = upload(&gw, &body, 10).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let started = Instant::now();
@@ -271,8 +253,7 @@ async fn draining_fails_readiness_refuses_new_work_and_ends_at_the_deadline() {
 
 #[tokio::test]
 async fn a_long_poll_ends_early_when_draining() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, _) = edge_gateway(dir.path(), HttpArgs::default()).await;
+    let (_dir, gw, _) = gateway(|_| {}).await;
     let url = format!("http://{}/receipts/bafkqaaa?follow=join&wait=60", gw.addr);
     let poll = tokio::spawn(async move { reqwest::get(url).await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -292,23 +273,14 @@ async fn a_long_poll_ends_early_when_draining() {
 
 #[tokio::test]
 async fn caps_refuse_with_503_and_retry_after_instead_of_queueing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, operator) = edge_gateway(
-        dir.path(),
-        http(|h| {
-            h.max_in_flight = 1;
-            h.max_long_polls = 1;
-        }),
-    )
+    let (_dir, gw, operator) = gateway(|h| {
+        h.max_in_flight = 1;
+        h.max_long_polls = 1;
+    })
     .await;
     // One request in flight (its body still arriving) takes the only slot.
     let body = add_container(&gw, &operator);
-    let mut upload = connect(&gw).await;
-    upload
-        .write_all(post_head(&gw, body.len()).as_bytes())
-        .await
-        .unwrap();
-    upload.write_all(&body[..10]).await.unwrap();
+    let mut upload = upload(&gw, &body, 10).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let client = reqwest::Client::new();
@@ -357,21 +329,14 @@ async fn caps_refuse_with_503_and_retry_after_instead_of_queueing() {
 
 #[tokio::test]
 async fn an_ordinary_request_past_the_request_timeout_gets_504() {
-    let dir = tempfile::tempdir().unwrap();
-    let (gw, operator) = edge_gateway(
-        dir.path(),
-        http(|h| {
-            h.request_timeout = SEC;
-            h.body_read_timeout = 30 * SEC;
-        }),
-    )
+    let (_dir, gw, operator) = gateway(|h| {
+        h.request_timeout = SEC;
+        h.body_read_timeout = 30 * SEC;
+    })
     .await;
     // The body arrives within the no-progress timeout each time, but the whole takes 2 s.
     let body = add_container(&gw, &operator);
-    let mut conn = connect(&gw).await;
-    conn.write_all(post_head(&gw, body.len()).as_bytes())
-        .await
-        .unwrap();
+    let mut conn = upload(&gw, &body, 0).await;
     let started = Instant::now();
     for part in body.chunks(body.len().div_ceil(8)) {
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -15,6 +15,8 @@ mod envelope;
 mod fixtures;
 mod gateway;
 mod openapi_doc;
+#[cfg(feature = "otel")]
+mod otel;
 mod policy;
 mod promise;
 mod receipt;
