@@ -219,7 +219,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting connections, lets in-flight requests finish, and closes the store.
+    /// Drains (requests in flight finish, within the drain deadline; see `server::listen`), then
+    /// stops the background tasks and closes the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
         self.server.await.context("the server task failed")??;

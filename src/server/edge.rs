@@ -177,9 +177,9 @@ async fn observe(State(edge): State<Edge>, mut request: Request, next: Next) -> 
     super::otel::enter_request(&span, &request, &route);
 
     let metrics = edge.gateway.metrics();
-    metrics.http_in_flight.inc();
+    let in_flight = Counted::new(&metrics.http_in_flight);
     let mut response = next.run(request).instrument(span.clone()).await;
-    metrics.http_in_flight.dec();
+    drop(in_flight);
     response.headers_mut().insert(REQUEST_ID, id);
 
     let elapsed = started.elapsed();
@@ -202,6 +202,23 @@ async fn observe(State(edge): State<Edge>, mut request: Request, next: Next) -> 
         .with_label_values(&[&route, method])
         .observe(elapsed.as_secs_f64());
     response
+}
+
+/// One request in the in-flight gauge, taken out again however the request ends (a caller that
+/// goes away drops the handler's future half-way).
+struct Counted<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// How a request is limited.

@@ -269,6 +269,8 @@ async fn metrics_follow_the_naming_guide_and_callers_add_no_series() {
         r#"ucan_gateway_http_requests_total{method="GET",route="unmatched",status="404"} 50"#
     ));
     assert!(text.contains(r#"route="/receipts/{cid}""#));
+    // Only the scrape itself is in flight.
+    assert!(text.contains("ucan_gateway_http_requests_in_flight 1\n"), "{text}");
     assert!(text.contains("# TYPE ucan_gateway_http_request_duration_seconds histogram"));
     #[cfg(target_os = "linux")]
     for name in [
