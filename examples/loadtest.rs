@@ -60,6 +60,8 @@ async fn main() -> anyhow::Result<()> {
         modules: None,
         leeway: 60,
         bacalhau: None,
+        log_format: ucan_gateway::cli::serve::LogFormat::Text,
+        http: Default::default(),
     })
     .await?;
 

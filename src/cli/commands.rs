@@ -36,24 +36,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify(args),
         Command::Inspect(args) => inspect(args),
         Command::Serve(args) => {
-            init_logging();
+            let _logging = super::logging::init(args.log_format)?;
             runtime()?.block_on(super::serve::serve(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Receipt(args) => fetch_receipt(args),
     }
-}
-
-/// One line per event on stderr; `RUST_LOG` overrides the default `info` level.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
+mod logging;
 pub mod remote;
 pub mod serve;
 pub mod tokens;

@@ -18,6 +18,7 @@ use crate::exec::registry;
 use crate::exec::wasm::WasmEngine;
 use crate::gateway::Gateway;
 use crate::ipld::{RAW, cid_for};
+use crate::server::{self, CorsOrigins, Drain, Edge, HttpSettings};
 use crate::store::{SqliteStore, Store};
 
 /// What `serve` was asked for (flags and environment), before defaults are applied.
@@ -49,6 +50,117 @@ pub struct ServeArgs {
     /// /docker/run, /wasm32-wasi/run and /bacalhau/job/run to it unless the policy routes them.
     #[arg(long, env = "UCAN_GATEWAY_BACALHAU_URL")]
     pub bacalhau: Option<String>,
+    /// Log lines as `text` (for people) or `json` (one object per line, for log pipelines).
+    #[arg(long, value_enum, env = "UCAN_GATEWAY_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The HTTP edge: timeouts, drain, concurrency caps, CORS.
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event, with the request's span (and its request id) in it.
+    Json,
+}
+
+/// The HTTP edge's flags, as given (resolved into [`HttpSettings`] by [`HttpArgs::resolve`]).
+/// Durations are seconds (`10`) or humantime (`500ms`, `1m`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// Time a client has to send a request's headers, from its first byte.
+    #[arg(long, env = "UCAN_GATEWAY_HEADER_READ_TIMEOUT", value_parser = seconds, default_value = "10")]
+    pub header_read_timeout: Duration,
+    /// Time a kept-alive connection may stay silent between requests before it is closed.
+    #[arg(long, env = "UCAN_GATEWAY_IDLE_TIMEOUT", value_parser = seconds, default_value = "75")]
+    pub idle_timeout: Duration,
+    /// Time a request body may go without a byte arriving (a slow upload that keeps sending is
+    /// never cut).
+    #[arg(long, env = "UCAN_GATEWAY_BODY_READ_TIMEOUT", value_parser = seconds, default_value = "30")]
+    pub body_read_timeout: Duration,
+    /// Deadline for answering a request (long polls are bounded by their own `wait`).
+    #[arg(long, env = "UCAN_GATEWAY_REQUEST_TIMEOUT", value_parser = seconds, default_value = "60")]
+    pub request_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long requests in flight may take before every connection is closed.
+    #[arg(long, env = "UCAN_GATEWAY_DRAIN_TIMEOUT", value_parser = seconds, default_value = "20")]
+    pub drain_timeout: Duration,
+    /// Requests answered at once; more get 503 with Retry-After.
+    #[arg(long, env = "UCAN_GATEWAY_MAX_IN_FLIGHT", default_value_t = server::settings::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Long polls (`GET /receipts/{cid}?follow=join`) waiting at once; more get 503 with Retry-After.
+    #[arg(long, env = "UCAN_GATEWAY_MAX_LONG_POLLS", default_value_t = server::settings::DEFAULT_MAX_LONG_POLLS)]
+    pub max_long_polls: usize,
+    /// Origins browsers may call the gateway from (repeat, or comma-separate): `*` for any (the
+    /// default), `none` for no CORS headers, or origins such as `https://app.example`.
+    #[arg(
+        long = "cors-origin",
+        env = "UCAN_GATEWAY_CORS_ORIGIN",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpArgs {
+    fn default() -> Self {
+        let d = HttpSettings::default();
+        HttpArgs {
+            header_read_timeout: d.header_read_timeout,
+            idle_timeout: d.idle_timeout,
+            body_read_timeout: d.body_read_timeout,
+            request_timeout: d.request_timeout,
+            drain_timeout: d.drain_timeout,
+            max_in_flight: d.max_in_flight,
+            max_long_polls: d.max_long_polls,
+            cors_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+impl HttpArgs {
+    /// The settings these flags ask for, checked.
+    pub fn resolve(&self) -> anyhow::Result<HttpSettings> {
+        for (flag, value) in [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--body-read-timeout", self.body_read_timeout),
+            ("--request-timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(anyhow!("{flag} must be greater than zero"));
+            }
+        }
+        if self.max_in_flight == 0 || self.max_long_polls == 0 {
+            return Err(anyhow!(
+                "--max-in-flight and --max-long-polls must be at least 1"
+            ));
+        }
+        let cors =
+            CorsOrigins::parse(&self.cors_origins).map_err(|e| anyhow!("--cors-origin: {e}"))?;
+        Ok(HttpSettings {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_read_timeout: self.body_read_timeout,
+            request_timeout: self.request_timeout,
+            drain_timeout: self.drain_timeout,
+            max_in_flight: self.max_in_flight,
+            max_long_polls: self.max_long_polls,
+            cors,
+        })
+    }
+}
+
+/// A duration flag: whole seconds (`10`) or a humantime duration (`500ms`, `1m 30s`).
+fn seconds(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is neither seconds nor a duration like 500ms: {e}"))
 }
 
 /// Reads the key file, or creates one in the data dir when none was named.
@@ -105,7 +217,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting connections, lets in-flight requests finish, and closes the store.
+    /// Drains (requests in flight finish, within the drain deadline; see `server::listen`), then
+    /// stops the background tasks and closes the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
         self.server.await.context("the server task failed")??;
@@ -119,6 +232,7 @@ impl Running {
 
 /// Opens the store, starts the executors and the HTTP listener, and returns at once.
 pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
+    let http = args.http.resolve()?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let mut policy = match &args.policy {
@@ -143,7 +257,34 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let host = crate::gateway::host(&store, engine, &key.did());
     let executors = registry::build(&policy.backends, &host)
         .map_err(|e| anyhow!("starting the backends: {}", e.message))?;
+    // `/readyz` asks every compute network (a backend whose jobs outlive a request) whether it
+    // answers.
+    let mut checks: Vec<(String, server::probes::Check)> = Vec::new();
+    for backend in &policy.backends {
+        let Some(executor) = executors.get(&backend.name) else {
+            continue;
+        };
+        if executor.jobs().is_none() {
+            continue;
+        }
+        let executor = Arc::clone(executor);
+        let check: server::probes::Check = Arc::new(move || {
+            let executor = Arc::clone(&executor);
+            Box::pin(async move {
+                match executor.jobs() {
+                    Some(jobs) => jobs
+                        .ready(server::probes::CHECK_TIMEOUT)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
+            })
+        });
+        checks.push((format!("{}:{}", backend.kind, backend.name), check));
+    }
+    checks.sort_by(|a, b| a.0.cmp(&b.0));
 
+    warn_on_short_request_timeout(&policy, &executors, http.request_timeout);
     let gateway = Gateway::new(key, policy, Arc::clone(&store), executors, args.leeway)
         .await
         .map_err(|e| anyhow!("starting the gateway: {e}"))?;
@@ -155,11 +296,21 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let did = gateway.did().to_owned();
+    checks.insert(0, server::probes::store_check(&gateway));
+    let drain = Drain::new();
+    let edge = Edge::new(
+        gateway,
+        http.clone(),
+        drain.clone(),
+        server::probes::Readiness::new(checks),
+    );
     tracing::info!(%addr, %did, "ucan-gateway serving");
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::serve(
+    let server = tokio::spawn(server::serve(
         listener,
-        crate::server::router(gateway),
+        server::app(edge),
+        http,
+        drain,
         async {
             let _ = stopped.await;
         },
@@ -173,6 +324,37 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         watcher,
         store,
     })
+}
+
+/// Warns when a request the policy allows may take longer than the request timeout: such requests
+/// would be cut off with 504 while their work is still running. A request waits for a task run in
+/// this process until its timeout, for a compute network's job until the backend's wait window,
+/// and for a promise until the promise wait.
+fn warn_on_short_request_timeout(
+    policy: &OperatorPolicy,
+    executors: &std::collections::HashMap<String, Arc<dyn crate::exec::Executor>>,
+    timeout: Duration,
+) {
+    let longest = policy
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let executor = executors.get(&r.backend)?;
+            Some(match executor.jobs() {
+                Some(jobs) => jobs.wait().min(r.limits.timeout),
+                None => r.limits.timeout,
+            })
+        })
+        .chain(std::iter::once(policy.effects.promise_wait))
+        .max()
+        .unwrap_or_default();
+    if longest >= timeout {
+        tracing::warn!(
+            request_timeout_secs = timeout.as_secs_f64(),
+            longest_wait_secs = longest.as_secs_f64(),
+            "the request timeout is not longer than the longest task timeout or wait the policy allows; raise --request-timeout"
+        );
+    }
 }
 
 /// Runs the gateway until SIGINT or SIGTERM, then shuts down gracefully.

@@ -55,6 +55,13 @@ pub trait Jobs: Send + Sync {
 
     /// Stops the job `job`, saying why.
     async fn stop(&self, job: &str, reason: &str) -> Result<(), ExecError>;
+
+    /// Whether the backend answers now (one request, no retries, within `timeout`), for readiness
+    /// probes.
+    async fn ready(&self, timeout: std::time::Duration) -> Result<(), ExecError>;
+
+    /// How long a request waits for one of its jobs before answering with the await effect.
+    fn wait(&self) -> std::time::Duration;
 }
 
 /// Where a job on an external backend stands.

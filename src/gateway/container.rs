@@ -53,10 +53,12 @@ impl Gateway {
     pub(super) fn refused(&self, refusal: &Refusal, started: Instant) {
         let elapsed = started.elapsed();
         self.ledger.observe("-", refusal.name, elapsed);
+        // The same line as for an invocation, so every request is in the invocation log.
         tracing::info!(
+            invocation = "-",
             outcome = refusal.name,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request refused before any invocation"
+            "invocation"
         );
     }
 }

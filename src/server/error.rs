@@ -2,7 +2,7 @@
 //! done by the handler that saw the request), and it never shows internals to clients: store or
 //! executor failures become a generic message.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::gateway::{Refusal, RefusalClass};
@@ -42,7 +42,32 @@ impl IntoResponse for ApiError {
         } else {
             message
         };
-        let body = serde_json::json!({ "error": { "name": name, "message": message } });
-        (status(class), axum::Json(body)).into_response()
+        edge_error(status(class), name, message)
     }
+}
+
+/// `{"error":{"name":…,"message":…}}` with `status`: the one shape of every refusal, whether the
+/// gateway or the HTTP edge refused.
+pub fn edge_error(status: StatusCode, name: &'static str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": { "name": name, "message": message.into() } });
+    (status, axum::Json(body)).into_response()
+}
+
+/// The answer for a path the gateway does not serve.
+pub async fn not_found(uri: Uri) -> Response {
+    let path: String = uri.path().chars().take(256).collect();
+    edge_error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("no such path: {path} (GET /openapi.json lists the API)"),
+    )
+}
+
+/// The answer for a method a path does not take (axum adds the `Allow` header).
+pub async fn method_not_allowed() -> Response {
+    edge_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "this path does not take this method (see the Allow header)",
+    )
 }

@@ -6,50 +6,93 @@
 //! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID (`follow=join`
 //!   follows the join chain); `202` with the job's state while the receipt of an awaited job is still
 //!   to come.
-//! - `GET /`: service description; `GET /health`; `GET /metrics`; `GET /openapi.json`.
+//! - `GET /`: service description; `GET /livez`, `GET /readyz` (`/health`), `GET /metrics`,
+//!   `GET /openapi.json`.
+//!
+//! Around the handlers: `listen.rs` (the accept loop: timeouts, drain), `edge.rs` (request ids,
+//! access log, CORS, concurrency caps, request timeout), `probes.rs`, `settings.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use cid::Cid;
 
 use crate::gateway::{Gateway, Refusal, Reply};
 use crate::ucan::container::{Container, Format};
 
+pub mod edge;
 pub mod error;
+pub mod listen;
+#[cfg(feature = "otel")]
+pub mod otel;
+pub mod probes;
+pub mod settings;
 mod ucanto;
 
-use error::ApiError;
+pub use edge::Edge;
+pub use listen::{Drain, serve};
+pub use settings::{CorsOrigins, HttpSettings};
 
-/// The OpenAPI document of this API.
+use error::{ApiError, edge_error};
+
+/// The OpenAPI document of this API, as written in `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-/// Builds the router over a gateway.
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/", get(describe).post(invoke))
-        .route("/receipts/{cid}", get(receipt))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .with_state(gateway)
+/// The longest `wait` of `GET /receipts/{cid}?follow=join`, in seconds.
+pub const MAX_WAIT_SECS: u64 = 120;
+/// The `wait` of a `follow=join` that names none, in seconds.
+pub const DEFAULT_WAIT_SECS: u64 = 30;
+
+/// Every path served, the methods it takes, and its handlers. The router is built from this list
+/// only, and a test holds the list to `docs/openapi.json` both ways and probes the router for
+/// each method.
+fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> {
+    vec![
+        ("/", &["GET", "POST"], get(describe).post(invoke)),
+        ("/receipts/{cid}", &["GET"], get(receipt)),
+        ("/livez", &["GET"], get(probes::livez)),
+        ("/readyz", &["GET"], get(probes::readyz)),
+        ("/health", &["GET"], get(probes::readyz)),
+        ("/metrics", &["GET"], get(metrics)),
+        ("/openapi.json", &["GET"], get(openapi)),
+    ]
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+/// The paths served and their methods.
+pub fn served() -> Vec<(&'static str, &'static [&'static str])> {
+    routes().into_iter().map(|(p, m, _)| (p, m)).collect()
+}
+
+/// The router over a gateway with default edge settings and the store as the only readiness
+/// check (for tests and embedding; `serve` uses [`app`]).
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let readiness = probes::Readiness::new(vec![probes::store_check(&gateway)]);
+    app(Edge::new(
+        gateway,
+        HttpSettings::default(),
+        Drain::new(),
+        readiness,
+    ))
+}
+
+/// The router with every edge layer (`edge.rs`).
+pub fn app(edge: Edge) -> Router {
+    let mut router = Router::new();
+    for (path, _, endpoint) in routes() {
+        router = router.route(path, endpoint);
+    }
+    let router = router
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(edge.clone());
+    edge::layered(router, &edge)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -112,15 +155,28 @@ fn request_container(headers: &HeaderMap, body: Bytes) -> Result<Bytes, Refusal>
     }
 }
 
-/// The request body, refused past the operator's `max_body`.
+/// The request body, refused past the operator's `max_body`, or when it stops arriving.
 async fn read_body(gateway: &Gateway, body: Body) -> Result<Bytes, Refusal> {
     axum::body::to_bytes(body, gateway.max_body_bytes())
         .await
-        .map_err(|_| {
-            Refusal::too_large(
-                "PayloadTooLarge",
-                format!("the body exceeds {} bytes", gateway.max_body_bytes()),
-            )
+        .map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<tower_http::timeout::TimeoutError>() {
+                    return Refusal::malformed(
+                        "BodyTimeout",
+                        "the request body stopped arriving before it was complete",
+                    );
+                }
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Refusal::too_large(
+                        "PayloadTooLarge",
+                        format!("the body exceeds {} bytes", gateway.max_body_bytes()),
+                    );
+                }
+                source = s.source();
+            }
+            Refusal::malformed("MalformedBody", "the request body could not be read")
         })
 }
 
@@ -187,28 +243,58 @@ struct ReceiptQuery {
 }
 
 async fn receipt(
-    State(gateway): State<Arc<Gateway>>,
-    Path(cid): Path<String>,
-    Query(query): Query<ReceiptQuery>,
+    State(edge): State<Edge>,
+    cid: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReceiptQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let gateway = &edge.gateway;
+    let Ok(Path(cid)) = cid else {
+        return ApiError(Refusal::malformed(
+            "MalformedCid",
+            "the path segment is not a CID",
+        ))
+        .into_response();
+    };
     let Ok(cid) = Cid::try_from(cid.as_str()) else {
         return ApiError(Refusal::malformed(
             "MalformedCid",
-            format!("{cid:?} is not a CID"),
+            format!(
+                "{:?} is not a CID",
+                cid.chars().take(128).collect::<String>()
+            ),
         ))
         .into_response();
+    };
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return invalid_query(rejection.body_text()),
+    };
+    let wait = match query.wait {
+        None => DEFAULT_WAIT_SECS,
+        Some(w) if w <= MAX_WAIT_SECS => w,
+        Some(w) => {
+            return invalid_query(format!(
+                "wait={w} is longer than the longest wait, {MAX_WAIT_SECS} seconds"
+            ));
+        }
     };
     let found = match query.follow.as_deref() {
         None => gateway.receipt(&cid).await,
         Some("join") => {
-            let wait = Duration::from_secs(query.wait.unwrap_or(30).min(120));
-            gateway.receipt_following_joins(&cid, wait).await
+            let waiting = gateway.receipt_following_joins(&cid, Duration::from_secs(wait));
+            // Draining ends the wait: the answer is what is known now.
+            tokio::select! {
+                found = waiting => found,
+                () = edge.drain.started() => gateway.receipt_following_joins(&cid, Duration::ZERO).await,
+            }
         }
-        Some(other) => Err(Refusal::malformed(
-            "MalformedQuery",
-            format!("follow={other:?} is not understood (only follow=join)"),
-        )),
+        Some(other) => {
+            return invalid_query(format!(
+                "follow={:?} is not understood (only follow=join)",
+                other.chars().take(64).collect::<String>()
+            ));
+        }
     };
     match found {
         Ok(answer) => answer_response(&Reply::from(answer), wants_json(&headers), Format::Raw),
@@ -223,30 +309,34 @@ async fn receipt(
     }
 }
 
-async fn describe(State(gateway): State<Arc<Gateway>>) -> Response {
-    axum::Json(gateway.describe()).into_response()
+fn invalid_query(message: impl Into<String>) -> Response {
+    edge_error(StatusCode::BAD_REQUEST, "InvalidQuery", message)
 }
 
-async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
-    match gateway.health().await {
-        Ok(()) => axum::Json(serde_json::json!({ "status": "ok" })).into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "unavailable" })),
-        )
-            .into_response(),
-    }
+async fn describe(State(gateway): State<Arc<Gateway>>) -> Response {
+    axum::Json(gateway.describe()).into_response()
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         gateway.metrics().render(),
     )
         .into_response()
+}
+
+/// The OpenAPI document with `info.version` set to this build's version.
+fn openapi_document() -> &'static str {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut doc: serde_json::Value =
+            serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON (a test checks)");
+        doc["info"]["version"] = env!("CARGO_PKG_VERSION").into();
+        doc.to_string()
+    })
 }
 
 async fn openapi() -> Response {
@@ -255,7 +345,7 @@ async fn openapi() -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        OPENAPI,
+        openapi_document(),
     )
         .into_response()
 }

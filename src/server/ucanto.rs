@@ -1,6 +1,8 @@
 //! The ucanto transport at the HTTP edge: which requests are ucanto messages (by media type), content
 //! negotiation as `@ucanto/transport` does it (415 for a media type nobody here reads, 406 when the
-//! client will not take a CAR back, 400 for a malformed message), and the CAR answer.
+//! client will not take a CAR back, 400 for a malformed message: the statuses `@ucanto/server`
+//! uses, with the gateway's JSON error body, since `@ucanto/client` reads only the status), and the
+//! CAR answer.
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, edge_error};
 use crate::gateway::{Gateway, RefusalClass};
 use crate::ucanto::CONTENT_TYPE;
 
@@ -38,8 +40,9 @@ pub(super) fn select(headers: &HeaderMap) -> Result<Transport, Box<Response>> {
         return if accepts_car(headers) {
             Ok(Transport::Ucanto)
         } else {
-            Err(Box::new(plain(
+            Err(Box::new(refuse(
                 StatusCode::NOT_ACCEPTABLE,
+                "NotAcceptable",
                 CONTENT_TYPE,
                 "The requested resource cannot be served in the requested content type. Please specify a supported content type using the Accept header.",
             )))
@@ -49,8 +52,9 @@ pub(super) fn select(headers: &HeaderMap) -> Result<Transport, Box<Response>> {
         return Ok(Transport::Container);
     }
     let accept = format!("{CONTENT_TYPE}, {}", CONTAINER_TYPES[..2].join(", "));
-    Err(Box::new(plain(
+    Err(Box::new(refuse(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
         &accept,
         "The server cannot process the request because the payload format is not supported. Please check the content-type header and try again with a supported media type.",
     )))
@@ -82,13 +86,9 @@ fn accepts_car(headers: &HeaderMap) -> bool {
     })
 }
 
-fn plain(status: StatusCode, accept: &str, message: &'static str) -> Response {
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-        message,
-    )
-        .into_response();
+/// A refusal in the JSON shape, with an `accept` header naming what would be taken.
+fn refuse(status: StatusCode, name: &'static str, accept: &str, message: &'static str) -> Response {
+    let mut response = edge_error(status, name, message);
     if let Ok(value) = HeaderValue::from_str(accept) {
         response.headers_mut().insert(header::ACCEPT, value);
     }
@@ -109,14 +109,18 @@ pub(super) async fn invoke(gateway: Arc<Gateway>, body: Body) -> Response {
         )
             .into_response(),
         // As @ucanto/server words it; the detail is the decoder's, never an internal one.
-        Err(refusal) if refusal.class == RefusalClass::Malformed => (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
-            format!("Bad request: Malformed payload - {}", refusal.message),
-        )
-            .into_response(),
+        Err(refusal) if refusal.class == RefusalClass::Malformed => malformed(&refusal),
         Err(refusal) => ApiError(refusal).into_response(),
     }
+}
+
+/// 400 for a body that is not a ucanto message, worded as `@ucanto/server` words it.
+fn malformed(refusal: &crate::gateway::Refusal) -> Response {
+    edge_error(
+        StatusCode::BAD_REQUEST,
+        refusal.name,
+        format!("Malformed payload - {}", refusal.message),
+    )
 }
 
 #[cfg(test)]

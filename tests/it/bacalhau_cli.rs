@@ -47,6 +47,8 @@ async fn serve_bacalhau_routes_the_three_commands_and_the_default_policy_has_non
             modules: None,
             leeway: 60,
             bacalhau,
+            log_format: ucan_gateway::cli::serve::LogFormat::Text,
+            http: Default::default(),
         })
         .await
         .unwrap()

@@ -334,6 +334,31 @@ async fn the_client_authenticates_retries_and_types_errors() {
         (e.status, e.code.as_deref()),
         (Some(503), Some("ServiceUnavailable"))
     );
+    // A 429 with Retry-After is tried again no sooner than asked (the backoff alone would pause
+    // 10 ms); one asking for longer than the client will wait ends the retries at once.
+    fake.fault(Some(Method::GET), Fault::RetryAfter(1));
+    let started = std::time::Instant::now();
+    assert_eq!(keyed.alive().await.unwrap(), "OK");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    fake.fault(Some(Method::GET), Fault::RetryAfter(3600));
+    let started = std::time::Instant::now();
+    let e = keyed.alive().await.unwrap_err();
+    assert_eq!(e.status, Some(429));
+    assert_eq!(e.retry_after, Some(Duration::from_secs(3600)));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // A readiness probe tries once.
+    fake.fault(Some(Method::GET), Fault::Status(503));
+    assert!(keyed.alive_once(Duration::from_secs(2)).await.is_err());
+    keyed.alive_once(Duration::from_secs(2)).await.unwrap();
+
     // A submit is never retried by the client itself.
     fake.fault(Some(Method::PUT), Fault::Status(503));
     let e = keyed.submit_once(&docker_job("s")).await.unwrap_err();

@@ -35,6 +35,17 @@ pub(crate) async fn gateway_with(
     wasm_route: &str,
     extra_policy: &str,
 ) -> Running {
+    let policy = write_policy(dir, operator, wasm_route, extra_policy);
+    serve_policy(dir, policy).await
+}
+
+/// Writes the policy of [`gateway_with`] into `dir`.
+pub(crate) fn write_policy(
+    dir: &Path,
+    operator: &SigningKey,
+    wasm_route: &str,
+    extra_policy: &str,
+) -> std::path::PathBuf {
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -61,11 +72,20 @@ effect = "nondestructive"
         ),
     )
     .unwrap();
-    serve_policy(dir, policy).await
+    policy
 }
 
 /// A gateway serving the policy file `policy`, with its data in `dir`, on a free loopback port.
 pub(crate) async fn serve_policy(dir: &Path, policy: std::path::PathBuf) -> Running {
+    serve_policy_with(dir, policy, Default::default()).await
+}
+
+/// [`serve_policy`] with these HTTP edge settings.
+pub(crate) async fn serve_policy_with(
+    dir: &Path,
+    policy: std::path::PathBuf,
+    http: ucan_gateway::cli::serve::HttpArgs,
+) -> Running {
     start(ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
@@ -74,6 +94,8 @@ pub(crate) async fn serve_policy(dir: &Path, policy: std::path::PathBuf) -> Runn
         modules: None,
         leeway: 60,
         bacalhau: None,
+        log_format: ucan_gateway::cli::serve::LogFormat::Text,
+        http,
     })
     .await
     .unwrap()
@@ -640,6 +662,8 @@ async fn preloaded_modules_run_by_cid_and_shutdown_finishes_in_flight_work() {
         modules: Some(modules),
         leeway: 60,
         bacalhau: None,
+        log_format: ucan_gateway::cli::serve::LogFormat::Text,
+        http: Default::default(),
     })
     .await
     .unwrap();

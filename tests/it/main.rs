@@ -8,12 +8,17 @@ mod bacalhau_contract;
 mod cli;
 mod cli_remote;
 mod config;
+mod connections;
 mod container;
+mod edge;
 mod effects;
 mod envelope;
 mod fixtures;
 mod gateway;
 mod gateway_edges;
+mod openapi_doc;
+#[cfg(feature = "otel")]
+mod otel;
 mod policy;
 mod promise;
 mod receipt;

@@ -363,23 +363,36 @@ async fn the_car_transport_answers_415_406_and_400_as_ucanto_server_does() {
     let operator = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&operator_seed()));
     let gw = gateway(dir.path(), &operator).await;
 
-    let (status, _, _) = post(&gw, &[("content-type", "application/json")], b"{}".to_vec()).await;
+    // The statuses are @ucanto/server's; the bodies are the gateway's JSON refusal shape.
+    let error_name = |content_type: &str, body: &[u8]| {
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert!(json["error"]["message"].is_string(), "{json}");
+        json["error"]["name"].as_str().unwrap().to_owned()
+    };
+    let (status, content_type, body) =
+        post(&gw, &[("content-type", "application/json")], b"{}".to_vec()).await;
     assert_eq!(status, 415);
-    let (status, _, _) = post(
+    assert_eq!(error_name(&content_type, &body), "UnsupportedMediaType");
+    let (status, content_type, body) = post(
         &gw,
         &[("content-type", CAR), ("accept", "application/json")],
         Vec::new(),
     )
     .await;
     assert_eq!(status, 406);
-    let (status, _, body) = post(
+    assert_eq!(error_name(&content_type, &body), "NotAcceptable");
+    let (status, content_type, body) = post(
         &gw,
         &[("content-type", CAR), ("accept", CAR)],
         b"not a car".to_vec(),
     )
     .await;
     assert_eq!(status, 400);
-    assert!(String::from_utf8_lossy(&body).starts_with("Bad request: Malformed payload"));
+    assert_eq!(error_name(&content_type, &body), "MalformedMessage");
 
     // A well-formed message with nothing to execute gets an empty report, as a CAR.
     let root = ucan_gateway::ipld::to_dag_cbor(&Ipld::Map(BTreeMap::from([(

@@ -3,7 +3,10 @@
 //! Bacalhau's error body turned into a typed [`BacalhauError`].
 //!
 //! Reads (and stops, which are idempotent) are retried with backoff on connection errors, 429 and
-//! any 5xx. A submit is never retried
+//! any 5xx. Each pause is the doubling backoff with jitter (a random half to full of it, so many
+//! gateways retrying at once do not hit Bacalhau in step), or the `Retry-After` Bacalhau asked
+//! for when that is longer; a `Retry-After` beyond [`MAX_RETRY_AFTER`] ends the retries (the
+//! caller's deadline would pass first). A submit is never retried
 //! blindly: its outcome may be unknown (the connection dropped after the request went out), so the
 //! caller looks the job up by its name first and resubmits only when Bacalhau does not know it
 //! (see [`Client::submit_once`] and `BacalhauExecutor`).
@@ -11,9 +14,14 @@
 use std::fmt;
 use std::time::Duration;
 
+use rand_core::RngCore;
+
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// The longest `Retry-After` honoured by waiting; a longer one ends the retries at once.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// How the gateway authenticates to a Bacalhau network.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,6 +129,8 @@ pub struct BacalhauErrorData {
     pub request_id: Option<String>,
     /// Bacalhau's `Component` that failed.
     pub component: Option<String>,
+    /// How long Bacalhau asked us to wait before trying again (`Retry-After` in seconds).
+    pub retry_after: Option<Duration>,
 }
 
 impl BacalhauError {
@@ -133,8 +143,38 @@ impl BacalhauError {
             hint: None,
             request_id: None,
             component: None,
+            retry_after: None,
         }))
     }
+
+    /// The pause before try number `tries + 1`, given the pause `backoff` would take: `None` when
+    /// Bacalhau asked for a wait longer than [`MAX_RETRY_AFTER`].
+    pub fn pause(&self, backoff: Duration) -> Option<Duration> {
+        let jittered = jitter(backoff);
+        match self.retry_after {
+            Some(asked) if asked > MAX_RETRY_AFTER => None,
+            Some(asked) => Some(asked.max(jittered)),
+            None => Some(jittered),
+        }
+    }
+}
+
+/// A random duration between half of `pause` and all of it.
+fn jitter(pause: Duration) -> Duration {
+    let half = pause / 2;
+    let spread = u64::try_from((pause - half).as_micros()).unwrap_or(u64::MAX);
+    let extra = if spread == 0 {
+        0
+    } else {
+        rand_core::OsRng.next_u64() % (spread + 1)
+    };
+    half + Duration::from_micros(extra)
+}
+
+/// `Retry-After` as delta-seconds; the HTTP-date form is ignored (the backoff applies).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 impl BacalhauErrorData {
@@ -324,6 +364,17 @@ impl Client {
         self.all("/nodes", "Nodes").await
     }
 
+    /// Whether the agent answers one `GET /api/v1/agent/alive` within `timeout`, without retries
+    /// (for readiness probes, which must stay cheap).
+    pub async fn alive_once(&self, timeout: Duration) -> Result<(), BacalhauError> {
+        self.send(
+            self.request(Method::GET, "/api/v1/agent/alive", &[], None)?
+                .timeout(timeout),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Whether the agent answers (`GET /api/v1/agent/alive`), with its status text.
     pub async fn alive(&self) -> Result<String, BacalhauError> {
         let path = "/api/v1/agent/alive";
@@ -374,14 +425,17 @@ impl Client {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Value, BacalhauError>>,
     {
-        let mut pause = self.config.backoff;
+        let mut backoff = self.config.backoff;
         let mut tries = 1;
         loop {
             match call().await {
                 Err(e) if e.retryable_read() && tries < self.config.attempts.max(1) => {
-                    tracing::debug!(error = %e, tries, "bacalhau call failed; retrying");
+                    let Some(pause) = e.pause(backoff) else {
+                        return Err(e);
+                    };
+                    tracing::debug!(error = %e, tries, pause_ms = pause.as_millis(), "bacalhau call failed; retrying");
                     tokio::time::sleep(pause).await;
-                    pause = pause.saturating_mul(2);
+                    backoff = backoff.saturating_mul(2);
                     tries += 1;
                 }
                 other => return other,
@@ -396,6 +450,16 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, BacalhauError> {
+        self.send(self.request(method, path, query, body)?).await
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<reqwest::RequestBuilder, BacalhauError> {
         let url = format!("{}{path}", self.config.url.trim_end_matches('/'));
         let mut request = self.http.request(method, url).query(query);
         request = match &self.config.auth {
@@ -410,11 +474,19 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes);
         }
+        Ok(request)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, BacalhauError> {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
+        let path = response.url().path().to_owned();
+        let wait = retry_after(response.headers());
         let bytes = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
-            return Err(BacalhauErrorData::from_body(status, &bytes));
+            let mut error = BacalhauErrorData::from_body(status, &bytes);
+            error.0.retry_after = wait;
+            return Err(error);
         }
         if bytes.is_empty() {
             return Ok(Value::Null);
@@ -496,6 +568,37 @@ mod tests {
         let plain = BacalhauErrorData::from_body(StatusCode::SERVICE_UNAVAILABLE, b"overloaded");
         assert_eq!(plain.message, "overloaded");
         assert!(plain.is_transient());
+    }
+
+    #[test]
+    fn pauses_are_jittered_and_honour_retry_after() {
+        let backoff = Duration::from_millis(400);
+        let plain = BacalhauErrorData::from_body(StatusCode::SERVICE_UNAVAILABLE, b"");
+        let pauses: Vec<Duration> = (0..64).map(|_| plain.pause(backoff).unwrap()).collect();
+        assert!(pauses.iter().all(|p| *p >= backoff / 2 && *p <= backoff));
+        assert!(pauses.iter().any(|p| *p != pauses[0]), "pauses vary");
+
+        let mut asked = BacalhauErrorData::from_body(StatusCode::TOO_MANY_REQUESTS, b"");
+        asked.0.retry_after = Some(Duration::from_secs(3));
+        assert_eq!(asked.pause(backoff), Some(Duration::from_secs(3)));
+        asked.0.retry_after = Some(MAX_RETRY_AFTER + Duration::from_secs(1));
+        assert_eq!(
+            asked.pause(backoff),
+            None,
+            "too long a wait ends the retries"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]

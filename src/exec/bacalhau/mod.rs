@@ -109,7 +109,7 @@ impl BacalhauExecutor {
         if let Some(found) = self.client.job(name, false).await? {
             return job_id(&found);
         }
-        let mut pause = self.settings.client.backoff;
+        let mut backoff = self.settings.client.backoff;
         let mut tries = 1;
         loop {
             match self.client.submit_once(job).await {
@@ -118,9 +118,12 @@ impl BacalhauExecutor {
                     if (e.is_transient() || e.outcome_unknown())
                         && tries < self.settings.client.attempts =>
                 {
+                    let Some(pause) = e.pause(backoff) else {
+                        return Err(e);
+                    };
                     tracing::debug!(error = %e, tries, name, "submit failed; looking the job up by name");
                     tokio::time::sleep(pause).await;
-                    pause = pause.saturating_mul(2);
+                    backoff = backoff.saturating_mul(2);
                     tries += 1;
                     // The submit may have reached Bacalhau: only resubmit if the name is unknown.
                     if let Some(found) = self.client.job(name, false).await? {
@@ -487,6 +490,17 @@ impl Executor for BacalhauExecutor {
 impl Jobs for BacalhauExecutor {
     fn await_command(&self) -> &'static str {
         AWAIT_COMMAND
+    }
+
+    async fn ready(&self, timeout: Duration) -> Result<(), ExecError> {
+        self.client
+            .alive_once(timeout)
+            .await
+            .map_err(|e| ExecError::new(ExecErrorKind::Backend, e.to_string()))
+    }
+
+    fn wait(&self) -> Duration {
+        self.settings.wait
     }
 
     /// Polls the job's history from where the last poll stopped (following `NextToken`); only when

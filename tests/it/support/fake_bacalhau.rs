@@ -31,6 +31,8 @@ use serde_json::{Value, json};
 pub enum Fault {
     /// Answer with this status and Bacalhau's error body, doing nothing.
     Status(u16),
+    /// Answer 429 with `Retry-After` of this many seconds, doing nothing.
+    RetryAfter(u64),
     /// Close the connection without answering, doing nothing.
     DropBefore,
     /// Act on the request, then close the connection without answering (the answer is lost).
@@ -272,6 +274,14 @@ async fn handle(
                 _ => "InternalServerError",
             };
             return error(status, code, "injected fault", request);
+        }
+        Some(Fault::RetryAfter(secs)) => {
+            let mut response = error(429, "TooManyRequests", "injected fault", request);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+            return response;
         }
         Some(Fault::DropBefore) => drop_connection(),
         _ => {}
