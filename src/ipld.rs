@@ -13,6 +13,21 @@ pub const DAG_CBOR: u64 = 0x71;
 pub const RAW: u64 = 0x55;
 const SHA2_256: u64 = 0x12;
 
+/// The IPLD kind of `value` with its article ("an integer", "a map"), for error messages.
+pub fn kind(value: &Ipld) -> &'static str {
+    match value {
+        Ipld::Null => "null",
+        Ipld::Bool(_) => "a boolean",
+        Ipld::Integer(_) => "an integer",
+        Ipld::Float(_) => "a float",
+        Ipld::String(_) => "a string",
+        Ipld::Bytes(_) => "bytes",
+        Ipld::List(_) => "a list",
+        Ipld::Map(_) => "a map",
+        Ipld::Link(_) => "a link",
+    }
+}
+
 /// CIDv1 with sha2-256 of `bytes` under `codec`.
 pub fn cid_for(codec: u64, bytes: &[u8]) -> Cid {
     let digest = Sha256::digest(bytes);

@@ -247,18 +247,7 @@ fn bacalhau_wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, 
         Some(_) => return Err(invalid("locally, the entrypoint can only be _start")),
     }
     let mut args = vec!["module.wasm".to_owned()];
-    match input.get("parameters") {
-        None => {}
-        Some(Ipld::List(items)) => {
-            for item in items {
-                let Ipld::String(p) = item else {
-                    return Err(invalid("parameters must be a list of strings"));
-                };
-                args.push(p.clone());
-            }
-        }
-        Some(_) => return Err(invalid("parameters must be a list of strings")),
-    }
+    args.extend(string_list(input, "parameters")?);
     let mut request = wasi_request(&BTreeMap::from_iter(
         input.get("env").map(|env| ("env".to_owned(), env.clone())),
     ))?;
@@ -266,25 +255,38 @@ fn bacalhau_wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, 
     Ok(request)
 }
 
-fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
-    let args = match input.get("args") {
-        None => Vec::new(),
+/// `input[key]` as a list of strings (absent: empty). A number is not turned into its text: the
+/// program gets the strings the policies saw, and a refusal names the item that is not one.
+fn string_list(input: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, Out> {
+    match input.get(key) {
+        None => Ok(Vec::new()),
         Some(Ipld::List(items)) => items
             .iter()
-            .map(|a| match a {
+            .enumerate()
+            .map(|(i, item)| match item {
                 Ipld::String(s) => Ok(s.clone()),
-                _ => Err(invalid("args must be a list of strings")),
+                other => Err(invalid(format!(
+                    "{key}[{i}] must be a string, not {}",
+                    crate::ipld::kind(other)
+                ))),
             })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid("args must be a list of strings")),
-    };
+            .collect(),
+        Some(_) => Err(invalid(format!("{key} must be a list of strings"))),
+    }
+}
+
+fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
+    let args = string_list(input, "args")?;
     let env = match input.get("env") {
         None => Vec::new(),
         Some(Ipld::Map(vars)) => vars
             .iter()
             .map(|(k, v)| match v {
                 Ipld::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(invalid("env values must be strings")),
+                other => Err(invalid(format!(
+                    "env value {k:?} must be a string, not {}",
+                    crate::ipld::kind(other)
+                ))),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("env must be a map of strings")),

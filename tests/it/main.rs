@@ -10,6 +10,7 @@ mod config;
 mod container;
 mod effects;
 mod envelope;
+mod exact_args;
 mod fixtures;
 mod gateway;
 mod policy;

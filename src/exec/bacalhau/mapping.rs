@@ -157,28 +157,30 @@ pub fn job(
     }
     task.insert("Resources".into(), Value::Object(resources));
 
-    let passed_timeout = task
-        .get("Timeouts")
-        .and_then(|t| t.get("TotalTimeout"))
-        .and_then(Value::as_u64)
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs);
-    let timeout = match want.timeout.or(passed_timeout) {
-        Some(t) if t > caps.timeout => {
-            return Err(MappingError::OverLimit(format!(
-                "timeout {}s is above the route's {}s",
-                t.as_secs(),
-                caps.timeout.as_secs()
-            )));
-        }
+    let passed = SpecTimeouts::read(task.get("Timeouts"))?;
+    let over = |what: &str, t: Duration| {
+        MappingError::OverLimit(format!(
+            "{what} {}s is above the route's {}s",
+            t.as_secs(),
+            caps.timeout.as_secs()
+        ))
+    };
+    let timeout = match want.timeout.or(passed.total) {
+        Some(t) if t > caps.timeout => return Err(over("timeout", t)),
         Some(t) => t,
         None => caps.timeout,
     };
+    if let Some(t) = passed.execution.filter(|t| *t > caps.timeout) {
+        return Err(over("job ExecutionTimeout", t));
+    }
     let secs = timeout.as_secs().max(1);
-    task.insert(
-        "Timeouts".into(),
-        json!({ "ExecutionTimeout": secs, "TotalTimeout": secs }),
-    );
+    // Both requests are the caller's: the stricter holds (see `Resources::tighter`).
+    let execution = passed.execution.map_or(secs, |t| t.as_secs().min(secs));
+    let mut timeouts = json!({ "ExecutionTimeout": execution, "TotalTimeout": secs });
+    if let Some(queue) = passed.queue {
+        timeouts["QueueTimeout"] = json!(queue.as_secs());
+    }
+    task.insert("Timeouts".into(), timeouts);
 
     let has_outputs = task
         .get("ResultPaths")
@@ -281,14 +283,23 @@ impl Resources {
             let n = || match v {
                 Ipld::Integer(n) => u64::try_from(*n)
                     .map_err(|_| bad(format!("`{what}.{key}` must not be negative"))),
-                _ => Err(bad(format!("`{what}.{key}` must be an integer"))),
+                other => Err(bad(format!(
+                    "`{what}.{key}` must be an integer, not {}",
+                    crate::ipld::kind(other)
+                ))),
+            };
+            // Bacalhau reads a zero CPU, memory, disk or timeout as "unset" and substitutes its own
+            // default, so a zero request would run under terms nobody asked for.
+            let positive = || match n()? {
+                0 => Err(bad(format!("`{what}.{key}` must be at least 1"))),
+                n => Ok(n),
             };
             match key.as_str() {
-                "cpu" => r.cpu_milli = Some(n()?),
-                "memory" => r.memory = Some(n()?),
-                "disk" => r.disk = Some(n()?),
+                "cpu" => r.cpu_milli = Some(positive()?),
+                "memory" => r.memory = Some(positive()?),
+                "disk" => r.disk = Some(positive()?),
                 "gpu" => r.gpu = Some(n()?),
-                "timeout" => r.timeout = Some(Duration::from_secs(n()?)),
+                "timeout" => r.timeout = Some(Duration::from_secs(positive()?)),
                 _ => {
                     rest.insert(key.clone(), v.clone());
                 }
@@ -300,15 +311,29 @@ impl Resources {
     /// From a passed-through spec's `Resources` (`CPU` like `"500m"` or `"2"`, sizes in bytes or
     /// with a unit).
     fn from_spec(value: Option<&Value>) -> Result<Resources, MappingError> {
-        let Some(Value::Object(map)) = value else {
-            return Ok(Resources::default());
+        let map = match value {
+            None => return Ok(Resources::default()),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(bad(format!(
+                    "job task Resources must be a map, not {other}"
+                )));
+            }
         };
-        let text = |k: &str| map.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        // Bacalhau's resource fields are strings ("500m", "1Gb"); a number there would be ignored
+        // by a lenient reading and the job would run with defaults instead.
+        let text = |k: &str| match map.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str()).filter(|s| !s.is_empty())),
+            Some(other) => Err(bad(format!(
+                "job task Resources.{k} must be a string such as \"500m\" or \"1Gb\", not {other}"
+            ))),
+        };
         Ok(Resources {
-            cpu_milli: text("CPU").map(parse_cpu).transpose()?,
-            memory: text("Memory").map(parse_bytes).transpose()?,
-            disk: text("Disk").map(parse_bytes).transpose()?,
-            gpu: text("GPU")
+            cpu_milli: text("CPU")?.map(parse_cpu).transpose()?,
+            memory: text("Memory")?.map(parse_bytes).transpose()?,
+            disk: text("Disk")?.map(parse_bytes).transpose()?,
+            gpu: text("GPU")?
                 .map(|g| g.parse::<u64>().map_err(|_| bad(format!("GPU {g:?}"))))
                 .transpose()?,
             timeout: None,
@@ -316,21 +341,45 @@ impl Resources {
     }
 }
 
-/// `"500m"` → 500, `"2"` → 2000, `"0.5"` → 500.
+/// `"500m"` → 500, `"2"` → 2000, `"0.5"` → 500. Exact: a quantity that is not a whole number of
+/// millicores (`"0.0005"`, `"1.5m"`) is refused rather than rounded.
 pub fn parse_cpu(text: &str) -> Result<u64, MappingError> {
     let err = || {
         bad(format!(
-            "CPU {text:?} is not a quantity such as \"500m\" or \"2\""
+            "CPU {text:?} is not a whole number of millicores such as \"500m\", \"2\" or \"0.25\""
         ))
     };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if let Some(m) = text.strip_suffix('m') {
-        return m.parse().map_err(|_| err());
+        return if digits(m) {
+            m.parse().map_err(|_| err())
+        } else {
+            Err(err())
+        };
     }
-    let cores: f64 = text.parse().map_err(|_| err())?;
-    if !cores.is_finite() || !(0.0..=1e9).contains(&cores) {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    // ".5" and "5." are quantities too, "." is not.
+    let (whole, fraction) = match (whole, fraction) {
+        ("", "") => return Err(err()),
+        ("", f) => ("0", f),
+        (w, "") => (w, "0"),
+        other => other,
+    };
+    if !digits(whole) || !digits(fraction) {
         return Err(err());
     }
-    Ok((cores * 1000.0).round() as u64)
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > 3 {
+        return Err(err());
+    }
+    // Fractional digits are thousandths once padded to three: "25" → 250.
+    let milli: u64 = format!("{fraction:0<3}").parse().map_err(|_| err())?;
+    whole
+        .parse::<u64>()
+        .ok()
+        .and_then(|w| w.checked_mul(1000))
+        .and_then(|w| w.checked_add(milli))
+        .ok_or_else(err)
 }
 
 /// Sizes as Bacalhau writes them (`"512Mb"`, `"1GiB"`, `"2048"`), case-insensitive; decimal units
@@ -356,6 +405,49 @@ pub fn parse_bytes(text: &str) -> Result<u64, MappingError> {
     n.checked_mul(mult).ok_or_else(err)
 }
 
+/// The `Timeouts` of a passed-through spec's task, in seconds; a zero is Bacalhau's "no timeout"
+/// and counts as not asked.
+#[derive(Debug, Default)]
+struct SpecTimeouts {
+    total: Option<Duration>,
+    execution: Option<Duration>,
+    queue: Option<Duration>,
+}
+
+impl SpecTimeouts {
+    fn read(value: Option<&Value>) -> Result<SpecTimeouts, MappingError> {
+        let map = match value {
+            None => return Ok(SpecTimeouts::default()),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(bad(format!("job task Timeouts must be a map, not {other}")));
+            }
+        };
+        let mut timeouts = SpecTimeouts::default();
+        for (key, v) in map {
+            // Whole seconds only: 1.5 or "60" would otherwise be dropped and the cap used instead.
+            let secs = v.as_u64().ok_or_else(|| {
+                bad(format!(
+                    "job task Timeouts.{key} must be a whole number of seconds, not {v}"
+                ))
+            })?;
+            let secs = Some(Duration::from_secs(secs)).filter(|d| !d.is_zero());
+            match key.as_str() {
+                "TotalTimeout" => timeouts.total = secs,
+                "ExecutionTimeout" => timeouts.execution = secs,
+                "QueueTimeout" => timeouts.queue = secs,
+                _ => {
+                    let shown: String = key.chars().take(64).collect();
+                    return Err(bad(format!(
+                        "job task Timeouts.{shown} is not a Bacalhau timeout (TotalTimeout, ExecutionTimeout, QueueTimeout)"
+                    )));
+                }
+            }
+        }
+        Ok(timeouts)
+    }
+}
+
 /// Settings from `args.resources`, `meta["bacalhau/config"]` and `meta["ipvm/config"]`.
 struct Settings {
     resources: Resources,
@@ -366,6 +458,18 @@ struct Settings {
 
 impl Settings {
     fn read(req: &JobRequest<'_>) -> Result<Settings, MappingError> {
+        if let Some(t) = req.ipvm_timeout {
+            // Bacalhau counts timeouts in whole seconds, and reads 0 as "none".
+            if t.subsec_nanos() != 0 || t.is_zero() {
+                return Err(bad(format!(
+                    "`ipvm/config.timeout` {} ms is not a whole number of seconds (at least 1), which Bacalhau's timeouts need",
+                    t.as_millis()
+                )));
+            }
+        }
+        if req.ipvm_memory == Some(0) {
+            return Err(bad("`ipvm/config.memory` must be at least 1"));
+        }
         let mut resources = Resources {
             memory: req.ipvm_memory,
             timeout: req.ipvm_timeout,
@@ -541,6 +645,172 @@ mod tests {
         assert_eq!(timeout, Duration::from_secs(300));
     }
 
+    /// A number is taken as the caller wrote it or refused: no rounding, no dropping a value of the
+    /// wrong type for a default, no zero read by Bacalhau as "use your default".
+    #[test]
+    fn numbers_are_taken_exactly_or_refused() {
+        let job = |spec: &str| format!(r#"{{"job": {{"Type": "batch", "Tasks": [{spec}]}}}}"#);
+        let docker = r#""Name": "t", "Engine": {"Type": "docker", "Params": {"Image": "a"}}"#;
+        let refused = [
+            (
+                r#"{"image": "a", "resources": {"cpu": 1.5}}"#.to_owned(),
+                "must be an integer, not a float",
+            ),
+            (
+                r#"{"image": "a", "resources": {"cpu": 0}}"#.to_owned(),
+                "at least 1",
+            ),
+            (
+                r#"{"image": "a", "resources": {"memory": 0}}"#.to_owned(),
+                "at least 1",
+            ),
+            (
+                r#"{"image": "a", "resources": {"disk": 0}}"#.to_owned(),
+                "at least 1",
+            ),
+            (
+                r#"{"image": "a", "resources": {"timeout": 0}}"#.to_owned(),
+                "at least 1",
+            ),
+            (
+                r#"{"image": "a", "resources": {"timeout": 2.5}}"#.to_owned(),
+                "must be an integer",
+            ),
+            (
+                job(&format!(r#"{{{docker}, "Resources": {{"CPU": 2}}}}"#)),
+                "Resources.CPU must be a string",
+            ),
+            (
+                job(&format!(
+                    r#"{{{docker}, "Resources": {{"Memory": 1073741824}}}}"#
+                )),
+                "Resources.Memory must be a string",
+            ),
+            (
+                job(&format!(
+                    r#"{{{docker}, "Resources": {{"CPU": "0.0005"}}}}"#
+                )),
+                "whole number of millicores",
+            ),
+            (
+                job(&format!(r#"{{{docker}, "Resources": "big"}}"#)),
+                "Resources must be a map",
+            ),
+            (
+                job(&format!(
+                    r#"{{{docker}, "Timeouts": {{"TotalTimeout": 1.5}}}}"#
+                )),
+                "whole number of seconds",
+            ),
+            (
+                job(&format!(
+                    r#"{{{docker}, "Timeouts": {{"TotalTimeout": "60"}}}}"#
+                )),
+                "whole number of seconds",
+            ),
+            (
+                job(&format!(
+                    r#"{{{docker}, "Timeouts": {{"ExecutionTimeout": -5}}}}"#
+                )),
+                "whole number of seconds",
+            ),
+            (
+                job(&format!(r#"{{{docker}, "Timeouts": {{"Total": 60}}}}"#)),
+                "not a Bacalhau timeout",
+            ),
+        ];
+        for (args, needle) in refused {
+            let command = if args.contains(r#""job""#) {
+                JOB_RUN
+            } else {
+                DOCKER_RUN
+            };
+            match mapped(command, &args, "{}") {
+                Err(MappingError::InvalidArgs(m)) => assert!(m.contains(needle), "{args}: {m}"),
+                other => panic!("{args}: {other:?}"),
+            }
+        }
+        let meta = r#"{"bacalhau/config": {"cpu": 0}}"#;
+        assert!(matches!(
+            mapped(DOCKER_RUN, r#"{"image": "a"}"#, meta),
+            Err(MappingError::InvalidArgs(_))
+        ));
+
+        // A spec's execution and queue timeouts are kept (the stricter of total and execution
+        // holds), not replaced by the route's cap; one above the cap is refused like any other.
+        let (spec, timeout) = mapped(
+            JOB_RUN,
+            &job(&format!(
+                r#"{{{docker}, "Timeouts": {{"ExecutionTimeout": 100, "QueueTimeout": 30}}}}"#
+            )),
+            "{}",
+        )
+        .unwrap();
+        assert_eq!(timeout, CAPS.timeout);
+        assert_eq!(
+            spec["Tasks"][0]["Timeouts"],
+            json!({ "ExecutionTimeout": 100, "TotalTimeout": 600, "QueueTimeout": 30 })
+        );
+        let (spec, _) = mapped(
+            JOB_RUN,
+            &job(&format!(
+                r#"{{{docker}, "Timeouts": {{"ExecutionTimeout": 500, "TotalTimeout": 200}}}}"#
+            )),
+            "{}",
+        )
+        .unwrap();
+        assert_eq!(
+            spec["Tasks"][0]["Timeouts"],
+            json!({ "ExecutionTimeout": 200, "TotalTimeout": 200 })
+        );
+        assert!(matches!(
+            mapped(
+                JOB_RUN,
+                &job(&format!(
+                    r#"{{{docker}, "Timeouts": {{"ExecutionTimeout": 601}}}}"#
+                )),
+                "{}"
+            ),
+            Err(MappingError::OverLimit(_))
+        ));
+    }
+
+    /// `ipvm/config.timeout` is in milliseconds, Bacalhau's timeouts in whole seconds: a request
+    /// that would have to be rounded (or a zero, which Bacalhau reads as "none") is refused.
+    #[test]
+    fn ipvm_settings_must_fit_bacalhau_units() {
+        let args = map(r#"{"image": "a"}"#);
+        let empty = BTreeMap::new();
+        let with = |memory: Option<u64>, timeout_ms: Option<u64>| {
+            let request = JobRequest {
+                command: DOCKER_RUN,
+                args: &args,
+                meta: &empty,
+                ipvm_memory: memory,
+                ipvm_timeout: timeout_ms.map(Duration::from_millis),
+                name: "n",
+                labels: BTreeMap::new(),
+            };
+            job(&request, &CAPS, &Defaults::default())
+        };
+        for ms in [1500, 500, 0] {
+            match with(None, Some(ms)) {
+                Err(MappingError::InvalidArgs(m)) => {
+                    assert!(m.contains("whole number of seconds"), "{m}")
+                }
+                other => panic!("{ms} ms: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            with(Some(0), None),
+            Err(MappingError::InvalidArgs(_))
+        ));
+        let (spec, timeout) = with(Some(1 << 20), Some(2000)).unwrap();
+        assert_eq!(timeout, Duration::from_secs(2));
+        assert_eq!(spec["Tasks"][0]["Timeouts"]["TotalTimeout"], 2);
+        assert_eq!(spec["Tasks"][0]["Resources"]["Memory"], "1048576");
+    }
+
     #[test]
     fn malformed_arguments_and_settings_are_named() {
         let cases = [
@@ -632,6 +902,28 @@ mod tests {
         assert_eq!(parse_cpu("2").unwrap(), 2000);
         assert_eq!(parse_cpu("0.25").unwrap(), 250);
         assert!(parse_cpu("lots").is_err());
+        assert_eq!(parse_cpu("1.2500").unwrap(), 1250);
+        assert_eq!(parse_cpu(".5").unwrap(), 500);
+        assert_eq!(parse_cpu("3.").unwrap(), 3000);
+        assert_eq!(parse_cpu("0").unwrap(), 0);
+        // Not a whole number of millicores, or not a plain quantity: refused, never rounded.
+        for text in [
+            "0.0005",
+            "1.0015",
+            "1.5m",
+            "1e3",
+            "-1",
+            "+1",
+            ".",
+            "",
+            "m",
+            "inf",
+            "NaN",
+            " 1",
+            "99999999999999999999",
+        ] {
+            assert!(parse_cpu(text).is_err(), "{text:?}");
+        }
         assert_eq!(parse_bytes("512Mb").unwrap(), 512_000_000);
         assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
         assert_eq!(parse_bytes("4096").unwrap(), 4096);

@@ -10,6 +10,7 @@ use ipld_core::ipld::Ipld;
 use super::glob::Glob;
 use super::selector::Selector;
 use super::{MAX_DEPTH, MAX_LITERAL_DEPTH, PolicyError};
+use crate::ipld::kind;
 
 /// One statement of a policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -269,21 +270,6 @@ fn error(path: &str, reason: String) -> PolicyError {
 /// An error about element `index` of the statement at `path`.
 fn at(path: &str, index: usize, reason: String) -> PolicyError {
     error(&format!("{path}[{index}]"), reason)
-}
-
-/// The IPLD kind's name, for error messages.
-fn kind(value: &Ipld) -> &'static str {
-    match value {
-        Ipld::Null => "null",
-        Ipld::Bool(_) => "a boolean",
-        Ipld::Integer(_) => "an integer",
-        Ipld::Float(_) => "a float",
-        Ipld::String(_) => "a string",
-        Ipld::Bytes(_) => "bytes",
-        Ipld::List(_) => "a list",
-        Ipld::Map(_) => "a map",
-        Ipld::Link(_) => "a link",
-    }
 }
 
 impl Statement {
