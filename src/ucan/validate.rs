@@ -280,8 +280,8 @@ fn check(
     // 2c
     if inv.prf.len() > MAX_CHAIN {
         return Err(ValidationError::new(
-            ErrorKind::MalformedToken,
-            format!("{} proofs; at most {MAX_CHAIN} are accepted", inv.prf.len()),
+            ErrorKind::ChainTooLong,
+            format!("{} proofs; at most {MAX_CHAIN}", inv.prf.len()),
         ));
     }
     // 2a

@@ -13,6 +13,7 @@ mod envelope;
 mod exact_args;
 mod fixtures;
 mod gateway;
+mod limits;
 mod policy;
 mod promise;
 mod receipt;

@@ -9,8 +9,9 @@ use ipld_core::ipld::Ipld;
 
 use super::glob::Glob;
 use super::selector::Selector;
-use super::{MAX_DEPTH, MAX_LITERAL_DEPTH, PolicyError};
+use super::{MAX_DEPTH, MAX_LITERAL_DEPTH, MAX_SELECTOR_LEN, PolicyError};
 use crate::ipld::kind;
+use crate::ucan::ErrorKind;
 
 /// One statement of a policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,9 +100,10 @@ fn parse_statement(
     depth: usize,
 ) -> Result<Statement, PolicyError> {
     if depth > MAX_DEPTH {
-        return Err(error(
+        return Err(limit(
             path,
-            format!("statements are nested more than {MAX_DEPTH} deep"),
+            ErrorKind::PolicyTooDeep,
+            format!("statements are nested more than {MAX_DEPTH} deep; at most {MAX_DEPTH}"),
         ));
     }
     let Ipld::List(parts) = value else {
@@ -229,6 +231,15 @@ fn nested(
 
 fn selector(value: &Ipld, path: &str) -> Result<Selector, PolicyError> {
     match value {
+        // Named here, where the limit is known to be the reason; `Selector::parse` guards it too.
+        Ipld::String(text) if text.len() > MAX_SELECTOR_LEN => Err(limit(
+            &format!("{path}[1]"),
+            ErrorKind::SelectorTooLong,
+            format!(
+                "the selector is {} bytes; at most {MAX_SELECTOR_LEN}",
+                text.len()
+            ),
+        )),
         Ipld::String(text) => Selector::parse(text).map_err(|reason| at(path, 1, reason)),
         other => Err(at(
             path,
@@ -243,10 +254,12 @@ fn check_literal(value: &Ipld, path: &str) -> Result<(), PolicyError> {
     let mut stack = vec![(value, 1usize)];
     while let Some((v, depth)) = stack.pop() {
         if depth > MAX_LITERAL_DEPTH {
-            return Err(at(
-                path,
-                2,
-                format!("the value is nested more than {MAX_LITERAL_DEPTH} deep"),
+            return Err(limit(
+                &format!("{path}[2]"),
+                ErrorKind::PolicyTooDeep,
+                format!(
+                    "the value is nested more than {MAX_LITERAL_DEPTH} deep; at most {MAX_LITERAL_DEPTH}"
+                ),
             ));
         }
         match v {
@@ -259,12 +272,17 @@ fn check_literal(value: &Ipld, path: &str) -> Result<(), PolicyError> {
 }
 
 fn error(path: &str, reason: String) -> PolicyError {
+    limit(path, ErrorKind::MalformedToken, reason)
+}
+
+/// An error at `path` of `kind`: a limit's name, or `MalformedToken` (see [`error`]).
+fn limit(path: &str, kind: ErrorKind, reason: String) -> PolicyError {
     let path = if path.is_empty() {
         "top level".to_owned()
     } else {
         path.to_owned()
     };
-    PolicyError { path, reason }
+    PolicyError { path, reason, kind }
 }
 
 /// An error about element `index` of the statement at `path`.
