@@ -111,27 +111,46 @@ pub struct JobRequest<'a> {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The Bacalhau `Job` for a task, and the timeout it was given.
+/// The Bacalhau `Job` for a task, and the timeout it was given: the command's skeleton, then the
+/// task's resources, timeouts and publisher, then the job's name, labels and constraints.
 pub fn job(
     req: &JobRequest<'_>,
     caps: &Caps,
     defaults: &Defaults,
 ) -> Result<(Value, Duration), MappingError> {
     let settings = Settings::read(req)?;
-    let asked = settings.resources;
-    let mut job = match req.command {
-        DOCKER_RUN => docker(req.args)?,
-        WASM_RUN => wasm(req.args)?,
-        JOB_RUN => passthrough(req.args)?,
-        other => return Err(MappingError::UnknownCommand(other.to_owned())),
-    };
+    let mut job = skeleton(req)?;
     let task = job["Tasks"][0]
         .as_object_mut()
         .ok_or_else(|| bad("no task"))?;
+    // What was asked (args, meta, a passed-through spec), held to the caps.
+    let want = settings
+        .resources
+        .or(Resources::from_spec(task.get("Resources"))?);
+    set_resources(task, &want, caps, defaults)?;
+    let timeout = set_timeouts(task, want.timeout, caps)?;
+    set_publisher(task, settings.publisher.clone(), defaults);
+    identify(&mut job, req, settings)?;
+    Ok((job, timeout))
+}
 
-    // Resources: what was asked (args, meta, a passed-through spec), held to the caps.
-    let passed = Resources::from_spec(task.get("Resources"))?;
-    let want = asked.or(passed);
+/// The job the command's arguments describe, before resources, timeouts and identity.
+fn skeleton(req: &JobRequest<'_>) -> Result<Value, MappingError> {
+    match req.command {
+        DOCKER_RUN => docker(req.args),
+        WASM_RUN => wasm(req.args),
+        JOB_RUN => passthrough(req.args),
+        other => Err(MappingError::UnknownCommand(other.to_owned())),
+    }
+}
+
+/// The task's `Resources`: each as asked within its cap, else the default lowered to the cap.
+fn set_resources(
+    task: &mut Map<String, Value>,
+    want: &Resources,
+    caps: &Caps,
+    defaults: &Defaults,
+) -> Result<(), MappingError> {
     let cpu = capped(
         "cpu (millicores)",
         want.cpu_milli,
@@ -156,7 +175,16 @@ pub fn job(
         resources.insert("Disk".into(), json!(disk.to_string()));
     }
     task.insert("Resources".into(), Value::Object(resources));
+    Ok(())
+}
 
+/// The task's `Timeouts` from the timeout asked for and a passed-through spec's own, held to the
+/// route's; gives the total timeout.
+fn set_timeouts(
+    task: &mut Map<String, Value>,
+    asked: Option<Duration>,
+    caps: &Caps,
+) -> Result<Duration, MappingError> {
     let passed = SpecTimeouts::read(task.get("Timeouts"))?;
     let over = |what: &str, t: Duration| {
         MappingError::OverLimit(format!(
@@ -165,7 +193,7 @@ pub fn job(
             caps.timeout.as_secs()
         ))
     };
-    let timeout = match want.timeout.or(passed.total) {
+    let timeout = match asked.or(passed.total) {
         Some(t) if t > caps.timeout => return Err(over("timeout", t)),
         Some(t) => t,
         None => caps.timeout,
@@ -181,12 +209,17 @@ pub fn job(
         timeouts["QueueTimeout"] = json!(queue.as_secs());
     }
     task.insert("Timeouts".into(), timeouts);
+    Ok(timeout)
+}
 
+/// The task's `Publisher`: the one asked for, else the default when the task has outputs and no
+/// publisher of its own.
+fn set_publisher(task: &mut Map<String, Value>, asked: Option<String>, defaults: &Defaults) {
     let has_outputs = task
         .get("ResultPaths")
         .and_then(Value::as_array)
         .is_some_and(|p| !p.is_empty());
-    let publisher = settings.publisher.or_else(|| {
+    let publisher = asked.or_else(|| {
         let set = task
             .get("Publisher")
             .and_then(|p| p.get("Type"))
@@ -200,7 +233,10 @@ pub fn job(
             json!({ "Type": publisher, "Params": {} }),
         );
     }
+}
 
+/// The job's `Name`, its `Labels` (the spec's, the caller's, then the gateway's) and `Constraints`.
+fn identify(job: &mut Value, req: &JobRequest<'_>, settings: Settings) -> Result<(), MappingError> {
     let job_map = job.as_object_mut().ok_or_else(|| bad("job is not a map"))?;
     job_map.insert("Name".into(), json!(req.name));
     let mut labels: Map<String, Value> = job_map
@@ -215,7 +251,7 @@ pub fn job(
     if !settings.constraints.is_empty() {
         job_map.insert("Constraints".into(), Value::Array(settings.constraints));
     }
-    Ok((job, timeout))
+    Ok(())
 }
 
 /// `Some(asked)` if within the cap (an error above it), else the default lowered to the cap.
