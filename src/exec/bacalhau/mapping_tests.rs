@@ -184,6 +184,16 @@ fn numbers_are_taken_exactly_or_refused() {
             other => panic!("{args}: {other:?}"),
         }
     }
+    let e = mapped(
+        DOCKER_RUN,
+        r#"{"image": "a", "parameters": ["-n", 5]}"#,
+        "{}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        MappingError::InvalidArgs("parameters[1] must be a string, not an integer".into())
+    );
     let meta = r#"{"bacalhau/config": {"cpu": 0}}"#;
     assert!(matches!(
         mapped(DOCKER_RUN, r#"{"image": "a"}"#, meta),

@@ -16,11 +16,22 @@ pub(super) fn string(value: Option<&Ipld>, what: &str) -> Result<String, Mapping
     }
 }
 
+/// A list of strings; an item of another kind is refused by its index, never turned into text.
 pub(super) fn strings(value: &Ipld, what: &str) -> Result<Vec<String>, MappingError> {
     let Ipld::List(items) = value else {
         return Err(bad(format!("{what} must be a list of strings")));
     };
-    items.iter().map(|i| string(Some(i), what)).collect()
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Ipld::String(s) => Ok(s.clone()),
+            other => Err(bad(format!(
+                "{what}[{i}] must be a string, not {}",
+                crate::ipld::kind(other)
+            ))),
+        })
+        .collect()
 }
 
 fn opt_strings(args: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, MappingError> {
