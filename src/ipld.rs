@@ -28,6 +28,20 @@ pub fn kind(value: &Ipld) -> &'static str {
     }
 }
 
+/// The items of a list named `what` as strings. An item of another kind is refused by its index
+/// (`what[2] must be a string, not an integer`), never turned into text: a number a policy approved
+/// as a number must not reach a program as its digits.
+pub fn strings(items: &[Ipld], what: &str) -> Result<Vec<String>, String> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Ipld::String(s) => Ok(s.clone()),
+            other => Err(format!("{what}[{i}] must be a string, not {}", kind(other))),
+        })
+        .collect()
+}
+
 /// CIDv1 with sha2-256 of `bytes` under `codec`.
 pub fn cid_for(codec: u64, bytes: &[u8]) -> Cid {
     let digest = Sha256::digest(bytes);

@@ -255,22 +255,11 @@ fn bacalhau_wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, 
     Ok(request)
 }
 
-/// `input[key]` as a list of strings (absent: empty). A number is not turned into its text: the
-/// program gets the strings the policies saw, and a refusal names the item that is not one.
+/// `input[key]` as a list of strings (absent: empty), each item as the policies saw it.
 fn string_list(input: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, Out> {
     match input.get(key) {
         None => Ok(Vec::new()),
-        Some(Ipld::List(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Ipld::String(s) => Ok(s.clone()),
-                other => Err(invalid(format!(
-                    "{key}[{i}] must be a string, not {}",
-                    crate::ipld::kind(other)
-                ))),
-            })
-            .collect(),
+        Some(Ipld::List(items)) => crate::ipld::strings(items, key).map_err(invalid),
         Some(_) => Err(invalid(format!("{key} must be a list of strings"))),
     }
 }

@@ -21,17 +21,7 @@ pub(super) fn strings(value: &Ipld, what: &str) -> Result<Vec<String>, MappingEr
     let Ipld::List(items) = value else {
         return Err(bad(format!("{what} must be a list of strings")));
     };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Ipld::String(s) => Ok(s.clone()),
-            other => Err(bad(format!(
-                "{what}[{i}] must be a string, not {}",
-                crate::ipld::kind(other)
-            ))),
-        })
-        .collect()
+    crate::ipld::strings(items, what).map_err(bad)
 }
 
 fn opt_strings(args: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, MappingError> {
