@@ -13,6 +13,35 @@ pub const DAG_CBOR: u64 = 0x71;
 pub const RAW: u64 = 0x55;
 const SHA2_256: u64 = 0x12;
 
+/// The IPLD kind of `value` with its article ("an integer", "a map"), for error messages.
+pub fn kind(value: &Ipld) -> &'static str {
+    match value {
+        Ipld::Null => "null",
+        Ipld::Bool(_) => "a boolean",
+        Ipld::Integer(_) => "an integer",
+        Ipld::Float(_) => "a float",
+        Ipld::String(_) => "a string",
+        Ipld::Bytes(_) => "bytes",
+        Ipld::List(_) => "a list",
+        Ipld::Map(_) => "a map",
+        Ipld::Link(_) => "a link",
+    }
+}
+
+/// The items of a list named `what` as strings. An item of another kind is refused by its index
+/// (`what[2] must be a string, not an integer`), never turned into text: a number a policy approved
+/// as a number must not reach a program as its digits.
+pub fn strings(items: &[Ipld], what: &str) -> Result<Vec<String>, String> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Ipld::String(s) => Ok(s.clone()),
+            other => Err(format!("{what}[{i}] must be a string, not {}", kind(other))),
+        })
+        .collect()
+}
+
 /// CIDv1 with sha2-256 of `bytes` under `codec`.
 pub fn cid_for(codec: u64, bytes: &[u8]) -> Cid {
     let digest = Sha256::digest(bytes);
@@ -50,33 +79,63 @@ pub const MAX_DEPTH: usize = 64;
 /// Largest integer magnitude allowed in a UCAN (2^53 − 1), so every value is exact in JavaScript.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+/// Why untrusted DAG-CBOR, or a value meant to become it, was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Lists and maps nest deeper than `max` levels: a limit of this implementation, not a fault
+    /// of the encoding.
+    #[error("nesting deeper than {max} levels of lists and maps; at most {max}")]
+    TooDeep {
+        /// The deepest nesting accepted where the refusal happened.
+        max: usize,
+    },
+    /// Not one complete, canonical DAG-CBOR item with integers in range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<DecodeError> for String {
+    fn from(e: DecodeError) -> String {
+        e.to_string()
+    }
+}
+
+impl From<String> for DecodeError {
+    fn from(message: String) -> DecodeError {
+        DecodeError::Invalid(message)
+    }
+}
+
 /// Decodes untrusted DAG-CBOR strictly: one item, no trailing bytes, nesting at most [`MAX_DEPTH`],
 /// every integer within ±[`MAX_SAFE_INTEGER`], and canonical (re-encoding gives the same bytes, which
 /// rules out unsorted or duplicate map keys, non-minimal lengths and integers, and short floats).
-pub fn from_dag_cbor_strict(bytes: &[u8]) -> Result<Ipld, String> {
+pub fn from_dag_cbor_strict(bytes: &[u8]) -> Result<Ipld, DecodeError> {
     // The structural scan runs first so the recursive decoder never sees deep input.
     scan_dag_cbor(bytes, MAX_DEPTH)?;
     let value: Ipld =
         serde_ipld_dagcbor::from_slice(bytes).map_err(|e| format!("invalid DAG-CBOR: {e}"))?;
     let canonical = to_dag_cbor(&value)?;
     if canonical != bytes {
-        return Err("not canonical DAG-CBOR".to_owned());
+        return Err(DecodeError::Invalid("not canonical DAG-CBOR".to_owned()));
     }
     Ok(value)
 }
 
 /// Checks, without recursion, that `value` nests at most `max_depth` levels of lists and maps and that
 /// every integer lies within ±[`MAX_SAFE_INTEGER`]: what [`from_dag_cbor_strict`] would demand of it.
-pub fn check_limits(value: &Ipld, max_depth: usize) -> Result<(), String> {
+pub fn check_limits(value: &Ipld, max_depth: usize) -> Result<(), DecodeError> {
     let max = i128::from(MAX_SAFE_INTEGER);
     let mut pending = vec![(value, 1usize)];
     while let Some((item, depth)) = pending.pop() {
         match item {
             Ipld::Integer(n) if !(-max..=max).contains(n) => {
-                return Err(format!("integer {n} outside ±(2^53−1)"));
+                return Err(DecodeError::Invalid(format!(
+                    "integer {n} outside ±(2^53−1)"
+                )));
             }
             Ipld::List(_) | Ipld::Map(_) if depth > max_depth => {
-                return Err(format!("nesting deeper than {max_depth} levels"));
+                return Err(DecodeError::TooDeep { max: max_depth });
             }
             Ipld::List(items) => pending.extend(items.iter().map(|v| (v, depth + 1))),
             Ipld::Map(entries) => pending.extend(entries.values().map(|v| (v, depth + 1))),
@@ -89,8 +148,8 @@ pub fn check_limits(value: &Ipld, max_depth: usize) -> Result<(), String> {
 /// Walks the CBOR item heads of `bytes` iteratively, without decoding values: exactly one complete
 /// item, definite lengths only, only tag 42 (CIDs), integers within ±[`MAX_SAFE_INTEGER`], and at most
 /// `max_depth` nested arrays/maps.
-fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
-    let truncated = || "truncated DAG-CBOR".to_owned();
+fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), DecodeError> {
+    let truncated = || DecodeError::Invalid("truncated DAG-CBOR".to_owned());
     let mut pos = 0usize;
     // Items still expected in each open array/map (a map entry counts as two items).
     let mut open: Vec<u64> = Vec::new();
@@ -104,8 +163,12 @@ fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
             25 => 2,
             26 => 4,
             27 => 8,
-            31 => return Err("indefinite-length item".to_owned()),
-            _ => return Err(format!("reserved CBOR head {head:#04x}")),
+            31 => return Err(DecodeError::Invalid("indefinite-length item".to_owned())),
+            _ => {
+                return Err(DecodeError::Invalid(format!(
+                    "reserved CBOR head {head:#04x}"
+                )));
+            }
         };
         let arg_bytes = bytes.get(pos..pos + arg_len).ok_or_else(truncated)?;
         pos += arg_len;
@@ -118,9 +181,13 @@ fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
         };
         let remaining = (bytes.len() - pos) as u64;
         let children = match major {
-            0 if arg > MAX_SAFE_INTEGER => return Err(format!("integer {arg} above 2^53−1")),
+            0 if arg > MAX_SAFE_INTEGER => {
+                return Err(DecodeError::Invalid(format!("integer {arg} above 2^53−1")));
+            }
             // A negative integer is −1 − arg.
-            1 if arg >= MAX_SAFE_INTEGER => return Err("integer below −(2^53−1)".to_owned()),
+            1 if arg >= MAX_SAFE_INTEGER => {
+                return Err(DecodeError::Invalid("integer below −(2^53−1)".to_owned()));
+            }
             2 | 3 => {
                 if arg > remaining {
                     return Err(truncated());
@@ -133,7 +200,11 @@ fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
             4 | 5 if arg > remaining => return Err(truncated()),
             4 => arg,
             5 => 2 * arg,
-            6 if arg != 42 => return Err(format!("CBOR tag {arg} (only 42, CID, is allowed)")),
+            6 if arg != 42 => {
+                return Err(DecodeError::Invalid(format!(
+                    "CBOR tag {arg} (only 42, CID, is allowed)"
+                )));
+            }
             // The tagged item follows and fills this slot.
             6 => continue,
             _ => 0,
@@ -143,7 +214,7 @@ fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
         }
         if matches!(major, 4 | 5) {
             if open.len() >= max_depth {
-                return Err(format!("nesting deeper than {max_depth} levels"));
+                return Err(DecodeError::TooDeep { max: max_depth });
             }
             open.push(children);
         }
@@ -155,7 +226,9 @@ fn scan_dag_cbor(bytes: &[u8], max_depth: usize) -> Result<(), String> {
         }
     }
     if pos != bytes.len() {
-        return Err("trailing bytes after DAG-CBOR item".to_owned());
+        return Err(DecodeError::Invalid(
+            "trailing bytes after DAG-CBOR item".to_owned(),
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! Promises (`../shared/reference/ucan/promise.md`): a value in an invocation's `args` that stands
-//! for the result of another task, written as a map with one key naming the branch awaited and a
-//! link to the task (or invocation) whose receipt holds it:
+//! Promises ([UCAN Promise](https://github.com/ucan-wg/promise)): a value in an invocation's
+//! `args` that stands for the result of another task, written as a map with one key naming the
+//! branch awaited and a link to the task (or invocation) whose receipt holds it:
 //!
 //! ```text
 //! {"await/ok": &Task}     the `ok` value, unwrapped

@@ -252,26 +252,28 @@ impl WasiExecutor {
     }
 }
 
+/// `input[key]` as a list of strings (absent: empty), each item as the policies saw it.
+pub(crate) fn string_list(input: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, Out> {
+    match input.get(key) {
+        None => Ok(Vec::new()),
+        Some(Ipld::List(items)) => crate::ipld::strings(items, key).map_err(invalid),
+        Some(_) => Err(invalid(format!("{key} must be a list of strings"))),
+    }
+}
+
 /// A `/wasi/run` request: `{module, args?: [string], env?: {name: string}, stdin?: bytes | string}`.
 pub(crate) fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest, Out> {
-    let args = match input.get("args") {
-        None => Vec::new(),
-        Some(Ipld::List(items)) => items
-            .iter()
-            .map(|a| match a {
-                Ipld::String(s) => Ok(s.clone()),
-                _ => Err(invalid("args must be a list of strings")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid("args must be a list of strings")),
-    };
+    let args = string_list(input, "args")?;
     let env = match input.get("env") {
         None => Vec::new(),
         Some(Ipld::Map(vars)) => vars
             .iter()
             .map(|(k, v)| match v {
                 Ipld::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(invalid("env values must be strings")),
+                other => Err(invalid(format!(
+                    "env value {k:?} must be a string, not {}",
+                    crate::ipld::kind(other)
+                ))),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(invalid("env must be a map of strings")),

@@ -5,7 +5,7 @@ use cid::Cid;
 
 use crate::receipt::Receipt;
 use crate::store::StoreError;
-use crate::ucan::container::Container;
+use crate::ucan::container::{Container, ContainerError};
 use crate::ucan::{Delegation, ErrorKind, Invocation, ValidationError};
 
 /// A signed receipt, and the effects issued as invocations with `cause` = the receipt.
@@ -190,6 +190,8 @@ impl From<ValidationError> for Refusal {
             ErrorKind::InvalidSignature | ErrorKind::MalformedToken => {
                 RefusalClass::Unauthenticated
             }
+            // A limit is not a matter of authority: the request is too big, not forbidden.
+            kind if kind.is_limit() => RefusalClass::Malformed,
             _ => RefusalClass::Forbidden,
         };
         let message = match e.proof() {
@@ -201,6 +203,16 @@ impl From<ValidationError> for Refusal {
             name: e.kind.name(),
             message,
         }
+    }
+}
+
+impl From<ContainerError> for Refusal {
+    fn from(e: ContainerError) -> Self {
+        let class = match e {
+            ContainerError::TooLarge => RefusalClass::TooLarge,
+            _ => RefusalClass::Malformed,
+        };
+        Refusal::new(class, e.name(), e.to_string())
     }
 }
 

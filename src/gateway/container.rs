@@ -10,7 +10,7 @@ use cid::Cid;
 
 use super::inbound::{Claim, Inbound, Replay, Wire};
 use super::pipeline::OnRefusal;
-use super::{Gateway, MAX_PIPELINE, Refusal, RefusalClass, Reply};
+use super::{Gateway, MAX_PIPELINE, Refusal, Reply};
 use crate::ipld::dag_cbor_cid;
 use crate::ucan::container::Container;
 use crate::ucan::envelope::{Envelope, Kind};
@@ -83,24 +83,17 @@ pub(crate) fn inbound<'r>(
 /// Reads a container holding one or more invocations (at most [`MAX_PIPELINE`]) and any number
 /// of delegations.
 fn decode(container: &[u8]) -> Result<Request, Refusal> {
-    let container = Container::decode(container)
-        .map_err(|e| Refusal::malformed("MalformedContainer", e.to_string()))?;
+    let container = Container::decode(container)?;
     let mut invocations = Vec::new();
     let mut proofs = HashMap::new();
     for token in &container.tokens {
-        let envelope = Envelope::decode(token).map_err(|e| {
-            Refusal::new(
-                RefusalClass::Unauthenticated,
-                "MalformedToken",
-                e.to_string(),
-            )
-        })?;
+        let envelope = Envelope::decode(token).map_err(crate::ucan::ValidationError::from)?;
         match envelope.kind {
             Kind::Invocation => {
                 if invocations.len() == MAX_PIPELINE {
                     return Err(Refusal::malformed(
-                        "MalformedContainer",
-                        format!("a request may hold at most {MAX_PIPELINE} invocations"),
+                        "PipelineTooLong",
+                        format!("more than {MAX_PIPELINE} invocations; at most {MAX_PIPELINE}"),
                     ));
                 }
                 invocations.push(Invocation::from_envelope(envelope)?);

@@ -10,7 +10,8 @@
 //!   Only ASCII whitespace around a base64 container is forgiven (files and headers often end in a
 //!   newline); the binary forms are taken byte for byte.
 //! - gzip output is capped at [`MAX_DECOMPRESSED`] bytes, because a few kilobytes of gzip can expand
-//!   to gigabytes.
+//!   to gigabytes, and a container holds at most [`MAX_TOKENS`] tokens; each limit is refused by
+//!   its own name ([`ContainerError::name`]).
 //! - the inner CBOR is read by a small purpose-built parser rather than a general IPLD decoder: the
 //!   shape is fixed (one map, one key, one array of byte strings), so nothing nests and nothing
 //!   recurses, and every length is checked against the bytes actually present before it is trusted.
@@ -109,14 +110,44 @@ impl Format {
     }
 }
 
+/// The most tokens one container may hold. A request carries at most a pipeline of invocations,
+/// each with a chain of at most [`MAX_CHAIN`](crate::ucan::validate::MAX_CHAIN) delegations, and
+/// every token is decoded before anything is checked; this bounds that work.
+pub const MAX_TOKENS: usize = 1024;
+
 /// Why bytes could not be read as a container.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[error("malformed container: {0}")]
-pub struct ContainerError(pub String);
+#[non_exhaustive]
+pub enum ContainerError {
+    /// Not a container in any of the six forms.
+    #[error("malformed container: {0}")]
+    Malformed(String),
+    /// More than [`MAX_TOKENS`] tokens.
+    #[error("the container holds {count} tokens; at most {MAX_TOKENS}")]
+    TooManyTokens {
+        /// How many tokens the container claims to hold.
+        count: u64,
+    },
+    /// Gzipped data that inflates past [`MAX_DECOMPRESSED`] bytes.
+    #[error(
+        "gzip data expands beyond the {MAX_DECOMPRESSED}-byte limit; at most {MAX_DECOMPRESSED} bytes"
+    )]
+    TooLarge,
+}
 
 impl ContainerError {
     fn new(msg: impl Into<String>) -> Self {
-        ContainerError(msg.into())
+        ContainerError::Malformed(msg.into())
+    }
+
+    /// The error name for clients: `MalformedContainer`, or the limit's (`TooManyTokens`,
+    /// `ContainerTooLarge`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ContainerError::Malformed(_) => "MalformedContainer",
+            ContainerError::TooManyTokens { .. } => "TooManyTokens",
+            ContainerError::TooLarge => "ContainerTooLarge",
+        }
     }
 }
 
@@ -139,7 +170,7 @@ impl Container {
             Some((engine, name)) => {
                 decoded = engine
                     .decode(body)
-                    .map_err(|e| ContainerError(format!("invalid {name}: {e}")))?;
+                    .map_err(|e| ContainerError::Malformed(format!("invalid {name}: {e}")))?;
                 decoded.as_slice()
             }
             None => body,
@@ -207,7 +238,7 @@ fn split_header(bytes: &[u8]) -> Result<(Format, &[u8]), ContainerError> {
         return Err(ContainerError::new("empty input"));
     };
     let Some(format) = Format::from_header(header) else {
-        return Err(ContainerError(format!(
+        return Err(ContainerError::Malformed(format!(
             "unknown header byte 0x{header:02x} (expected one of @ B C M O P)"
         )));
     };
@@ -234,11 +265,9 @@ fn gunzip(data: &[u8]) -> Result<Vec<u8>, ContainerError> {
     decoder
         .take(MAX_DECOMPRESSED as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| ContainerError(format!("invalid gzip data: {e}")))?;
+        .map_err(|e| ContainerError::Malformed(format!("invalid gzip data: {e}")))?;
     if out.len() > MAX_DECOMPRESSED {
-        return Err(ContainerError(format!(
-            "gzip data expands beyond the {MAX_DECOMPRESSED}-byte limit"
-        )));
+        return Err(ContainerError::TooLarge);
     }
     Ok(out)
 }
@@ -288,7 +317,7 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], ContainerError> {
         let n = usize::try_from(n).ok().filter(|&n| n <= self.rest.len());
         let Some(n) = n else {
-            return Err(ContainerError(format!(
+            return Err(ContainerError::Malformed(format!(
                 "truncated CBOR: {what} runs past the end of the input"
             )));
         };
@@ -312,13 +341,13 @@ impl<'a> Cursor<'a> {
             26 => 4,
             27 => 8,
             31 => {
-                return Err(ContainerError(format!(
+                return Err(ContainerError::Malformed(format!(
                     "{} with an indefinite length is not allowed; lengths must be definite",
                     kind(major)
                 )));
             }
             _ => {
-                return Err(ContainerError(format!(
+                return Err(ContainerError::Malformed(format!(
                     "reserved CBOR additional information {info}"
                 )));
             }
@@ -351,27 +380,27 @@ fn parse_inner(cbor: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
 
     let (major, entries) = cur.head()?;
     if major != MAJOR_MAP {
-        return Err(ContainerError(format!(
+        return Err(ContainerError::Malformed(format!(
             "expected a CBOR map at the top level, found {}",
             kind(major)
         )));
     }
     if entries != 1 {
-        return Err(ContainerError(format!(
+        return Err(ContainerError::Malformed(format!(
             "the top-level map must have exactly one key (`{VERSION_KEY}`), found {entries}"
         )));
     }
 
     let (major, key_len) = cur.head()?;
     if major != MAJOR_TEXT {
-        return Err(ContainerError(format!(
+        return Err(ContainerError::Malformed(format!(
             "the top-level key must be a text string, found {}",
             kind(major)
         )));
     }
     let key = cur.take(key_len, "the top-level key")?;
     if key != VERSION_KEY.as_bytes() {
-        return Err(ContainerError(format!(
+        return Err(ContainerError::Malformed(format!(
             "unsupported container version key {:?} (expected `{VERSION_KEY}`)",
             String::from_utf8_lossy(key)
         )));
@@ -379,10 +408,15 @@ fn parse_inner(cbor: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
 
     let (major, count) = cur.head()?;
     if major != MAJOR_ARRAY {
-        return Err(ContainerError(format!(
+        return Err(ContainerError::Malformed(format!(
             "`{VERSION_KEY}` must be an array of byte strings, found {}",
             kind(major)
         )));
+    }
+    // A count the input cannot hold (each token takes a byte at least) is a truncation, found
+    // below; an honest count above the limit is the limit's.
+    if count <= cur.rest.len() as u64 && count > MAX_TOKENS as u64 {
+        return Err(ContainerError::TooManyTokens { count });
     }
     // Each token takes at least one byte, so the remaining input bounds any honest count; a
     // larger claim must not turn into a large allocation.
@@ -391,7 +425,7 @@ fn parse_inner(cbor: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
     for index in 0..count {
         let (major, len) = cur.head()?;
         if major != MAJOR_BYTES {
-            return Err(ContainerError(format!(
+            return Err(ContainerError::Malformed(format!(
                 "token {index} must be a byte string, found {}",
                 kind(major)
             )));
@@ -400,7 +434,7 @@ fn parse_inner(cbor: &[u8]) -> Result<Vec<Vec<u8>>, ContainerError> {
     }
 
     if !cur.rest.is_empty() {
-        return Err(ContainerError(format!(
+        return Err(ContainerError::Malformed(format!(
             "{} trailing bytes after the container map",
             cur.rest.len()
         )));
@@ -450,26 +484,31 @@ mod tests {
         cbor.extend_from_slice(b"ctn-v1");
         cbor.extend_from_slice(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         let err = parse_inner(&cbor).unwrap_err();
-        assert!(err.0.contains("truncated"), "{err}");
+        assert!(err.to_string().contains("truncated"), "{err}");
 
         let mut cbor = vec![0xa1, 0x66];
         cbor.extend_from_slice(b"ctn-v1");
         cbor.extend_from_slice(&[0x81, 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         let err = parse_inner(&cbor).unwrap_err();
         assert_eq!(
-            err.0,
-            "truncated CBOR: a token runs past the end of the input"
+            err,
+            ContainerError::new("truncated CBOR: a token runs past the end of the input")
         );
     }
 
     #[test]
     fn reserved_and_indefinite_heads_are_rejected() {
         let err = Cursor { rest: &[0x5c] }.head().unwrap_err();
-        assert_eq!(err.0, "reserved CBOR additional information 28");
+        assert_eq!(
+            err,
+            ContainerError::new("reserved CBOR additional information 28")
+        );
         let err = Cursor { rest: &[0x9f] }.head().unwrap_err();
         assert_eq!(
-            err.0,
-            "an array with an indefinite length is not allowed; lengths must be definite"
+            err,
+            ContainerError::new(
+                "an array with an indefinite length is not allowed; lengths must be definite"
+            )
         );
     }
 }

@@ -40,12 +40,8 @@ impl DelegationPayload {
     /// Reads a payload map. Unknown fields are ignored, so later spec additions do not break us.
     pub fn from_ipld(payload: &Ipld) -> Result<Self, ValidationError> {
         let f = Fields::new(payload, "delegation")?;
-        let pol = Policy::parse(f.raw("pol")?).map_err(|e| {
-            ValidationError::new(
-                ErrorKind::MalformedToken,
-                format!("delegation field `pol`: {e}"),
-            )
-        })?;
+        let pol = Policy::parse(f.raw("pol")?)
+            .map_err(|e| ValidationError::new(e.kind, format!("delegation field `pol`: {e}")))?;
         Ok(DelegationPayload {
             iss: f.string("iss")?,
             aud: f.string("aud")?,
@@ -87,8 +83,7 @@ pub struct Delegation {
 impl Delegation {
     /// Decodes token bytes. The signature is not checked here; [`crate::ucan::validate`] does that.
     pub fn decode(bytes: &[u8]) -> Result<Self, ValidationError> {
-        let envelope = Envelope::decode(bytes)
-            .map_err(|e| ValidationError::new(ErrorKind::MalformedToken, e.to_string()))?;
+        let envelope = Envelope::decode(bytes)?;
         Self::from_envelope(envelope)
     }
 

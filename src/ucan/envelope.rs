@@ -16,6 +16,7 @@ use ipld_core::ipld::Ipld;
 use crate::did::{PublicKey, SigningKey};
 use crate::ipld;
 use crate::ucan::varsig;
+use crate::ucan::{ErrorKind, ValidationError};
 
 /// Tag we emit for delegations.
 pub const DELEGATION_TAG: &str = "ucan/dlg@1.0.0";
@@ -64,6 +65,12 @@ pub enum EnvelopeError {
     /// Not DAG-CBOR, not canonical, wrong shape, unknown tag, out-of-range integer, and so on.
     #[error("malformed token: {0}")]
     Malformed(String),
+    /// Lists and maps nest deeper than `max` levels (the token as a whole: [`ipld::MAX_DEPTH`]).
+    #[error("the token nests lists and maps more than {max} levels deep; at most {max}")]
+    TooDeep {
+        /// The deepest nesting accepted.
+        max: usize,
+    },
     /// The varsig header is unknown or does not match the issuer's key type.
     #[error("{0}")]
     Header(#[from] varsig::HeaderError),
@@ -74,6 +81,27 @@ pub enum EnvelopeError {
 
 fn malformed(reason: impl Into<String>) -> EnvelopeError {
     EnvelopeError::Malformed(reason.into())
+}
+
+impl From<ipld::DecodeError> for EnvelopeError {
+    fn from(e: ipld::DecodeError) -> Self {
+        match e {
+            ipld::DecodeError::TooDeep { max } => EnvelopeError::TooDeep { max },
+            other => malformed(other),
+        }
+    }
+}
+
+impl From<EnvelopeError> for ValidationError {
+    /// A token that cannot be read is `MalformedToken`, except where a limit refused it.
+    fn from(e: EnvelopeError) -> Self {
+        let kind = match e {
+            EnvelopeError::TooDeep { .. } => ErrorKind::NestingTooDeep,
+            EnvelopeError::InvalidSignature => ErrorKind::InvalidSignature,
+            _ => ErrorKind::MalformedToken,
+        };
+        ValidationError::new(kind, e.to_string())
+    }
 }
 
 /// A decoded, not yet verified, envelope.
@@ -98,7 +126,7 @@ pub struct Envelope {
 impl Envelope {
     /// Decodes and strictly checks token bytes (see the module docs). Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let value = ipld::from_dag_cbor_strict(bytes).map_err(malformed)?;
+        let value = ipld::from_dag_cbor_strict(bytes)?;
         let Ipld::List(items) = value else {
             return Err(malformed("envelope is not an array"));
         };
@@ -149,7 +177,7 @@ impl Envelope {
         }
         // The payload sits at level 3 of the token ([sig, {tag: payload}]). Refusing here what
         // decode would refuse means we never emit a token no one can read back.
-        ipld::check_limits(&payload, ipld::MAX_DEPTH - 2).map_err(malformed)?;
+        ipld::check_limits(&payload, ipld::MAX_DEPTH - 2)?;
         let header = varsig::Header::for_alg(key.alg());
         let tag = kind.tag();
         let mut signed = BTreeMap::new();

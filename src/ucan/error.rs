@@ -1,5 +1,7 @@
 //! The one error type of proof-chain validation. Kinds are named after the UCAN specs, so they can be
-//! sent to clients as they are (`{"error":{"name":"Expired",…}}`).
+//! sent to clients as they are (`{"error":{"name":"Expired",…}}`). Limits of this implementation,
+//! which the specs leave open, get names of their own (`ChainTooLong`, …): a caller must be able to
+//! tell a request that is too big from one that is wrong.
 
 use std::fmt;
 
@@ -29,6 +31,18 @@ pub enum ErrorKind {
     MalformedToken,
     /// A delegation in the chain has been revoked.
     Revoked,
+    /// More proofs than [`MAX_CHAIN`](crate::ucan::validate::MAX_CHAIN).
+    ChainTooLong,
+    /// A token's DAG-CBOR nests lists and maps deeper than [`MAX_DEPTH`](crate::ipld::MAX_DEPTH).
+    NestingTooDeep,
+    /// A policy nests statements deeper than [`MAX_DEPTH`](crate::ucan::policy::MAX_DEPTH), or a
+    /// literal deeper than [`MAX_LITERAL_DEPTH`](crate::ucan::policy::MAX_LITERAL_DEPTH).
+    PolicyTooDeep,
+    /// A policy selector is longer than [`MAX_SELECTOR_LEN`](crate::ucan::policy::MAX_SELECTOR_LEN).
+    SelectorTooLong,
+    /// Checking the arguments against a policy took more than
+    /// [`MAX_STEPS`](crate::ucan::policy::MAX_STEPS) evaluation steps.
+    PolicyTooComplex,
 }
 
 impl ErrorKind {
@@ -45,7 +59,25 @@ impl ErrorKind {
             ErrorKind::MatchError => "MatchError",
             ErrorKind::MalformedToken => "MalformedToken",
             ErrorKind::Revoked => "Revoked",
+            ErrorKind::ChainTooLong => "ChainTooLong",
+            ErrorKind::NestingTooDeep => "NestingTooDeep",
+            ErrorKind::PolicyTooDeep => "PolicyTooDeep",
+            ErrorKind::SelectorTooLong => "SelectorTooLong",
+            ErrorKind::PolicyTooComplex => "PolicyTooComplex",
         }
+    }
+
+    /// Whether the kind is one of this implementation's limits rather than a fault the specs name:
+    /// the tokens may be sound, only larger or deeper than the gateway accepts.
+    pub fn is_limit(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ChainTooLong
+                | ErrorKind::NestingTooDeep
+                | ErrorKind::PolicyTooDeep
+                | ErrorKind::SelectorTooLong
+                | ErrorKind::PolicyTooComplex
+        )
     }
 }
 

@@ -123,8 +123,7 @@ pub struct Invocation {
 impl Invocation {
     /// Decodes token bytes. The signature is checked by validation, not here.
     pub fn decode(bytes: &[u8]) -> Result<Self, ValidationError> {
-        let envelope = Envelope::decode(bytes)
-            .map_err(|e| ValidationError::new(ErrorKind::MalformedToken, e.to_string()))?;
+        let envelope = Envelope::decode(bytes)?;
         Self::from_envelope(envelope)
     }
 

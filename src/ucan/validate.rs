@@ -362,8 +362,8 @@ fn gather<'a>(
     // 2c
     if inv.prf.len() > MAX_CHAIN {
         return Err(ValidationError::new(
-            ErrorKind::MalformedToken,
-            format!("{} proofs; at most {MAX_CHAIN} are accepted", inv.prf.len()),
+            ErrorKind::ChainTooLong,
+            format!("{} proofs; at most {MAX_CHAIN}", inv.prf.len()),
         ));
     }
     // 2a

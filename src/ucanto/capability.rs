@@ -119,6 +119,23 @@ pub fn check(
     proofs: &HashMap<Cid, Result<Ucan, TokenError>>,
     cx: &Context<'_>,
 ) -> Result<Checked, Denied> {
+    let claim = check_invocation(invocation, cx)?;
+    // 1f
+    let gateway_effect = invocation.iss == cx.audience && is_effect(invocation);
+    if let Some(subject) = root_subject(invocation, claim, cx, gateway_effect) {
+        return Ok(Checked {
+            capability: claim.clone(),
+            subject,
+            chain: Vec::new(),
+            not_before: invocation.nbf,
+            expires: invocation.exp,
+        });
+    }
+    Search::new(claim, proofs, cx).run(invocation)
+}
+
+/// 1a–1e: the invocation's own checks; gives its one capability.
+fn check_invocation<'u>(invocation: &'u Ucan, cx: &Context<'_>) -> Result<&'u Capability, Denied> {
     // 1a
     let [claim] = invocation.att.as_slice() else {
         return Err(denied(
@@ -147,6 +164,12 @@ pub fn check(
     }
     time_bounds(invocation, cx).map_err(|d| unauthorized(claim, &[d.message]))?;
     // 1e
+    concrete(claim)?;
+    Ok(claim)
+}
+
+/// 1e: the invoked capability names one resource (a URI without a wildcard) and one ability.
+fn concrete(claim: &Capability) -> Result<(), Denied> {
     if !is_uri(&claim.with) {
         return Err(denied(
             "MalformedCapability",
@@ -165,133 +188,162 @@ pub fn check(
             format!("the ability {} is not concrete", claim.can),
         ));
     }
-    // 1f
-    let gateway_effect = invocation.iss == cx.audience && is_effect(invocation);
-    if let Some(subject) = root_subject(invocation, claim, cx, gateway_effect) {
-        return Ok(Checked {
-            capability: claim.clone(),
-            subject,
-            chain: Vec::new(),
-            not_before: invocation.nbf,
-            expires: invocation.exp,
-        });
+    Ok(())
+}
+
+/// 2 and 3: the search from the invocation towards a root, with what it has learnt so far.
+struct Search<'a> {
+    claim: &'a Capability,
+    proofs: &'a HashMap<Cid, Result<Ucan, TokenError>>,
+    cx: &'a Context<'a>,
+    /// One line per failed proof, for `Unauthorized`.
+    errors: Vec<String>,
+    /// Proof examinations so far, bounded by [`MAX_STEPS`].
+    steps: usize,
+    /// Valid signatures are remembered by the cache; invalid ones here, so a bad token cited from
+    /// many places costs one check.
+    forged: std::collections::HashSet<Cid>,
+}
+
+impl<'a> Search<'a> {
+    fn new(
+        claim: &'a Capability,
+        proofs: &'a HashMap<Cid, Result<Ucan, TokenError>>,
+        cx: &'a Context<'a>,
+    ) -> Self {
+        Search {
+            claim,
+            proofs,
+            cx,
+            errors: Vec::new(),
+            steps: 0,
+            forged: std::collections::HashSet::new(),
+        }
     }
 
-    let mut errors: Vec<String> = Vec::new();
-    let mut pending = vec![Step {
-        holder: invocation,
-        path: Vec::new(),
-        not_before: invocation.nbf,
-        expires: invocation.exp,
-    }];
-    let mut steps = 0usize;
-    // Valid signatures are remembered by the cache; invalid ones here, so a bad token cited from
-    // many places costs one check.
-    let mut forged: std::collections::HashSet<Cid> = std::collections::HashSet::new();
-    while let Some(step) = pending.pop() {
-        for link in &step.holder.prf {
-            steps += 1;
-            if steps > MAX_STEPS {
-                errors.push(format!("gave up after examining {MAX_STEPS} proofs"));
-                return Err(unauthorized(claim, &errors));
-            }
-            // 2a
-            let proof = match proofs.get(link) {
-                None => {
-                    errors.push(format!("Linked proof '{link}' is not included"));
+    /// Follows the proofs of `invocation` until one reaches a root (2g), or none is left (3).
+    fn run(mut self, invocation: &'a Ucan) -> Result<Checked, Denied> {
+        let mut pending = vec![Step {
+            holder: invocation,
+            path: Vec::new(),
+            not_before: invocation.nbf,
+            expires: invocation.exp,
+        }];
+        while let Some(step) = pending.pop() {
+            for link in &step.holder.prf {
+                self.steps += 1;
+                if self.steps > MAX_STEPS {
+                    self.errors
+                        .push(format!("gave up after examining {MAX_STEPS} proofs"));
+                    return Err(unauthorized(self.claim, &self.errors));
+                }
+                let Some(proof) = self.examine(link, step.holder) else {
+                    continue;
+                };
+                let mut path = step.path.clone();
+                path.push(*link);
+                let not_before = max_opt(step.not_before, proof.nbf);
+                let expires = min_opt(step.expires, proof.exp);
+                // 2g (an effect of this gateway was refused at 2e)
+                if let Some(subject) = root_subject(proof, self.claim, self.cx, false) {
+                    path.reverse();
+                    return Ok(Checked {
+                        capability: self.claim.clone(),
+                        subject,
+                        chain: path,
+                        not_before,
+                        expires,
+                    });
+                }
+                if path.len() >= MAX_CHAIN {
+                    self.errors
+                        .push(format!("Proof chain is longer than {MAX_CHAIN}"));
                     continue;
                 }
-                Some(Err(e)) => {
-                    errors.push(format!("Proof {link} is malformed: {e}"));
-                    continue;
-                }
-                Some(Ok(proof)) => proof,
-            };
-            // 2b
-            if proof.aud != step.holder.iss {
-                errors.push(format!(
-                    "Delegation audience is '{}' instead of '{}'",
-                    proof.aud, step.holder.iss
-                ));
-                continue;
-            }
-            // 2c
-            if forged.contains(link) {
-                continue;
-            }
-            if let Err(e) = verify(proof, cx) {
-                forged.insert(*link);
-                errors.push(format!("Proof {link} does not have a valid signature: {e}"));
-                continue;
-            }
-            // 2d
-            if let Err(d) = time_bounds(proof, cx) {
-                errors.push(d.message);
-                continue;
-            }
-            // 2e
-            if cx.revoked.is_revoked(link) {
-                errors.push(format!("Proof {link} has been revoked"));
-                continue;
-            }
-            if proof.iss == cx.audience && is_effect(proof) {
-                errors.push(format!(
-                    "Proof {link} is an effect issued by this service, not a delegation"
-                ));
-                continue;
-            }
-            // 2f
-            let mut reasons = Vec::new();
-            let derived = proof.att.iter().any(|d| match derives(claim, d) {
-                Ok(()) => true,
-                Err(reason) => {
-                    reasons.push(reason);
-                    false
-                }
-            });
-            if !derived {
-                errors.push(format!(
-                    "Capability {} is not authorized by proof {link}: {}",
-                    describe(claim),
-                    reasons.join("; ")
-                ));
-                continue;
-            }
-            let mut path = step.path.clone();
-            path.push(*link);
-            let not_before = max_opt(step.not_before, proof.nbf);
-            let expires = min_opt(step.expires, proof.exp);
-            // 2g (an effect of this gateway was refused at 2e)
-            if let Some(subject) = root_subject(proof, claim, cx, false) {
-                path.reverse();
-                return Ok(Checked {
-                    capability: claim.clone(),
-                    subject,
-                    chain: path,
+                pending.push(Step {
+                    holder: proof,
+                    path,
                     not_before,
                     expires,
                 });
             }
-            if path.len() >= MAX_CHAIN {
-                errors.push(format!("Proof chain is longer than {MAX_CHAIN}"));
-                continue;
-            }
-            pending.push(Step {
-                holder: proof,
-                path,
-                not_before,
-                expires,
-            });
         }
+        Err(self.none_found())
     }
-    // 3
-    if !claim.with.starts_with("did:") {
-        errors.push(format!(
-            "Resource {} is not a DID: only a subject this service trusts can issue it",
-            show_str(&claim.with)
-        ));
+
+    /// 2a–2f for the proof `link` cited by `holder`: the proof if it may stand on the path, else
+    /// `None` with the reason noted (a forged proof seen before is not noted twice).
+    fn examine(&mut self, link: &Cid, holder: &Ucan) -> Option<&'a Ucan> {
+        let cx = self.cx;
+        // 2a
+        let proof = match self.proofs.get(link) {
+            None => return self.fail(format!("Linked proof '{link}' is not included")),
+            Some(Err(e)) => return self.fail(format!("Proof {link} is malformed: {e}")),
+            Some(Ok(proof)) => proof,
+        };
+        // 2b
+        if proof.aud != holder.iss {
+            return self.fail(format!(
+                "Delegation audience is '{}' instead of '{}'",
+                proof.aud, holder.iss
+            ));
+        }
+        // 2c
+        if self.forged.contains(link) {
+            return None;
+        }
+        if let Err(e) = verify(proof, cx) {
+            self.forged.insert(*link);
+            return self.fail(format!("Proof {link} does not have a valid signature: {e}"));
+        }
+        // 2d
+        if let Err(d) = time_bounds(proof, cx) {
+            return self.fail(d.message);
+        }
+        // 2e
+        if cx.revoked.is_revoked(link) {
+            return self.fail(format!("Proof {link} has been revoked"));
+        }
+        if proof.iss == cx.audience && is_effect(proof) {
+            return self.fail(format!(
+                "Proof {link} is an effect issued by this service, not a delegation"
+            ));
+        }
+        // 2f
+        let mut reasons = Vec::new();
+        let derived = proof.att.iter().any(|d| match derives(self.claim, d) {
+            Ok(()) => true,
+            Err(reason) => {
+                reasons.push(reason);
+                false
+            }
+        });
+        if !derived {
+            return self.fail(format!(
+                "Capability {} is not authorized by proof {link}: {}",
+                describe(self.claim),
+                reasons.join("; ")
+            ));
+        }
+        Some(proof)
     }
-    Err(unauthorized(claim, &errors))
+
+    /// Notes why a proof cannot stand on the path.
+    fn fail(&mut self, line: String) -> Option<&'a Ucan> {
+        self.errors.push(line);
+        None
+    }
+
+    /// 3: no root found.
+    fn none_found(mut self) -> Denied {
+        if !self.claim.with.starts_with("did:") {
+            self.errors.push(format!(
+                "Resource {} is not a DID: only a subject this service trusts can issue it",
+                show_str(&self.claim.with)
+            ));
+        }
+        unauthorized(self.claim, &self.errors)
+    }
 }
 
 /// The subject a chain rooted at `token` rests on, if `token` may be a root: its issuer owns the

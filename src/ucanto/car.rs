@@ -62,8 +62,8 @@ impl Car {
         if header_len > rest.len() {
             return Err(CarError::Header("truncated".into()));
         }
-        let header =
-            crate::ipld::from_dag_cbor_strict(&rest[..header_len]).map_err(CarError::Header)?;
+        let header = crate::ipld::from_dag_cbor_strict(&rest[..header_len])
+            .map_err(|e| CarError::Header(e.into()))?;
         let root = read_header(&header)?;
         let mut offset = bytes.len() - rest.len() + header_len;
         let mut blocks = BTreeMap::new();

@@ -86,7 +86,8 @@ impl Message {
             .and_then(|r| car.blocks.get(&r))
             .ok_or_else(|| MessageError::Shape("no root block".into()))?;
         let shape = |m: &str| MessageError::Shape(m.to_owned());
-        let root = crate::ipld::from_dag_cbor_strict(root).map_err(MessageError::Shape)?;
+        let root =
+            crate::ipld::from_dag_cbor_strict(root).map_err(|e| MessageError::Shape(e.into()))?;
         let Ipld::Map(mut root) = root else {
             return Err(shape("the root is not a map"));
         };

@@ -76,7 +76,8 @@ impl UcantoReceipt {
     /// Checks the signature against `issuer` and gives the `ocm` map (for tests and tools).
     pub fn verify(bytes: &[u8], issuer: &str) -> Result<BTreeMap<String, Ipld>, TokenError> {
         let bad = |m: &str| TokenError::Malformed(format!("receipt: {m}"));
-        let Ipld::Map(mut root) = crate::ipld::from_dag_cbor_strict(bytes).map_err(bad_owned)?
+        let Ipld::Map(mut root) =
+            crate::ipld::from_dag_cbor_strict(bytes).map_err(|e| bad_owned(e.into()))?
         else {
             return Err(bad("not a map"));
         };

@@ -16,7 +16,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, VerifyingKey};
 use ipld_core::ipld::Ipld;
 use proptest::prelude::*;
-use ucan_gateway::ucan::container::{Container, ContainerError, Format, MAX_DECOMPRESSED};
+use ucan_gateway::ucan::container::{
+    Container, ContainerError, Format, MAX_DECOMPRESSED, MAX_TOKENS,
+};
 
 use crate::fixtures;
 
@@ -190,7 +192,7 @@ fn vectors_tolerate_whitespace_only_in_base64_forms() {
             } else {
                 "1 trailing bytes after the container map"
             };
-            assert!(err.0.contains(expected), "{name}: {err}");
+            assert!(err.to_string().contains(expected), "{name}: {err}");
         }
     }
 }
@@ -211,7 +213,10 @@ fn gzip_bytes(data: &[u8]) -> Vec<u8> {
 #[track_caller]
 fn assert_error(input: &[u8], needle: &str) {
     match Container::decode(input) {
-        Err(ContainerError(msg)) => assert!(msg.contains(needle), "{msg:?} lacks {needle:?}"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}")
+        }
         Ok(c) => panic!("decoded {c:?}, expected an error containing {needle:?}"),
     }
 }
@@ -391,6 +396,50 @@ fn gzip_output_is_capped_at_max_decompressed() {
     assert_error(
         format!("P{}", URL_SAFE_NO_PAD.encode(&over)).as_bytes(),
         &limit,
+    );
+    // A limit, named as one.
+    let err = Container::decode(&[b"M", &over[..]].concat()).unwrap_err();
+    assert_eq!(
+        (err.clone(), err.name()),
+        (ContainerError::TooLarge, "ContainerTooLarge")
+    );
+}
+
+#[test]
+fn the_token_count_is_bounded_by_name() {
+    let tokens = |n: usize| Container {
+        tokens: (0..n as u32).map(|i| i.to_be_bytes().to_vec()).collect(),
+    };
+    for format in Format::ALL {
+        let at_limit = tokens(MAX_TOKENS).encode(format);
+        assert_eq!(
+            Container::decode(&at_limit).unwrap().tokens.len(),
+            MAX_TOKENS
+        );
+        let over = tokens(MAX_TOKENS + 1).encode(format);
+        let err = Container::decode(&over).unwrap_err();
+        assert_eq!(
+            err,
+            ContainerError::TooManyTokens {
+                count: MAX_TOKENS as u64 + 1
+            },
+            "{format:?}"
+        );
+        assert_eq!(err.name(), "TooManyTokens");
+        assert_eq!(
+            err.to_string(),
+            "the container holds 1025 tokens; at most 1024"
+        );
+    }
+    // A count the bytes cannot back is a truncation, not the limit.
+    let mut lie = PREFIX.to_vec();
+    lie.extend_from_slice(&[0x9a, 0x00, 0x01, 0x00, 0x00]);
+    assert_error(&raw(&lie[PREFIX.len()..]), "truncated");
+    assert_eq!(
+        Container::decode(&raw(&lie[PREFIX.len()..]))
+            .unwrap_err()
+            .name(),
+        "MalformedContainer"
     );
 }
 

@@ -1,23 +1,16 @@
 //! Locating the official UCAN fixtures.
 //!
-//! They live in the shared reference tree (`shared/reference/ucan/fixtures/`, copied from the UCAN
-//! working group's spec repositories), next to the repository rather than inside it, and a checkout
-//! may sit at different depths below that tree. So we walk up from the crate root until we find it.
+//! They are vendored in `tests/fixtures/ucan/` (see the README there for their origin, versions and
+//! licence), so a checkout tests itself with nothing beside it.
 
 use std::path::{Path, PathBuf};
 
-/// Where the fixtures sit relative to some ancestor of the crate root.
-const FIXTURES: &str = "shared/reference/ucan/fixtures";
+/// The fixtures' directory below the crate root.
+const FIXTURES: &str = "tests/fixtures/ucan";
 
-/// The path of fixture file `rel` (e.g. `"policy.json"`), found by walking up from the crate root.
-///
-/// Panics, naming the directory searched from, if no ancestor holds the fixtures: a test that cannot
-/// see its fixtures must fail, not pass vacuously.
+/// The path of fixture file `rel` (e.g. `"policy.json"`) in the vendored fixtures.
 pub fn path(rel: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    root.ancestors()
-        .map(|dir| dir.join(FIXTURES))
-        .find(|dir| dir.is_dir())
-        .map(|dir| dir.join(rel))
-        .unwrap_or_else(|| panic!("no ancestor of {} holds {FIXTURES}", root.display()))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(FIXTURES)
+        .join(rel)
 }

@@ -13,9 +13,11 @@ mod container;
 mod edge;
 mod effects;
 mod envelope;
+mod exact_args;
 mod fixtures;
 mod gateway;
 mod gateway_edges;
+mod limits;
 mod openapi_doc;
 #[cfg(feature = "otel")]
 mod otel;

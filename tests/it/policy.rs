@@ -333,7 +333,8 @@ fn mismatch_names_the_first_failing_statement() {
         err,
         Mismatch {
             index: 1,
-            statement: r#"["like",".b","x*"]"#.to_owned()
+            statement: r#"["like",".b","x*"]"#.to_owned(),
+            exhausted: false,
         }
     );
     let err = p.check(&json(r#"{"a": 2}"#)).expect_err("a fails");
@@ -443,6 +444,56 @@ fn nesting_is_bounded() {
         literal(MAX_LITERAL_DEPTH + 1)
     ));
     assert_eq!(e.path, "[0][2]");
+}
+
+#[test]
+fn limits_are_named_in_parse_errors() {
+    use ucan_gateway::ucan::ErrorKind;
+    use ucan_gateway::ucan::policy::MAX_SELECTOR_LEN;
+
+    let e = parse_error(&nested_nots(MAX_DEPTH + 1));
+    assert_eq!(e.kind, ErrorKind::PolicyTooDeep, "{e}");
+    assert!(e.to_string().starts_with("PolicyTooDeep: "), "{e}");
+    assert!(e.reason.contains("at most 32"), "{e}");
+    let literal = (0..MAX_LITERAL_DEPTH).fold("0".to_owned(), |s, _| format!("[{s}]"));
+    let e = parse_error(&format!(r#"[["==", ".", {literal}]]"#));
+    assert_eq!(e.kind, ErrorKind::PolicyTooDeep, "{e}");
+    assert!(e.reason.contains("at most 64"), "{e}");
+    let long = format!(".{}", "a".repeat(MAX_SELECTOR_LEN));
+    let e = parse_error(&format!(r#"[["==", "{long}", 1]]"#));
+    assert_eq!(
+        (e.kind, e.path.as_str()),
+        (ErrorKind::SelectorTooLong, "[0][1]"),
+        "{e}"
+    );
+    assert_eq!(e.reason, "the selector is 1025 bytes; at most 1024");
+    // A selector at the limit is not refused for its length.
+    let at_limit = format!(".{}", "a".repeat(MAX_SELECTOR_LEN - 1));
+    policy(&format!(r#"[["==", "{at_limit}", 1]]"#));
+    // Malformed stays malformed.
+    assert_eq!(parse_error(r#"[["=="]]"#).kind, ErrorKind::MalformedToken);
+}
+
+#[test]
+fn an_exhausted_budget_is_named_apart_from_a_false_statement() {
+    use ucan_gateway::ucan::ErrorKind;
+    use ucan_gateway::ucan::policy::MAX_STEPS;
+
+    let args = Ipld::List((0..20_000).map(Ipld::Integer).collect());
+    let statements = vec![r#"["all", ".[]", [">=", ".", 0]]"#; 100].join(",");
+    let err = policy(&format!("[{statements}]"))
+        .check(&args)
+        .expect_err("budget runs out");
+    assert!(err.exhausted);
+    assert_eq!(err.kind(), ErrorKind::PolicyTooComplex);
+    assert!(
+        err.to_string().ends_with(&format!(
+            "takes more than {MAX_STEPS} evaluation steps; at most {MAX_STEPS}"
+        )),
+        "{err}"
+    );
+    let err = policy(r#"[["==", ".", 2]]"#).check(&json("1")).unwrap_err();
+    assert_eq!((err.exhausted, err.kind()), (false, ErrorKind::MatchError));
 }
 
 #[test]

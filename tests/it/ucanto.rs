@@ -1,11 +1,11 @@
 //! ucanto clients against a real gateway on loopback: the unmodified `@ucanto/client` (driven by
 //! `tests/ucanto/interop.mjs`) and the transport's status codes. The npm packages are installed with
-//! `npm ci` when missing, so this runs on a fresh clone; without node or npm it fails, never skips.
+//! `npm ci` when missing; without node the interop test is skipped, or fails where CI requires node
+//! (`support::node`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command as Process;
-use std::sync::Mutex;
 
 use ipld_core::ipld::Ipld;
 use ucan_gateway::cli::serve::Running;
@@ -18,28 +18,6 @@ use ucan_gateway::ucan::validate::unix_now;
 
 const ADD_WAT: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
 const CAR: &str = "application/vnd.ipld.car";
-
-/// The interop package, with its dependencies installed once per test run.
-pub(crate) fn interop_dir() -> PathBuf {
-    static INSTALL: Mutex<bool> = Mutex::new(false);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ucanto");
-    let mut installed = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !*installed {
-        if !dir
-            .join("node_modules/@ucanto/client/package.json")
-            .exists()
-        {
-            let status = Process::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .status()
-                .expect("npm is required for the ucanto interop tests (install node and npm)");
-            assert!(status.success(), "npm ci failed in {}", dir.display());
-        }
-        *installed = true;
-    }
-    dir
-}
 
 pub(crate) fn operator_seed() -> [u8; 32] {
     let mut seed = [0u8; 32];
@@ -81,17 +59,21 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Runs `interop.mjs` against `gw` and gives its lines by case name.
-fn run_interop(gw: &Running, seed: &[u8; 32], module: &[u8]) -> HashMap<String, serde_json::Value> {
-    let dir = interop_dir();
+fn run_interop(
+    dir: &Path,
+    gw: &Running,
+    seed: &[u8; 32],
+    module: &[u8],
+) -> HashMap<String, serde_json::Value> {
     let output = Process::new("node")
         .arg("interop.mjs")
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("GATEWAY_URL", format!("http://{}/", gw.addr))
         .env("GATEWAY_DID", &gw.did)
         .env("OPERATOR_SEED", hex(seed))
         .env("WASM_HEX", hex(module))
         .output()
-        .expect("node is required for the ucanto interop tests");
+        .expect("running node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -115,6 +97,11 @@ fn error_name(line: &serde_json::Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
+    let Some(node_dir) =
+        crate::support::node::interop_dir("an_unmodified_ucanto_client_gets_receipts_and_refusals")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let seed = operator_seed();
     let operator = SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&seed));
@@ -126,7 +113,7 @@ async fn an_unmodified_ucanto_client_gets_receipts_and_refusals() {
     assert_eq!(earlier.body.out, Out::Ok(Ipld::Integer(11)));
 
     let gw_ref = &gw;
-    let lines = tokio::task::block_in_place(|| run_interop(gw_ref, &seed, &module));
+    let lines = tokio::task::block_in_place(|| run_interop(&node_dir, gw_ref, &seed, &module));
 
     // The transport refuses as the reference server does: 415, 406, 400.
     for (name, status) in [

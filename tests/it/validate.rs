@@ -409,7 +409,17 @@ fn overlong_chains_are_refused_before_any_work() {
         .proofs(vec![root.cid(); validate::MAX_CHAIN + 1])
         .sign(&c.bob)
         .unwrap();
-    expect_err(check(&inv, &[&root]), ErrorKind::MalformedToken);
+    // Named for the limit, which the message states: not a malformed token.
+    let e = expect_err(check(&inv, &[&root]), ErrorKind::ChainTooLong);
+    assert_eq!(e.message, "33 proofs; at most 32");
+    // The longest chain allowed is not refused for its length.
+    let inv = InvocationBuilder::new(c.alice.did(), cmd("/x"), BTreeMap::new())
+        .proofs(vec![root.cid(); validate::MAX_CHAIN])
+        .sign(&c.bob)
+        .unwrap();
+    if let Err(e) = check(&inv, &[&root]) {
+        assert_ne!(e.kind, ErrorKind::ChainTooLong, "{e}");
+    }
 }
 
 #[test]

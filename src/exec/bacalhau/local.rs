@@ -34,18 +34,7 @@ pub(crate) fn wasi_request(input: &BTreeMap<String, Ipld>) -> Result<WasiRequest
         Some(_) => return Err(invalid("locally, the entrypoint can only be _start")),
     }
     let mut args = vec!["module.wasm".to_owned()];
-    match input.get("parameters") {
-        None => {}
-        Some(Ipld::List(items)) => {
-            for item in items {
-                let Ipld::String(p) = item else {
-                    return Err(invalid("parameters must be a list of strings"));
-                };
-                args.push(p.clone());
-            }
-        }
-        Some(_) => return Err(invalid("parameters must be a list of strings")),
-    }
+    args.extend(crate::exec::local::string_list(input, "parameters")?);
     let mut request = crate::exec::local::wasi_request(&BTreeMap::from_iter(
         input.get("env").map(|env| ("env".to_owned(), env.clone())),
     ))?;

@@ -111,27 +111,46 @@ pub struct JobRequest<'a> {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The Bacalhau `Job` for a task, and the timeout it was given.
+/// The Bacalhau `Job` for a task, and the timeout it was given: the command's skeleton, then the
+/// task's resources, timeouts and publisher, then the job's name, labels and constraints.
 pub fn job(
     req: &JobRequest<'_>,
     caps: &Caps,
     defaults: &Defaults,
 ) -> Result<(Value, Duration), MappingError> {
     let settings = Settings::read(req)?;
-    let asked = settings.resources;
-    let mut job = match req.command {
-        DOCKER_RUN => docker(req.args)?,
-        WASM_RUN => wasm(req.args)?,
-        JOB_RUN => passthrough(req.args)?,
-        other => return Err(MappingError::UnknownCommand(other.to_owned())),
-    };
+    let mut job = skeleton(req)?;
     let task = job["Tasks"][0]
         .as_object_mut()
         .ok_or_else(|| bad("no task"))?;
+    // What was asked (args, meta, a passed-through spec), held to the caps.
+    let want = settings
+        .resources
+        .or(Resources::from_spec(task.get("Resources"))?);
+    set_resources(task, &want, caps, defaults)?;
+    let timeout = set_timeouts(task, want.timeout, caps)?;
+    set_publisher(task, settings.publisher.clone(), defaults);
+    identify(&mut job, req, settings)?;
+    Ok((job, timeout))
+}
 
-    // Resources: what was asked (args, meta, a passed-through spec), held to the caps.
-    let passed = Resources::from_spec(task.get("Resources"))?;
-    let want = asked.or(passed);
+/// The job the command's arguments describe, before resources, timeouts and identity.
+fn skeleton(req: &JobRequest<'_>) -> Result<Value, MappingError> {
+    match req.command {
+        DOCKER_RUN => docker(req.args),
+        WASM_RUN => wasm(req.args),
+        JOB_RUN => passthrough(req.args),
+        other => Err(MappingError::UnknownCommand(other.to_owned())),
+    }
+}
+
+/// The task's `Resources`: each as asked within its cap, else the default lowered to the cap.
+fn set_resources(
+    task: &mut Map<String, Value>,
+    want: &Resources,
+    caps: &Caps,
+    defaults: &Defaults,
+) -> Result<(), MappingError> {
     let cpu = capped(
         "cpu (millicores)",
         want.cpu_milli,
@@ -156,35 +175,51 @@ pub fn job(
         resources.insert("Disk".into(), json!(disk.to_string()));
     }
     task.insert("Resources".into(), Value::Object(resources));
+    Ok(())
+}
 
-    let passed_timeout = task
-        .get("Timeouts")
-        .and_then(|t| t.get("TotalTimeout"))
-        .and_then(Value::as_u64)
-        .filter(|s| *s > 0)
-        .map(Duration::from_secs);
-    let timeout = match want.timeout.or(passed_timeout) {
-        Some(t) if t > caps.timeout => {
-            return Err(MappingError::OverLimit(format!(
-                "timeout {}s is above the route's {}s",
-                t.as_secs(),
-                caps.timeout.as_secs()
-            )));
-        }
+/// The task's `Timeouts` from the timeout asked for and a passed-through spec's own, held to the
+/// route's; gives the total timeout.
+fn set_timeouts(
+    task: &mut Map<String, Value>,
+    asked: Option<Duration>,
+    caps: &Caps,
+) -> Result<Duration, MappingError> {
+    let passed = SpecTimeouts::read(task.get("Timeouts"))?;
+    let over = |what: &str, t: Duration| {
+        MappingError::OverLimit(format!(
+            "{what} {}s is above the route's {}s",
+            t.as_secs(),
+            caps.timeout.as_secs()
+        ))
+    };
+    let timeout = match asked.or(passed.total) {
+        Some(t) if t > caps.timeout => return Err(over("timeout", t)),
         Some(t) => t,
         None => caps.timeout,
     };
+    if let Some(t) = passed.execution.filter(|t| *t > caps.timeout) {
+        return Err(over("job ExecutionTimeout", t));
+    }
     let secs = timeout.as_secs().max(1);
-    task.insert(
-        "Timeouts".into(),
-        json!({ "ExecutionTimeout": secs, "TotalTimeout": secs }),
-    );
+    // Both requests are the caller's: the stricter holds (see `Resources::tighter`).
+    let execution = passed.execution.map_or(secs, |t| t.as_secs().min(secs));
+    let mut timeouts = json!({ "ExecutionTimeout": execution, "TotalTimeout": secs });
+    if let Some(queue) = passed.queue {
+        timeouts["QueueTimeout"] = json!(queue.as_secs());
+    }
+    task.insert("Timeouts".into(), timeouts);
+    Ok(timeout)
+}
 
+/// The task's `Publisher`: the one asked for, else the default when the task has outputs and no
+/// publisher of its own.
+fn set_publisher(task: &mut Map<String, Value>, asked: Option<String>, defaults: &Defaults) {
     let has_outputs = task
         .get("ResultPaths")
         .and_then(Value::as_array)
         .is_some_and(|p| !p.is_empty());
-    let publisher = settings.publisher.or_else(|| {
+    let publisher = asked.or_else(|| {
         let set = task
             .get("Publisher")
             .and_then(|p| p.get("Type"))
@@ -198,7 +233,10 @@ pub fn job(
             json!({ "Type": publisher, "Params": {} }),
         );
     }
+}
 
+/// The job's `Name`, its `Labels` (the spec's, the caller's, then the gateway's) and `Constraints`.
+fn identify(job: &mut Value, req: &JobRequest<'_>, settings: Settings) -> Result<(), MappingError> {
     let job_map = job.as_object_mut().ok_or_else(|| bad("job is not a map"))?;
     job_map.insert("Name".into(), json!(req.name));
     let mut labels: Map<String, Value> = job_map
@@ -213,7 +251,7 @@ pub fn job(
     if !settings.constraints.is_empty() {
         job_map.insert("Constraints".into(), Value::Array(settings.constraints));
     }
-    Ok((job, timeout))
+    Ok(())
 }
 
 /// `Some(asked)` if within the cap (an error above it), else the default lowered to the cap.
@@ -281,14 +319,23 @@ impl Resources {
             let n = || match v {
                 Ipld::Integer(n) => u64::try_from(*n)
                     .map_err(|_| bad(format!("`{what}.{key}` must not be negative"))),
-                _ => Err(bad(format!("`{what}.{key}` must be an integer"))),
+                other => Err(bad(format!(
+                    "`{what}.{key}` must be an integer, not {}",
+                    crate::ipld::kind(other)
+                ))),
+            };
+            // Bacalhau reads a zero CPU, memory, disk or timeout as "unset" and substitutes its own
+            // default, so a zero request would run under terms nobody asked for.
+            let positive = || match n()? {
+                0 => Err(bad(format!("`{what}.{key}` must be at least 1"))),
+                n => Ok(n),
             };
             match key.as_str() {
-                "cpu" => r.cpu_milli = Some(n()?),
-                "memory" => r.memory = Some(n()?),
-                "disk" => r.disk = Some(n()?),
+                "cpu" => r.cpu_milli = Some(positive()?),
+                "memory" => r.memory = Some(positive()?),
+                "disk" => r.disk = Some(positive()?),
                 "gpu" => r.gpu = Some(n()?),
-                "timeout" => r.timeout = Some(Duration::from_secs(n()?)),
+                "timeout" => r.timeout = Some(Duration::from_secs(positive()?)),
                 _ => {
                     rest.insert(key.clone(), v.clone());
                 }
@@ -300,15 +347,29 @@ impl Resources {
     /// From a passed-through spec's `Resources` (`CPU` like `"500m"` or `"2"`, sizes in bytes or
     /// with a unit).
     fn from_spec(value: Option<&Value>) -> Result<Resources, MappingError> {
-        let Some(Value::Object(map)) = value else {
-            return Ok(Resources::default());
+        let map = match value {
+            None => return Ok(Resources::default()),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(bad(format!(
+                    "job task Resources must be a map, not {other}"
+                )));
+            }
         };
-        let text = |k: &str| map.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        // Bacalhau's resource fields are strings ("500m", "1Gb"); a number there would be ignored
+        // by a lenient reading and the job would run with defaults instead.
+        let text = |k: &str| match map.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str()).filter(|s| !s.is_empty())),
+            Some(other) => Err(bad(format!(
+                "job task Resources.{k} must be a string such as \"500m\" or \"1Gb\", not {other}"
+            ))),
+        };
         Ok(Resources {
-            cpu_milli: text("CPU").map(parse_cpu).transpose()?,
-            memory: text("Memory").map(parse_bytes).transpose()?,
-            disk: text("Disk").map(parse_bytes).transpose()?,
-            gpu: text("GPU")
+            cpu_milli: text("CPU")?.map(parse_cpu).transpose()?,
+            memory: text("Memory")?.map(parse_bytes).transpose()?,
+            disk: text("Disk")?.map(parse_bytes).transpose()?,
+            gpu: text("GPU")?
                 .map(|g| g.parse::<u64>().map_err(|_| bad(format!("GPU {g:?}"))))
                 .transpose()?,
             timeout: None,
@@ -316,21 +377,45 @@ impl Resources {
     }
 }
 
-/// `"500m"` → 500, `"2"` → 2000, `"0.5"` → 500.
+/// `"500m"` → 500, `"2"` → 2000, `"0.5"` → 500. Exact: a quantity that is not a whole number of
+/// millicores (`"0.0005"`, `"1.5m"`) is refused rather than rounded.
 pub fn parse_cpu(text: &str) -> Result<u64, MappingError> {
     let err = || {
         bad(format!(
-            "CPU {text:?} is not a quantity such as \"500m\" or \"2\""
+            "CPU {text:?} is not a whole number of millicores such as \"500m\", \"2\" or \"0.25\""
         ))
     };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if let Some(m) = text.strip_suffix('m') {
-        return m.parse().map_err(|_| err());
+        return if digits(m) {
+            m.parse().map_err(|_| err())
+        } else {
+            Err(err())
+        };
     }
-    let cores: f64 = text.parse().map_err(|_| err())?;
-    if !cores.is_finite() || !(0.0..=1e9).contains(&cores) {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    // ".5" and "5." are quantities too, "." is not.
+    let (whole, fraction) = match (whole, fraction) {
+        ("", "") => return Err(err()),
+        ("", f) => ("0", f),
+        (w, "") => (w, "0"),
+        other => other,
+    };
+    if !digits(whole) || !digits(fraction) {
         return Err(err());
     }
-    Ok((cores * 1000.0).round() as u64)
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > 3 {
+        return Err(err());
+    }
+    // Fractional digits are thousandths once padded to three: "25" → 250.
+    let milli: u64 = format!("{fraction:0<3}").parse().map_err(|_| err())?;
+    whole
+        .parse::<u64>()
+        .ok()
+        .and_then(|w| w.checked_mul(1000))
+        .and_then(|w| w.checked_add(milli))
+        .ok_or_else(err)
 }
 
 /// Sizes as Bacalhau writes them (`"512Mb"`, `"1GiB"`, `"2048"`), case-insensitive; decimal units
@@ -356,6 +441,49 @@ pub fn parse_bytes(text: &str) -> Result<u64, MappingError> {
     n.checked_mul(mult).ok_or_else(err)
 }
 
+/// The `Timeouts` of a passed-through spec's task, in seconds; a zero is Bacalhau's "no timeout"
+/// and counts as not asked.
+#[derive(Debug, Default)]
+struct SpecTimeouts {
+    total: Option<Duration>,
+    execution: Option<Duration>,
+    queue: Option<Duration>,
+}
+
+impl SpecTimeouts {
+    fn read(value: Option<&Value>) -> Result<SpecTimeouts, MappingError> {
+        let map = match value {
+            None => return Ok(SpecTimeouts::default()),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(bad(format!("job task Timeouts must be a map, not {other}")));
+            }
+        };
+        let mut timeouts = SpecTimeouts::default();
+        for (key, v) in map {
+            // Whole seconds only: 1.5 or "60" would otherwise be dropped and the cap used instead.
+            let secs = v.as_u64().ok_or_else(|| {
+                bad(format!(
+                    "job task Timeouts.{key} must be a whole number of seconds, not {v}"
+                ))
+            })?;
+            let secs = Some(Duration::from_secs(secs)).filter(|d| !d.is_zero());
+            match key.as_str() {
+                "TotalTimeout" => timeouts.total = secs,
+                "ExecutionTimeout" => timeouts.execution = secs,
+                "QueueTimeout" => timeouts.queue = secs,
+                _ => {
+                    let shown: String = key.chars().take(64).collect();
+                    return Err(bad(format!(
+                        "job task Timeouts.{shown} is not a Bacalhau timeout (TotalTimeout, ExecutionTimeout, QueueTimeout)"
+                    )));
+                }
+            }
+        }
+        Ok(timeouts)
+    }
+}
+
 /// Settings from `args.resources`, `meta["bacalhau/config"]` and `meta["ipvm/config"]`.
 struct Settings {
     resources: Resources,
@@ -366,6 +494,18 @@ struct Settings {
 
 impl Settings {
     fn read(req: &JobRequest<'_>) -> Result<Settings, MappingError> {
+        if let Some(t) = req.ipvm_timeout {
+            // Bacalhau counts timeouts in whole seconds, and reads 0 as "none".
+            if t.subsec_nanos() != 0 || t.is_zero() {
+                return Err(bad(format!(
+                    "`ipvm/config.timeout` {} ms is not a whole number of seconds (at least 1), which Bacalhau's timeouts need",
+                    t.as_millis()
+                )));
+            }
+        }
+        if req.ipvm_memory == Some(0) {
+            return Err(bad("`ipvm/config.memory` must be at least 1"));
+        }
         let mut resources = Resources {
             memory: req.ipvm_memory,
             timeout: req.ipvm_timeout,
@@ -441,201 +581,5 @@ fn constraint(item: &Ipld) -> Result<Value, MappingError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn map(json: &str) -> BTreeMap<String, Ipld> {
-        match crate::ipld::from_dag_json(json).unwrap() {
-            Ipld::Map(m) => m,
-            _ => unreachable!(),
-        }
-    }
-
-    const CAPS: Caps = Caps {
-        cpu_milli: 2000,
-        memory_bytes: 1 << 30,
-        disk_bytes: 1 << 32,
-        gpu: 1,
-        timeout: Duration::from_secs(600),
-    };
-
-    fn mapped(command: &str, args: &str, meta: &str) -> Result<(Value, Duration), MappingError> {
-        let (args, meta) = (map(args), map(meta));
-        let request = JobRequest {
-            command,
-            args: &args,
-            meta: &meta,
-            ipvm_memory: None,
-            ipvm_timeout: None,
-            name: "n",
-            labels: BTreeMap::new(),
-        };
-        job(&request, &CAPS, &Defaults::default())
-    }
-
-    #[test]
-    fn caps_hold_and_defaults_are_lowered_to_them() {
-        for over in [
-            r#"{"cpu": 2001}"#,
-            r#"{"memory": 1073741825}"#,
-            r#"{"gpu": 2}"#,
-            r#"{"disk": 4294967297}"#,
-            r#"{"timeout": 601}"#,
-        ] {
-            let args = format!(r#"{{"image": "a", "resources": {over}}}"#);
-            assert!(
-                matches!(
-                    mapped(DOCKER_RUN, &args, "{}"),
-                    Err(MappingError::OverLimit(_))
-                ),
-                "{over}"
-            );
-            let meta = format!(r#"{{"bacalhau/config": {over}}}"#);
-            assert!(
-                matches!(
-                    mapped(DOCKER_RUN, r#"{"image": "a"}"#, &meta),
-                    Err(MappingError::OverLimit(_))
-                ),
-                "meta {over}"
-            );
-        }
-        let (job, timeout) = mapped(DOCKER_RUN, r#"{"image": "a"}"#, "{}").unwrap();
-        assert_eq!(timeout, CAPS.timeout);
-        // 512 MiB default memory fits under the 1 GiB cap; CPU default 500m.
-        assert_eq!(
-            job["Tasks"][0]["Resources"],
-            json!({ "CPU": "500m", "Memory": "536870912" })
-        );
-        let small = Caps {
-            cpu_milli: 250,
-            memory_bytes: 1 << 20,
-            ..CAPS
-        };
-        let args = map(r#"{"image": "a"}"#);
-        let empty = BTreeMap::new();
-        let request = JobRequest {
-            command: DOCKER_RUN,
-            args: &args,
-            meta: &empty,
-            ipvm_memory: None,
-            ipvm_timeout: None,
-            name: "n",
-            labels: BTreeMap::new(),
-        };
-        let (lowered, _) = super::job(&request, &small, &Defaults::default()).unwrap();
-        assert_eq!(
-            lowered["Tasks"][0]["Resources"],
-            json!({ "CPU": "250m", "Memory": "1048576" })
-        );
-    }
-
-    #[test]
-    fn the_stricter_request_wins_between_args_and_meta() {
-        let (job, timeout) = mapped(
-            DOCKER_RUN,
-            r#"{"image": "a", "resources": {"cpu": 1500, "timeout": 300}}"#,
-            r#"{"bacalhau/config": {"cpu": 700, "timeout": 900}}"#,
-        )
-        .unwrap();
-        assert_eq!(job["Tasks"][0]["Resources"]["CPU"], "700m");
-        assert_eq!(timeout, Duration::from_secs(300));
-    }
-
-    #[test]
-    fn malformed_arguments_and_settings_are_named() {
-        let cases = [
-            (DOCKER_RUN, r#"{}"#, "{}", "image"),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "volumes": {}}"#,
-                "{}",
-                "unknown argument",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "mounts": {"relative": "ipfs://bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}}"#,
-                "{}",
-                "absolute",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "mounts": {"/in/../etc": "https://x"}}"#,
-                "{}",
-                "absolute",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "mounts": {"/in": "file:///etc"}}"#,
-                "{}",
-                "CID link",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "mounts": {"/in": "ipfs://nope"}}"#,
-                "{}",
-                "does not name a CID",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "env": {"A": 1}}"#,
-                "{}",
-                "env",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "resources": {"cpus": 1}}"#,
-                "{}",
-                "unknown key",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a", "resources": {"cpu": -1}}"#,
-                "{}",
-                "negative",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a"}"#,
-                r#"{"bacalhau/config": {"priority": 1}}"#,
-                "unknown key",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a"}"#,
-                r#"{"bacalhau/config": {"labels": {"a": 1}}}"#,
-                "label",
-            ),
-            (
-                DOCKER_RUN,
-                r#"{"image": "a"}"#,
-                r#"{"bacalhau/config": {"constraints": [{"key": "a", "operator": "~"}]}}"#,
-                "operator",
-            ),
-            (WASM_RUN, r#"{"entrypoint": "_start"}"#, "{}", "module"),
-            (
-                WASM_RUN,
-                r#"{"module": "https://x", "imports": "https://y"}"#,
-                "{}",
-                "imports",
-            ),
-            ("/wasi/run", r#"{}"#, "{}", "does not serve"),
-        ];
-        for (command, args, meta, needle) in cases {
-            let e = mapped(command, args, meta).expect_err(args);
-            assert!(e.to_string().contains(needle), "{args} {meta}: {e}");
-        }
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_cpu("500m").unwrap(), 500);
-        assert_eq!(parse_cpu("2").unwrap(), 2000);
-        assert_eq!(parse_cpu("0.25").unwrap(), 250);
-        assert!(parse_cpu("lots").is_err());
-        assert_eq!(parse_bytes("512Mb").unwrap(), 512_000_000);
-        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_bytes("4096").unwrap(), 4096);
-        assert!(parse_bytes("1.5Gb").is_err());
-        assert!(parse_bytes("99999999999999999999Tb").is_err());
-    }
-}
+#[path = "mapping_tests.rs"]
+mod tests;

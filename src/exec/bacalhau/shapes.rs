@@ -16,11 +16,12 @@ pub(super) fn string(value: Option<&Ipld>, what: &str) -> Result<String, Mapping
     }
 }
 
+/// A list of strings; an item of another kind is refused by its index, never turned into text.
 pub(super) fn strings(value: &Ipld, what: &str) -> Result<Vec<String>, MappingError> {
     let Ipld::List(items) = value else {
         return Err(bad(format!("{what} must be a list of strings")));
     };
-    items.iter().map(|i| string(Some(i), what)).collect()
+    crate::ipld::strings(items, what).map_err(bad)
 }
 
 fn opt_strings(args: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, MappingError> {

@@ -218,42 +218,39 @@ fn result_slots(ty: &FuncType) -> Result<Vec<Val>, Fail> {
         .collect()
 }
 
-/// One argument as a Wasm value of type `ty`.
+/// One argument as a Wasm value of type `ty`, or `InvalidArgs` naming the argument.
 ///
-/// Integers are accepted in the signed or unsigned range of the width (Wasm integers have no
-/// sign; `0xFFFF_FFFF` and `-1` are the same `i32`). Floats must be finite and, for `f32`, in range;
-/// an integer may stand for a float when the float represents it exactly.
+/// The value the guest receives is the number the caller sent, exactly: that number is what the
+/// delegation chain's policies approved. So an integer must lie in the signed range of its width
+/// (`4294967295` is not the `i32` `-1`, although the bits agree), a float must be finite and, for
+/// `f32`, representable without rounding, and an integer may stand for a float only when the float
+/// holds it exactly. A float is never an integer, not even `1.0`.
 fn to_val(ty: &ValType, arg: &Ipld, index: usize) -> Result<Val, Fail> {
-    let out_of_range = || invalid(format!("argument {index} is out of range for {ty}"));
+    let inexact = |shown: String, range: &str| {
+        invalid(format!(
+            "argument {index} ({shown}) does not fit the {ty} parameter exactly{range}"
+        ))
+    };
     match (ty, arg) {
-        (ValType::I32, Ipld::Integer(n)) => {
-            if (i128::from(i32::MIN)..=i128::from(u32::MAX)).contains(n) {
-                // Truncation keeps the low 32 bits: the two's-complement reading of the value.
-                Ok(Val::I32(*n as i32))
-            } else {
-                Err(out_of_range())
-            }
-        }
-        (ValType::I64, Ipld::Integer(n)) => {
-            if (i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(n) {
-                Ok(Val::I64(*n as i64))
-            } else {
-                Err(out_of_range())
-            }
-        }
+        (ValType::I32, Ipld::Integer(n)) => i32::try_from(*n)
+            .map(Val::I32)
+            .map_err(|_| inexact(n.to_string(), &format!(": {}..={}", i32::MIN, i32::MAX))),
+        (ValType::I64, Ipld::Integer(n)) => i64::try_from(*n)
+            .map(Val::I64)
+            .map_err(|_| inexact(n.to_string(), &format!(": {}..={}", i64::MIN, i64::MAX))),
         (ValType::F32, Ipld::Float(f)) => {
             let narrow = *f as f32;
-            if f.is_finite() && narrow.is_finite() {
+            if f.is_finite() && f64::from(narrow) == *f {
                 Ok(Val::F32(narrow.to_bits()))
             } else {
-                Err(out_of_range())
+                Err(inexact(f.to_string(), ""))
             }
         }
         (ValType::F64, Ipld::Float(f)) => {
             if f.is_finite() {
                 Ok(Val::F64(f.to_bits()))
             } else {
-                Err(out_of_range())
+                Err(inexact(f.to_string(), ""))
             }
         }
         (ValType::F32, Ipld::Integer(n)) => {
@@ -262,7 +259,7 @@ fn to_val(ty: &ValType, arg: &Ipld, index: usize) -> Result<Val, Fail> {
             if f.is_finite() && f as i128 == *n {
                 Ok(Val::F32(f.to_bits()))
             } else {
-                Err(out_of_range())
+                Err(inexact(n.to_string(), ""))
             }
         }
         (ValType::F64, Ipld::Integer(n)) => {
@@ -270,9 +267,12 @@ fn to_val(ty: &ValType, arg: &Ipld, index: usize) -> Result<Val, Fail> {
             if f.is_finite() && f as i128 == *n {
                 Ok(Val::F64(f.to_bits()))
             } else {
-                Err(out_of_range())
+                Err(inexact(n.to_string(), ""))
             }
         }
+        (ValType::I32 | ValType::I64, Ipld::Float(f)) => Err(invalid(format!(
+            "argument {index} ({f}) is a float; the {ty} parameter takes only integers"
+        ))),
         (ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64, _) => Err(invalid(format!(
             "argument {index} must be a number for a {ty} parameter"
         ))),
@@ -368,25 +368,48 @@ mod tests {
     }
 
     #[test]
-    fn integers_accept_signed_and_unsigned_ranges() {
+    fn integers_must_lie_in_the_signed_range_of_their_width() {
         assert!(matches!(ok(ValType::I32, Ipld::Integer(-1)), Val::I32(-1)));
         assert!(matches!(
-            ok(ValType::I32, Ipld::Integer(0xFFFF_FFFF)),
-            Val::I32(-1)
+            ok(ValType::I32, Ipld::Integer(i128::from(i32::MAX))),
+            Val::I32(i32::MAX)
         ));
-        assert!(refused(ValType::I32, Ipld::Integer(0x1_0000_0000)));
+        assert!(matches!(
+            ok(ValType::I32, Ipld::Integer(i128::from(i32::MIN))),
+            Val::I32(i32::MIN)
+        ));
+        // The same bits as -1, but not the number the caller sent (and a policy approved).
+        assert!(refused(ValType::I32, Ipld::Integer(0xFFFF_FFFF)));
+        assert!(refused(
+            ValType::I32,
+            Ipld::Integer(i128::from(i32::MAX) + 1)
+        ));
         assert!(refused(
             ValType::I32,
             Ipld::Integer(i128::from(i32::MIN) - 1)
         ));
         assert!(matches!(
-            ok(ValType::I64, Ipld::Integer(i128::from(u64::MAX))),
-            Val::I64(-1)
+            ok(ValType::I64, Ipld::Integer(i128::from(i64::MIN))),
+            Val::I64(i64::MIN)
         ));
         assert!(refused(
             ValType::I64,
-            Ipld::Integer(i128::from(u64::MAX) + 1)
+            Ipld::Integer(i128::from(i64::MAX) + 1)
         ));
+        assert!(refused(ValType::I64, Ipld::Integer(i128::from(u64::MAX))));
+    }
+
+    #[test]
+    fn a_refusal_names_the_argument_and_the_range() {
+        let Err(fail) = to_val(&ValType::I32, &Ipld::Integer(4_294_967_295), 3) else {
+            panic!("accepted")
+        };
+        assert!(
+            fail.message.contains("argument 3 (4294967295)")
+                && fail.message.contains("-2147483648..=2147483647"),
+            "{}",
+            fail.message
+        );
     }
 
     #[test]
@@ -395,7 +418,13 @@ mod tests {
             matches!(ok(ValType::F64, Ipld::Float(1.5)), Val::F64(b) if f64::from_bits(b) == 1.5)
         );
         assert!(refused(ValType::F64, Ipld::Float(f64::NAN)));
+        assert!(refused(ValType::F64, Ipld::Float(f64::INFINITY)));
         assert!(refused(ValType::F32, Ipld::Float(1e300)));
+        // 0.1 has no exact f32: the guest would compute on 0.100000001490116…
+        assert!(refused(ValType::F32, Ipld::Float(0.1)));
+        assert!(
+            matches!(ok(ValType::F32, Ipld::Float(0.375)), Val::F32(b) if f32::from_bits(b) == 0.375)
+        );
         assert!(matches!(
             ok(ValType::F32, Ipld::Integer(16_777_216)),
             Val::F32(_)
@@ -408,6 +437,8 @@ mod tests {
     fn non_numbers_are_refused() {
         assert!(refused(ValType::I32, Ipld::String("1".into())));
         assert!(refused(ValType::I64, Ipld::Float(1.0)));
+        assert!(refused(ValType::I32, Ipld::Float(1.5)));
+        assert!(refused(ValType::I32, Ipld::Float(f64::NAN)));
         assert!(refused(ValType::I32, Ipld::Null));
     }
 

@@ -27,6 +27,7 @@ use std::fmt;
 
 use ipld_core::ipld::Ipld;
 
+use crate::ucan::ErrorKind;
 pub use eval::MAX_STEPS;
 pub use selector::MAX_SELECTOR_LEN;
 
@@ -48,14 +49,28 @@ pub struct Policy {
 }
 
 /// Why a policy could not be parsed.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-#[error("malformed policy at {path}: {reason}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
     /// Where in the policy the problem is, e.g. `[2][1]` (statement 2, its second element).
     pub path: String,
     /// What is wrong.
     pub reason: String,
+    /// How a token carrying the policy is refused: [`ErrorKind::MalformedToken`], or the name of
+    /// the limit it exceeds ([`ErrorKind::PolicyTooDeep`], [`ErrorKind::SelectorTooLong`]).
+    pub kind: ErrorKind,
 }
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind.is_limit() {
+            write!(f, "{}: policy at {}: {}", self.kind, self.path, self.reason)
+        } else {
+            write!(f, "malformed policy at {}: {}", self.path, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
 
 /// The first top-level statement that did not hold, for error messages.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +79,36 @@ pub struct Mismatch {
     pub index: usize,
     /// The statement as DAG-JSON text.
     pub statement: String,
+    /// Whether the check ran out of its [`MAX_STEPS`] budget at this statement, rather than
+    /// finding it false.
+    pub exhausted: bool,
+}
+
+impl Mismatch {
+    /// How the failure is named: [`ErrorKind::MatchError`] for a statement that is false,
+    /// [`ErrorKind::PolicyTooComplex`] for one the budget could not afford to decide.
+    pub fn kind(&self) -> ErrorKind {
+        if self.exhausted {
+            ErrorKind::PolicyTooComplex
+        } else {
+            ErrorKind::MatchError
+        }
+    }
+}
+
+/// `statement N: <statement>`, or for an exhausted budget `statement N: … takes more than
+/// MAX_STEPS evaluation steps; at most MAX_STEPS`.
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "statement {}: {}", self.index, self.statement)?;
+        if self.exhausted {
+            write!(
+                f,
+                " takes more than {MAX_STEPS} evaluation steps; at most {MAX_STEPS}"
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Policy {
@@ -84,6 +129,7 @@ impl Policy {
         let value = crate::ipld::from_dag_json(text).map_err(|e| PolicyError {
             path: "top level".to_owned(),
             reason: format!("not valid DAG-JSON: {e}"),
+            kind: ErrorKind::MalformedToken,
         })?;
         Self::parse(&value)
     }
@@ -100,10 +146,12 @@ impl Policy {
     pub fn check(&self, args: &Ipld) -> Result<(), Mismatch> {
         let mut budget = eval::Budget::new();
         for (index, statement) in self.statements.iter().enumerate() {
-            if eval::holds(statement, Item::Node(args), &mut budget) != Ok(true) {
+            let held = eval::holds(statement, Item::Node(args), &mut budget);
+            if held != Ok(true) {
                 return Err(Mismatch {
                     index,
                     statement: dag_json(&statement.to_ipld()),
+                    exhausted: held.is_err(),
                 });
             }
         }

@@ -9,7 +9,9 @@ use ipld_core::ipld::Ipld;
 
 use super::glob::Glob;
 use super::selector::Selector;
-use super::{MAX_DEPTH, MAX_LITERAL_DEPTH, PolicyError};
+use super::{MAX_DEPTH, MAX_LITERAL_DEPTH, MAX_SELECTOR_LEN, PolicyError};
+use crate::ipld::kind;
+use crate::ucan::ErrorKind;
 
 /// One statement of a policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,17 +94,51 @@ fn parse_list(
 }
 
 /// Parses one statement found at `path`, `depth` statements deep (top-level statements are depth 1).
+///
+/// The spec's forms, in its order: equality (`==`, `!=`), inequality (`<`, `<=`, `>`, `>=`), glob
+/// matching (`like`), connectives (`not`, `and`, `or`) and quantifiers (`all`, `any`).
 fn parse_statement(
     value: &Ipld,
     path: &mut String,
     depth: usize,
 ) -> Result<Statement, PolicyError> {
     if depth > MAX_DEPTH {
-        return Err(error(
+        return Err(limit(
             path,
-            format!("statements are nested more than {MAX_DEPTH} deep"),
+            ErrorKind::PolicyTooDeep,
+            format!("statements are nested more than {MAX_DEPTH} deep; at most {MAX_DEPTH}"),
         ));
     }
+    let (op, parts) = operator_and_parts(value, path)?;
+    match op {
+        "not" => Ok(Statement::Not(Box::new(nested(&parts[1], path, 1, depth)?))),
+        "and" | "or" => parse_connective(op, &parts[1], path, depth),
+        _ => {
+            let selector = selector(&parts[1], path)?;
+            let arg = &parts[2];
+            match op {
+                "==" | "!=" => parse_equality(op, selector, arg, path),
+                "<" | "<=" | ">" | ">=" => parse_inequality(op, selector, arg, path),
+                "like" => parse_like(selector, arg, path),
+                "all" => Ok(Statement::All(
+                    selector,
+                    Box::new(nested(arg, path, 2, depth)?),
+                )),
+                _ => Ok(Statement::Any(
+                    selector,
+                    Box::new(nested(arg, path, 2, depth)?),
+                )),
+            }
+        }
+    }
+}
+
+/// A statement's shape: a list whose first element is a known operator, with as many elements as
+/// that operator takes (`[op, argument]` or `[op, selector, argument]`).
+fn operator_and_parts<'v>(
+    value: &'v Ipld,
+    path: &str,
+) -> Result<(&'v str, &'v [Ipld]), PolicyError> {
     let Ipld::List(parts) = value else {
         return Err(error(
             path,
@@ -139,77 +175,89 @@ fn parse_statement(
             ),
         ));
     }
-    let arg = &parts[arity - 1];
-    let statement = match op {
-        "not" => Statement::Not(Box::new(nested(arg, path, 1, depth)?)),
-        "and" | "or" => {
-            let Ipld::List(items) = arg else {
-                return Err(at(
-                    path,
-                    1,
-                    format!("{op:?} needs a list of statements, found {}", kind(arg)),
-                ));
-            };
-            let len = path.len();
-            path.push_str("[1]");
-            let list = parse_list(items, path, depth + 1)?;
-            path.truncate(len);
-            if op == "and" {
-                Statement::And(list)
-            } else {
-                Statement::Or(list)
-            }
+    Ok((op, parts))
+}
+
+/// `["and" | "or", [statement, ...]]`: the statements are one level deeper.
+fn parse_connective(
+    op: &str,
+    arg: &Ipld,
+    path: &mut String,
+    depth: usize,
+) -> Result<Statement, PolicyError> {
+    let Ipld::List(items) = arg else {
+        return Err(at(
+            path,
+            1,
+            format!("{op:?} needs a list of statements, found {}", kind(arg)),
+        ));
+    };
+    let len = path.len();
+    path.push_str("[1]");
+    let list = parse_list(items, path, depth + 1)?;
+    path.truncate(len);
+    Ok(if op == "and" {
+        Statement::And(list)
+    } else {
+        Statement::Or(list)
+    })
+}
+
+/// `["==" | "!=", selector, value]`, the value bounded in depth for deep equality.
+fn parse_equality(
+    op: &str,
+    selector: Selector,
+    arg: &Ipld,
+    path: &str,
+) -> Result<Statement, PolicyError> {
+    check_literal(arg, path)?;
+    Ok(if op == "==" {
+        Statement::Equal(selector, arg.clone())
+    } else {
+        Statement::NotEqual(selector, arg.clone())
+    })
+}
+
+/// `["<" | "<=" | ">" | ">=", selector, number]`, the number finite.
+fn parse_inequality(
+    op: &str,
+    selector: Selector,
+    arg: &Ipld,
+    path: &str,
+) -> Result<Statement, PolicyError> {
+    let number = match arg {
+        Ipld::Integer(i) => Number::Int(*i),
+        Ipld::Float(f) if f.is_finite() => Number::Float(*f),
+        Ipld::Float(_) => {
+            return Err(at(path, 2, "the number must be finite".into()));
         }
-        _ => {
-            let selector = selector(&parts[1], path)?;
-            match op {
-                "==" | "!=" => {
-                    check_literal(arg, path)?;
-                    if op == "==" {
-                        Statement::Equal(selector, arg.clone())
-                    } else {
-                        Statement::NotEqual(selector, arg.clone())
-                    }
-                }
-                "<" | "<=" | ">" | ">=" => {
-                    let number = match arg {
-                        Ipld::Integer(i) => Number::Int(*i),
-                        Ipld::Float(f) if f.is_finite() => Number::Float(*f),
-                        Ipld::Float(_) => {
-                            return Err(at(path, 2, "the number must be finite".into()));
-                        }
-                        other => {
-                            return Err(at(
-                                path,
-                                2,
-                                format!("{op:?} needs a number, found {}", kind(other)),
-                            ));
-                        }
-                    };
-                    let order = match op {
-                        "<" => Order::Less,
-                        "<=" => Order::LessOrEqual,
-                        ">" => Order::Greater,
-                        _ => Order::GreaterOrEqual,
-                    };
-                    Statement::Compare(order, selector, number)
-                }
-                "like" => match arg {
-                    Ipld::String(pattern) => Statement::Like(selector, Glob::new(pattern)),
-                    other => {
-                        return Err(at(
-                            path,
-                            2,
-                            format!("\"like\" needs a string pattern, found {}", kind(other)),
-                        ));
-                    }
-                },
-                "all" => Statement::All(selector, Box::new(nested(arg, path, 2, depth)?)),
-                _ => Statement::Any(selector, Box::new(nested(arg, path, 2, depth)?)),
-            }
+        other => {
+            return Err(at(
+                path,
+                2,
+                format!("{op:?} needs a number, found {}", kind(other)),
+            ));
         }
     };
-    Ok(statement)
+    let order = match op {
+        "<" => Order::Less,
+        "<=" => Order::LessOrEqual,
+        ">" => Order::Greater,
+        _ => Order::GreaterOrEqual,
+    };
+    Ok(Statement::Compare(order, selector, number))
+}
+
+/// `["like", selector, pattern]`.
+fn parse_like(selector: Selector, arg: &Ipld, path: &str) -> Result<Statement, PolicyError> {
+    match arg {
+        Ipld::String(pattern) => Ok(Statement::Like(selector, Glob::new(pattern))),
+        other => Err(at(
+            path,
+            2,
+            format!("\"like\" needs a string pattern, found {}", kind(other)),
+        )),
+    }
 }
 
 /// Parses the statement nested at element `index` of the statement at `path`.
@@ -228,6 +276,15 @@ fn nested(
 
 fn selector(value: &Ipld, path: &str) -> Result<Selector, PolicyError> {
     match value {
+        // Named here, where the limit is known to be the reason; `Selector::parse` guards it too.
+        Ipld::String(text) if text.len() > MAX_SELECTOR_LEN => Err(limit(
+            &format!("{path}[1]"),
+            ErrorKind::SelectorTooLong,
+            format!(
+                "the selector is {} bytes; at most {MAX_SELECTOR_LEN}",
+                text.len()
+            ),
+        )),
         Ipld::String(text) => Selector::parse(text).map_err(|reason| at(path, 1, reason)),
         other => Err(at(
             path,
@@ -242,10 +299,12 @@ fn check_literal(value: &Ipld, path: &str) -> Result<(), PolicyError> {
     let mut stack = vec![(value, 1usize)];
     while let Some((v, depth)) = stack.pop() {
         if depth > MAX_LITERAL_DEPTH {
-            return Err(at(
-                path,
-                2,
-                format!("the value is nested more than {MAX_LITERAL_DEPTH} deep"),
+            return Err(limit(
+                &format!("{path}[2]"),
+                ErrorKind::PolicyTooDeep,
+                format!(
+                    "the value is nested more than {MAX_LITERAL_DEPTH} deep; at most {MAX_LITERAL_DEPTH}"
+                ),
             ));
         }
         match v {
@@ -258,32 +317,22 @@ fn check_literal(value: &Ipld, path: &str) -> Result<(), PolicyError> {
 }
 
 fn error(path: &str, reason: String) -> PolicyError {
+    limit(path, ErrorKind::MalformedToken, reason)
+}
+
+/// An error at `path` of `kind`: a limit's name, or `MalformedToken` (see [`error`]).
+fn limit(path: &str, kind: ErrorKind, reason: String) -> PolicyError {
     let path = if path.is_empty() {
         "top level".to_owned()
     } else {
         path.to_owned()
     };
-    PolicyError { path, reason }
+    PolicyError { path, reason, kind }
 }
 
 /// An error about element `index` of the statement at `path`.
 fn at(path: &str, index: usize, reason: String) -> PolicyError {
     error(&format!("{path}[{index}]"), reason)
-}
-
-/// The IPLD kind's name, for error messages.
-fn kind(value: &Ipld) -> &'static str {
-    match value {
-        Ipld::Null => "null",
-        Ipld::Bool(_) => "a boolean",
-        Ipld::Integer(_) => "an integer",
-        Ipld::Float(_) => "a float",
-        Ipld::String(_) => "a string",
-        Ipld::Bytes(_) => "bytes",
-        Ipld::List(_) => "a list",
-        Ipld::Map(_) => "a map",
-        Ipld::Link(_) => "a link",
-    }
 }
 
 impl Statement {
