@@ -22,6 +22,7 @@ use crate::promise::Resolved;
 use crate::receipt::{Effects, Receipt, ReceiptBody, gateway_meta};
 use crate::store::{Commit, IntentChange};
 use crate::task::{EffectClass, ExecConfig, Task};
+use crate::ucan::ValidationError;
 use crate::ucan::validate::{Authorized, unix_now};
 
 /// A task that passed every check and may run on its route.
@@ -205,6 +206,10 @@ impl Gateway {
         // admission: the operator's own policy, on top of the chain's
         let args = Ipld::Map(task.input.clone());
         if let Err(mismatch) = route.admission.check(&args) {
+            if mismatch.exhausted {
+                let message = format!("the operator's admission rule {mismatch}");
+                return Err(ValidationError::new(mismatch.kind(), message).into());
+            }
             return Err(Refusal::forbidden(
                 "MatchError",
                 format!(

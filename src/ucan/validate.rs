@@ -243,13 +243,16 @@ impl Chain<'_> {
         let args = Ipld::Map(args.clone());
         for dlg in &self.delegations {
             if let Err(mismatch) = dlg.payload.pol.check(&args) {
+                // A statement too costly to decide is a limit, not a refusal of authority.
+                let message = if mismatch.exhausted {
+                    format!("arguments: policy {mismatch}")
+                } else {
+                    format!("arguments fail policy {mismatch}")
+                };
                 return Err(ValidationError::in_proof(
-                    ErrorKind::MatchError,
+                    mismatch.kind(),
                     dlg.cid(),
-                    format!(
-                        "arguments fail policy statement {}: {}",
-                        mismatch.index, mismatch.statement
-                    ),
+                    message,
                 ));
             }
         }

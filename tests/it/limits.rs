@@ -178,3 +178,85 @@ async fn each_limit_is_refused_by_its_name_stating_the_limit() {
     assert!(message.contains("1048576 bytes"), "{message}");
     gw.stop().await.unwrap();
 }
+
+/// A policy of 100 passes over a 20,000-element list: every statement holds, but deciding them all
+/// takes more than the evaluation budget.
+const COSTLY: &str = r#"["all", ".xs", [">=", ".", 0]]"#;
+
+fn costly_policy() -> String {
+    format!("[{}]", vec![COSTLY; 100].join(","))
+}
+
+fn many_numbers() -> Ipld {
+    Ipld::List((0..20_000).map(Ipld::Integer).collect())
+}
+
+#[tokio::test]
+async fn a_policy_too_costly_to_decide_is_policy_too_complex_not_match_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = SigningKey::generate(KeyAlg::Ed25519);
+    let friend = SigningKey::generate(KeyAlg::Ed25519);
+    let gw = gateway(dir.path(), &operator, "").await;
+
+    // In a delegation's policy (step 3g).
+    let policy = ucan_gateway::ipld::from_dag_json(&costly_policy()).unwrap();
+    let dlg = Envelope::sign(
+        Kind::Delegation,
+        {
+            let Ipld::Map(mut payload) = Envelope::decode(&delegation_with_policy(
+                &operator,
+                &friend.did(),
+                Ipld::List(Vec::new()),
+            ))
+            .unwrap()
+            .payload
+            else {
+                unreachable!()
+            };
+            payload.insert("pol".to_owned(), policy);
+            Ipld::Map(payload)
+        },
+        &operator,
+    )
+    .unwrap();
+    let inv = InvocationBuilder::new(
+        operator.did(),
+        Command::parse("/wasm/run").unwrap(),
+        BTreeMap::from([("xs".to_owned(), many_numbers())]),
+    )
+    .audience(gw.did.clone())
+    .proofs(vec![dlg.cid])
+    .expires(Some(unix_now() + 300))
+    .sign(&friend)
+    .unwrap();
+    let body = raw_container(vec![inv.bytes().to_vec(), dlg.bytes.clone()]);
+    let (status, name, message) = refusal(&gw, body).await;
+    assert_eq!(
+        (status, name.as_str()),
+        (400, "PolicyTooComplex"),
+        "{message}"
+    );
+    assert!(message.contains("evaluation steps; at most"), "{message}");
+    gw.stop().await.unwrap();
+
+    // In the operator's admission rule.
+    let dir = tempfile::tempdir().unwrap();
+    let rule = format!("admission = '{}'", costly_policy());
+    let gw = crate::gateway::gateway_with(dir.path(), &operator, &rule, "").await;
+    let inv = InvocationBuilder::new(
+        operator.did(),
+        Command::parse("/wasm/run").unwrap(),
+        BTreeMap::from([("xs".to_owned(), many_numbers())]),
+    )
+    .audience(gw.did.clone())
+    .expires(Some(unix_now() + 300))
+    .sign(&operator)
+    .unwrap();
+    let (status, name, message) = refusal(&gw, raw_container(vec![inv.bytes().to_vec()])).await;
+    assert_eq!(
+        (status, name.as_str()),
+        (400, "PolicyTooComplex"),
+        "{message}"
+    );
+    gw.stop().await.unwrap();
+}
