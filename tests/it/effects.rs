@@ -430,7 +430,8 @@ async fn the_gateway_runs_effects_within_its_bounds() {
         let (url, cid) = (url.clone(), inv.cid().to_string());
         tokio::task::spawn_blocking(move || {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
-                .args(["receipts", &cid, "--url", &url, flag])
+                .args(["receipts", &cid, "--url", &url])
+                .args(flag.split(' '))
                 .output()
                 .unwrap();
             assert!(
@@ -459,6 +460,15 @@ async fn the_gateway_runs_effects_within_its_bounds() {
     );
     let dot = cli("--dot").await.unwrap();
     assert!(dot.starts_with("digraph receipts {"), "{dot}");
+    // The same tree for scripts: flat, parents first, each effect's receipt under its task id.
+    let json: serde_json::Value =
+        serde_json::from_str(&cli("--tree --output json").await.unwrap()).unwrap();
+    let nodes = json["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4, "{json}");
+    assert_eq!(nodes[0]["receipt"]["ran"], inv.cid().to_string());
+    assert_eq!(nodes[0]["receipt"]["fx_tasks"]["fork"][0], nodes[1]["task"]);
+    assert_eq!(nodes[1]["parent"], 0);
+    assert_eq!(nodes[1]["receipt"]["out"]["ok"], 3);
     assert_eq!(dot.matches(" -> ").count(), 3, "{dot}");
 
     gw.stop().await.unwrap();
