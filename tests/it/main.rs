@@ -1,5 +1,6 @@
 //! Integration tests, compiled into one binary to keep link time down.
 
+mod arguments;
 mod bacalhau;
 mod bacalhau_cli;
 mod bacalhau_config;
