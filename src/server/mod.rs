@@ -24,6 +24,7 @@ use crate::ucan::container::{Container, Format};
 
 pub mod error;
 mod ucanto;
+mod ui;
 
 use error::ApiError;
 
@@ -38,6 +39,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .merge(ui::routes())
         .with_state(gateway)
 }
 

@@ -26,7 +26,7 @@ const TRAP_ADD_WAT: &str =
     r#"(module (func (export "add") (param i32 i32) (result i32) unreachable))"#;
 
 /// A DAG-CBOR ABI guest whose `add` export ignores its input and returns `result`.
-fn returning(result: &Ipld) -> Vec<u8> {
+pub(crate) fn returning(result: &Ipld) -> Vec<u8> {
     let bytes = to_dag_cbor(result).unwrap();
     assert!(
         bytes.len() < 1000,
@@ -46,11 +46,11 @@ fn returning(result: &Ipld) -> Vec<u8> {
     ))
 }
 
-fn map(pairs: Vec<(&str, Ipld)>) -> Ipld {
+pub(crate) fn map(pairs: Vec<(&str, Ipld)>) -> Ipld {
     Ipld::Map(args(pairs))
 }
 
-fn add(module: Ipld, a: Ipld, b: Ipld) -> BTreeMap<String, Ipld> {
+pub(crate) fn add(module: Ipld, a: Ipld, b: Ipld) -> BTreeMap<String, Ipld> {
     args(vec![
         ("module", module),
         ("func", Ipld::String("add".into())),
@@ -58,12 +58,17 @@ fn add(module: Ipld, a: Ipld, b: Ipld) -> BTreeMap<String, Ipld> {
     ])
 }
 
-fn awaiting(branch: &str, target: Cid) -> Ipld {
+pub(crate) fn awaiting(branch: &str, target: Cid) -> Ipld {
     map(vec![(branch, Ipld::Link(target))])
 }
 
 /// An invocation by the world's friend, with `nonce`.
-fn invoke(w: &World, gw: &Running, a: BTreeMap<String, Ipld>, nonce: &[u8]) -> Invocation {
+pub(crate) fn invoke(
+    w: &World,
+    gw: &Running,
+    a: BTreeMap<String, Ipld>,
+    nonce: &[u8],
+) -> Invocation {
     InvocationBuilder::new(w.operator.did(), Command::parse("/wasm/run").unwrap(), a)
         .audience(gw.did.clone())
         .proofs(w.chain.iter().map(|d| d.cid()).collect())
@@ -88,7 +93,7 @@ fn with_policy(mut w: World, policy: &str) -> World {
 }
 
 /// The friend's delegation of `/wasm/run` (only `add`) on the operator's behalf to the gateway.
-fn to_gateway(w: &World, gw: &Running) -> Delegation {
+pub(crate) fn to_gateway(w: &World, gw: &Running) -> Delegation {
     DelegationBuilder::new(
         gw.did.clone(),
         Some(w.operator.did()),
@@ -101,7 +106,7 @@ fn to_gateway(w: &World, gw: &Running) -> Delegation {
 }
 
 /// One container with several invocations and the proofs.
-fn pipeline(invocations: &[&Invocation], proofs: &[Delegation]) -> Vec<u8> {
+pub(crate) fn pipeline(invocations: &[&Invocation], proofs: &[Delegation]) -> Vec<u8> {
     let mut c = Container::default();
     c.tokens
         .extend(invocations.iter().map(|inv| inv.bytes().to_vec()));
@@ -161,7 +166,7 @@ async fn stored(gw: &Running, cid: Cid, wanted: impl Fn(&Receipt) -> bool) -> Re
 }
 
 /// Puts `bytes` in the gateway's blob store, by the operator, and returns their CID.
-async fn put_blob(w: &World, gw: &Running, bytes: Vec<u8>) -> Cid {
+pub(crate) async fn put_blob(w: &World, gw: &Running, bytes: Vec<u8>) -> Cid {
     let inv = InvocationBuilder::new(
         w.operator.did(),
         Command::parse("/blob/put").unwrap(),
@@ -312,7 +317,7 @@ fn abi(module: Ipld) -> BTreeMap<String, Ipld> {
     ])
 }
 
-fn effect(module: Cid, a: i128, nonce: &[u8]) -> Ipld {
+pub(crate) fn effect(module: Cid, a: i128, nonce: &[u8]) -> Ipld {
     map(vec![
         ("cmd", Ipld::String("/wasm/run".into())),
         (

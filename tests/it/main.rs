@@ -5,6 +5,7 @@ mod bacalhau;
 mod bacalhau_cli;
 mod bacalhau_config;
 mod bacalhau_contract;
+mod browser;
 mod cli;
 mod cli_conventions;
 mod cli_remote;
