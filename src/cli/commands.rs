@@ -51,6 +51,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Receipt(args) => fetch_receipt(args, output),
+        Command::Probe(args) => probe(args, output),
         Command::Completions { shell } => {
             super::manual::completions(shell)?;
             Ok(ExitCode::SUCCESS)
@@ -60,6 +61,34 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `probe URL`: 0 when the URL answers 2xx within the timeout, 1 otherwise (never 2: a supervisor
+/// reads any failure as unhealthy, and a refused connection is the commonest one).
+fn probe(args: super::ProbeArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let answered = runtime()?.block_on(async {
+        let http = reqwest::Client::builder()
+            .timeout(args.timeout.into())
+            .build()
+            .context("building the HTTP client")?;
+        anyhow::Ok(http.get(&args.url).send().await.map(|r| r.status()))
+    })?;
+    let (healthy, said) = match answered {
+        Ok(status) => (status.is_success(), status.as_u16().to_string()),
+        Err(e) => (false, format!("no answer: {e}")),
+    };
+    match output {
+        Output::Text => println!("{} {said}", args.url),
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "url": args.url, "healthy": healthy, "status": said })
+        ),
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Prints `value`: indented for people, one line for scripts.

@@ -58,6 +58,9 @@ pub enum Command {
     /// signature; `--tree` draws what ran and the effects it set off.
     #[command(visible_alias = "receipts")]
     Receipt(ReceiptArgs),
+    /// Ask a URL whether it answers 2xx (exit 0) or not (exit 1): a health check for images with no
+    /// shell or curl, e.g. `ucan-gateway probe http://127.0.0.1:8080/livez`.
+    Probe(ProbeArgs),
     /// Print a shell completion script (e.g. `ucan-gateway completions bash > /etc/bash_completion.d/ucan-gateway`).
     Completions {
         /// The shell.
@@ -87,6 +90,16 @@ pub struct ReceiptArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
+}
+
+/// `probe` arguments.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to fetch (GET).
+    pub url: String,
+    /// Give up after this long (e.g. 3s, 500ms).
+    #[arg(long, default_value = "3s")]
+    pub timeout: humantime::Duration,
 }
 
 /// `key …` subcommands.

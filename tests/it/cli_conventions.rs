@@ -257,3 +257,32 @@ fn verify_says_when_a_refusal_is_likely_a_missing_proof() {
     let err = text(&out.stderr);
     assert!(err.contains("hint:") && err.contains("--proof"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_exits_0_only_for_a_2xx_answer() {
+    use ucan_gateway::did::{KeyAlg, SigningKey};
+    let dir = tempfile::tempdir().unwrap();
+    let gw = super::gateway::gateway(dir.path(), &SigningKey::generate(KeyAlg::Ed25519), "").await;
+    // A port nothing listens on: bind one, then let it go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cases = [
+        (format!("http://{}/health", gw.addr), 0),
+        (format!("http://{}/no/such/path", gw.addr), 1),
+        (format!("http://{closed}/health"), 1),
+    ];
+    for (url, code) in cases {
+        let d = dir.path().to_path_buf();
+        let out = tokio::task::spawn_blocking(move || {
+            run(&d, &["probe", &url, "--timeout", "2s", "--output", "json"])
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stdout));
+        let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(said["healthy"], code == 0);
+    }
+    gw.stop().await.unwrap();
+}
