@@ -39,7 +39,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .merge(ui::routes())
+        .merge(ui::router())
         .with_state(gateway)
 }
 

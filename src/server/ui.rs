@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 use super::error::ApiError;
 use crate::gateway::{Gateway, Refusal};
@@ -28,20 +28,40 @@ const STYLE: &str = include_str!("../../ui/style.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The viewer's routes, merged into the gateway's router.
-pub fn routes() -> Router<Arc<Gateway>> {
-    Router::new()
-        .route("/ui", get(|| asset(INDEX, "text/html; charset=utf-8")))
-        .route("/ui/", get(|| asset(INDEX, "text/html; charset=utf-8")))
-        .route(
+/// The viewer's paths, the methods each takes, and its handlers; over any router state that
+/// yields the gateway, so the list can join the gateway's own.
+pub fn routes<S>() -> Vec<(&'static str, &'static [&'static str], MethodRouter<S>)>
+where
+    Arc<Gateway>: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    vec![
+        (
+            "/ui",
+            &["GET"],
+            get(|| asset(INDEX, "text/html; charset=utf-8")),
+        ),
+        (
             "/ui/app.js",
+            &["GET"],
             get(|| asset(SCRIPT, "text/javascript; charset=utf-8")),
-        )
-        .route(
+        ),
+        (
             "/ui/style.css",
+            &["GET"],
             get(|| asset(STYLE, "text/css; charset=utf-8")),
-        )
-        .route("/inspect", post(inspect))
+        ),
+        ("/inspect", &["POST"], post(inspect)),
+    ]
+}
+
+/// The viewer's routes as a router, merged into the gateway's.
+pub fn router() -> Router<Arc<Gateway>> {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, _, endpoint)| {
+            router.route(path, endpoint)
+        })
 }
 
 async fn asset(body: &'static str, content_type: &'static str) -> Response {
