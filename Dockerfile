@@ -6,6 +6,10 @@
 FROM rust:1.95-slim-trixie AS build
 WORKDIR /src
 
+# A stripped binary: no symbols in the image (backtraces still name the panic location). Set
+# before the dependency layer: the profile is part of every crate's fingerprint.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
+
 # Dependencies first, against stub sources: this layer is rebuilt only when Cargo.toml or
 # Cargo.lock change, not on every change to the code.
 COPY Cargo.toml Cargo.lock ./
@@ -19,8 +23,6 @@ RUN mkdir -p src benches tests/it \
 
 # The code. .dockerignore keeps target/, node_modules, data directories and keys out.
 COPY . .
-# A stripped binary: no symbols in the image (backtraces still name the panic location).
-ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # The stubs' outputs are older than the real sources only by mtime; touch so cargo rebuilds them.
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin ucan-gateway \
