@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cid::Cid;
-use criterion::{BenchmarkId, Criterion, black_box, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ipld_core::ipld::Ipld;
+use std::hint::black_box;
 use ucan_gateway::did::{KeyAlg, SigningKey};
 use ucan_gateway::ipld::from_dag_json;
 use ucan_gateway::ucan::delegation::DelegationBuilder;

@@ -11,6 +11,7 @@
 //! - [`config`]: the operator's policy (`policies/*.toml`): subjects served, routes, limits, admission.
 //! - [`task`]: what an authorised invocation asks for, with its identities and effect class.
 //! - [`promise`]: `await/ok`, `await/error` and `await/*` values in arguments, and their resolution.
+//! - [`inspect`]: a readable view of any token or container (CLI `inspect`, `POST /inspect`).
 //! - [`receipt`]: signed receipts (`/ucan/assert` invocations) and the effects they request.
 //! - [`gateway`]: the path of one invocation, from container bytes to a stored, signed receipt.
 //! - [`exec`]: executors (local Wasm, WASI, blobs) behind one small trait.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod did;
 pub mod exec;
 pub mod gateway;
+pub mod inspect;
 pub mod ipld;
 pub mod metrics;
 pub mod promise;

@@ -489,7 +489,8 @@ impl Receipt {
     }
 
     /// A view for people and scripts: `cid`, `ran` and `task` as CID strings, `out`, `fx` and `meta`
-    /// in DAG-JSON form, plus the issuer.
+    /// in DAG-JSON form, the issuer, and `fx_tasks`: the task id of each effect (`{fork: [..],
+    /// join}`), under which its receipt will be found.
     pub fn to_json(&self) -> serde_json::Value {
         let p = &self.invocation.payload;
         // `out` and `fx` are shown exactly as signed, borrowed from the payload rather than rebuilt.
@@ -505,6 +506,11 @@ impl Receipt {
             "task": self.body.task.to_string(),
             "out": arg("out"),
             "fx": arg("fx"),
+            // An effect's receipt is stored under its task id, which a reader cannot easily compute.
+            "fx_tasks": {
+                "fork": self.body.fx.fork.iter().map(|e| e.task_id().to_string()).collect::<Vec<_>>(),
+                "join": self.body.fx.join.as_ref().map(|e| e.task_id().to_string()),
+            },
             "meta": meta,
         })
     }

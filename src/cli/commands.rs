@@ -8,40 +8,101 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use ipld_core::ipld::Ipld;
 
-use super::tokens::{Tokens, split_tokens};
+use super::hints::{self, Sent};
+use super::times::{self, Window};
+use super::tokens::Tokens;
 use super::{
-    Alg, Cli, Command, ContainerFormat, DelegateArgs, InspectArgs, InvokeArgs, KeyCommand,
+    Alg, Cli, Command, ContainerFormat, DelegateArgs, InspectArgs, InvokeArgs, KeyCommand, Output,
     VerifyArgs,
 };
 use crate::did::{KeyAlg, PublicKey, SigningKey};
-use crate::ipld::{from_dag_json, to_dag_json};
+use crate::inspect::Inspection;
+use crate::ipld::from_dag_json;
 use crate::receipt::{ASSERT_COMMAND, Receipt};
 use crate::ucan::container::{Container, Format};
 use crate::ucan::delegation::DelegationBuilder;
-use crate::ucan::envelope::{Envelope, Kind};
-use crate::ucan::invocation::{Invocation, InvocationBuilder};
+use crate::ucan::invocation::InvocationBuilder;
 use crate::ucan::validate::{self, NoCache, NoRevocations, Options, unix_now};
 use crate::ucan::{Command as UcanCommand, Policy};
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let output = cli.output;
     match cli.command {
-        Command::Key(KeyCommand::Generate { alg, output }) => key_generate(alg, output.as_deref()),
+        Command::Key(KeyCommand::Generate { alg, out, force }) => {
+            key_generate(alg, out.as_deref(), force, output)
+        }
         Command::Key(KeyCommand::Did { file }) => {
-            println!("{}", read_key(&file)?.did());
+            let did = read_key(&file)?.did();
+            match output {
+                Output::Text => println!("{did}"),
+                Output::Json => println!("{}", serde_json::json!({ "did": did })),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Delegate(args) => delegate(args),
-        Command::Invoke(args) => invoke(args),
+        Command::Delegate(args) => delegate(args, output),
+        Command::Invoke(args) => invoke(args, output),
+        // One JSON line either way: its verdict is meant for scripts.
         Command::Verify(args) => verify(args),
-        Command::Inspect(args) => inspect(args),
+        Command::Inspect(args) => inspect(args, output),
         Command::Serve(args) => {
             let _logging = super::logging::init(args.log_format)?;
             runtime()?.block_on(super::serve::serve(args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Receipt(args) => fetch_receipt(args),
+        Command::Receipt(args) => fetch_receipt(args, output),
+        Command::Probe(args) => probe(args, output),
+        Command::Completions { shell } => {
+            super::manual::completions(shell)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            super::manual::man()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `probe URL`: 0 when the URL answers 2xx within the timeout, 1 otherwise (never 2: a supervisor
+/// reads any failure as unhealthy, and a refused connection is the commonest one).
+fn probe(args: super::ProbeArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let answered = runtime()?.block_on(async {
+        let http = reqwest::Client::builder()
+            .timeout(args.timeout.into())
+            .build()
+            .context("building the HTTP client")?;
+        anyhow::Ok(http.get(&args.url).send().await.map(|r| r.status()))
+    })?;
+    let (healthy, said) = match answered {
+        Ok(status) => (status.is_success(), status.as_u16().to_string()),
+        Err(e) => (false, format!("no answer: {e}")),
+    };
+    match output {
+        Output::Text => println!("{} {said}", args.url),
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "url": args.url, "healthy": healthy, "status": said })
+        ),
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Prints `value`: indented for people, one line for scripts.
+fn print_json(value: &serde_json::Value, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Text => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Json => println!("{value}"),
+    }
+    Ok(())
+}
+
+/// A refusal's `error.name`, if it has one.
+fn refusal_name(refusal: &serde_json::Value) -> Option<&str> {
+    refusal["error"]["name"].as_str()
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -54,10 +115,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Prints a checked receipt (exit 0 if its outcome is ok, 1 if it is an error) or a refusal (exit 1).
 fn print_receipt_result(
     result: Result<crate::receipt::Receipt, serde_json::Value>,
+    output: Output,
 ) -> anyhow::Result<ExitCode> {
     match result {
         Ok(receipt) => {
-            println!("{}", serde_json::to_string_pretty(&receipt.to_json())?);
+            print_json(&receipt.to_json(), output)?;
             Ok(if receipt.body.out.is_ok() {
                 ExitCode::SUCCESS
             } else {
@@ -71,7 +133,7 @@ fn print_receipt_result(
     }
 }
 
-fn fetch_receipt(args: super::ReceiptArgs) -> anyhow::Result<ExitCode> {
+fn fetch_receipt(args: super::ReceiptArgs, output: Output) -> anyhow::Result<ExitCode> {
     let remote = super::remote::Remote::new(&args.url)?;
     let rt = runtime()?;
     let did = rt.block_on(remote.did())?;
@@ -79,12 +141,14 @@ fn fetch_receipt(args: super::ReceiptArgs) -> anyhow::Result<ExitCode> {
         let tree = rt.block_on(super::tree::fetch(&remote, &args.cid, &did))?;
         if args.dot {
             print!("{}", super::tree::render_dot(&tree));
+        } else if output == Output::Json {
+            println!("{}", super::tree::render_json(&tree));
         } else {
             print!("{}", super::tree::render_text(&tree));
         }
         return Ok(ExitCode::SUCCESS);
     }
-    print_receipt_result(rt.block_on(remote.receipt(&args.cid, &did))?)
+    print_receipt_result(rt.block_on(remote.receipt(&args.cid, &did))?, output)
 }
 
 fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
@@ -93,25 +157,47 @@ fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
     SigningKey::from_key_file(&text).with_context(|| format!("in key file {}", path.display()))
 }
 
-fn key_generate(alg: Alg, output: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let alg = match alg {
-        Alg::Ed25519 => KeyAlg::Ed25519,
-        Alg::P256 => KeyAlg::P256,
-        Alg::Secp256k1 => KeyAlg::Secp256k1,
+fn key_generate(
+    alg: Alg,
+    out: Option<&Path>,
+    force: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let (alg, name) = match alg {
+        Alg::Ed25519 => (KeyAlg::Ed25519, "ed25519"),
+        Alg::P256 => (KeyAlg::P256, "p256"),
+        Alg::Secp256k1 => (KeyAlg::Secp256k1, "secp256k1"),
     };
     let key = SigningKey::generate(alg);
     let text = format!("{}\n", key.to_key_file());
-    match output {
+    match out {
         Some(path) => {
+            if force && path.exists() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("replacing {}", path.display()))?;
+            }
             write_private(path, text.as_bytes())?;
-            eprintln!("{}", key.did());
+            match output {
+                Output::Text => eprintln!("{}", key.did()),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({ "did": key.did(), "alg": name, "file": path })
+                ),
+            }
         }
-        None => print!("{text}"),
+        None => match output {
+            Output::Text => print!("{text}"),
+            Output::Json => println!(
+                "{}",
+                serde_json::json!({ "did": key.did(), "alg": name, "key": key.to_key_file() })
+            ),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a file only its owner can read (it holds a private key).
+/// Writes a file only its owner can read (it holds a private key). An existing file is never
+/// replaced here: losing a private key to a repeated command cannot be undone.
 pub(super) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -120,9 +206,14 @@ pub(super) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} already exists; it was left as it is (pass --force to replace it, losing the key it holds)",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+    };
     file.write_all(bytes)?;
     Ok(())
 }
@@ -141,29 +232,6 @@ fn write_output(output: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
-/// `never` → no expiry; otherwise a duration from now (`30m`, `12h`, `7d`).
-fn parse_expiry(text: &str, now: i64) -> anyhow::Result<Option<i64>> {
-    if text == "never" {
-        return Ok(None);
-    }
-    let duration = humantime::parse_duration(text).map_err(|e| {
-        anyhow!("--exp {text:?}: {e} (use a duration such as 30m, 12h, 7d, or \"never\")")
-    })?;
-    Ok(Some(now.saturating_add(
-        i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-    )))
-}
-
-/// A Unix timestamp, or a duration from now.
-fn parse_time(text: &str, now: i64) -> anyhow::Result<i64> {
-    if let Ok(ts) = text.parse::<i64>() {
-        return Ok(ts);
-    }
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| anyhow!("{text:?}: {e} (use a Unix timestamp or a duration such as 1h)"))?;
-    Ok(now.saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
-}
-
 fn parse_map(text: &str, what: &str) -> anyhow::Result<BTreeMap<String, Ipld>> {
     match from_dag_json(text).map_err(|e| anyhow!("{what}: not DAG-JSON: {e}"))? {
         Ipld::Map(map) => Ok(map),
@@ -171,7 +239,7 @@ fn parse_map(text: &str, what: &str) -> anyhow::Result<BTreeMap<String, Ipld>> {
     }
 }
 
-fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
+fn delegate(args: DelegateArgs, output: Output) -> anyhow::Result<ExitCode> {
     let key = read_key(&args.key)?;
     let now = unix_now();
     let cmd = UcanCommand::parse(&args.cmd)?;
@@ -214,23 +282,58 @@ fn delegate(args: DelegateArgs) -> anyhow::Result<ExitCode> {
     if let Some(sub) = &sub {
         PublicKey::from_did(sub).context("--sub")?;
     }
-    let exp = parse_expiry(&args.exp, now)?;
-    let nbf = args
-        .nbf
-        .as_deref()
-        .map(|t| parse_time(t, now))
-        .transpose()?;
-    let dlg = DelegationBuilder::new(args.to, sub, cmd)
+    let Window { exp, nbf } = times::window(&args.exp, args.nbf.as_deref(), now, args.force)?;
+    let dlg = DelegationBuilder::new(args.to.clone(), sub.clone(), cmd.clone())
         .policy(policy)
         .expires(exp)
         .not_before(nbf)
         .sign(&key)?;
-    eprintln!("delegation {}", dlg.cid());
-    write_output(args.output.as_deref(), dlg.bytes())?;
+    match output {
+        Output::Text => {
+            eprintln!("delegation {}", dlg.cid());
+            write_output(args.out.as_deref(), dlg.bytes())?;
+        }
+        Output::Json => {
+            let mut json = serde_json::json!({
+                "cid": dlg.cid().to_string(),
+                "iss": key.did(),
+                "aud": args.to,
+                "sub": sub,
+                "cmd": cmd.as_str(),
+                "exp": exp,
+                "nbf": nbf,
+            });
+            attach(&mut json, "token", args.out.as_deref(), dlg.bytes())?;
+            println!("{json}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+/// With `--output json`: writes `bytes` to `out` and names the file, or puts them in the JSON as
+/// base64 (`key`), since raw CBOR cannot share standard output with a JSON line.
+fn attach(
+    json: &mut serde_json::Value,
+    key: &str,
+    out: Option<&Path>,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
+    match out {
+        Some(path) => {
+            write_output(Some(path), bytes)?;
+            json["file"] = serde_json::json!(path);
+        }
+        None => {
+            use base64::Engine as _;
+            json[key] = base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into();
+        }
+    }
+    Ok(())
+}
+
+fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
     let key = read_key(&args.key)?;
     let now = unix_now();
     let cmd = UcanCommand::parse(&args.cmd)?;
@@ -242,24 +345,26 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         .and_then(|cid| proofs.delegations[cid].payload.sub.clone());
     let sub = args.sub.or(root_subject).unwrap_or_else(|| key.did());
 
+    let Window { exp, .. } = times::window(&args.exp, None, now, args.force)?;
+
     // With --url, ask the gateway who it is: the invocation is addressed to it, and its receipt is
     // checked against that DID.
     let remote = match &args.url {
         Some(url) => {
             let remote = super::remote::Remote::new(url)?;
             let rt = runtime()?;
-            let did = rt.block_on(remote.did())?;
-            Some((remote, rt, did))
+            let described = rt.block_on(remote.describe())?;
+            Some((remote, rt, described))
         }
         None => None,
     };
     let aud = args
         .aud
-        .or_else(|| remote.as_ref().map(|(_, _, did)| did.clone()));
+        .or_else(|| remote.as_ref().map(|(_, _, d)| d.did.clone()));
 
-    let mut builder = InvocationBuilder::new(sub, cmd, inv_args)
+    let mut builder = InvocationBuilder::new(sub.clone(), cmd, inv_args)
         .proofs(chain.clone())
-        .expires(parse_expiry(&args.exp, now)?)
+        .expires(exp)
         .issued_at(Some(now));
     if let Some(aud) = aud {
         PublicKey::from_did(&aud).context("--aud")?;
@@ -272,7 +377,9 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         builder = builder.nonce(Vec::new());
     }
     let inv = builder.sign(&key)?;
-    eprintln!("invocation {} (task {})", inv.cid(), inv.payload.task_id());
+    if output == Output::Text || remote.is_some() {
+        eprintln!("invocation {} (task {})", inv.cid(), inv.payload.task_id());
+    }
 
     // Earlier pipeline steps first, then this invocation, then every delegation once.
     let earlier = Tokens::read(&args.with)?;
@@ -293,25 +400,90 @@ fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
             container.tokens.push(dlg.bytes().to_vec());
         }
     }
-    if let Some((remote, rt, did)) = remote {
-        let answer = rt.block_on(remote.invoke(container.encode(Format::Raw), &did, inv.cid()))?;
-        if args.wait
-            && let Ok(receipt) = &answer
-            && let Some(join) = super::wait::awaited(receipt)
-        {
-            let last = rt.block_on(super::wait::wait_for(&remote, &did, receipt, join))?;
-            return print_receipt_result(last);
+    if let Some((remote, rt, described)) = remote {
+        let did = &described.did;
+        // Every step's receipt is printed, in pipeline order, so a script sees what each returned.
+        let steps: Vec<_> = earlier
+            .invocations
+            .iter()
+            .map(|i| i.cid())
+            .chain(std::iter::once(inv.cid()))
+            .collect();
+        let sent = Sent {
+            proofs: chain.len(),
+            subject: &sub,
+            invoker: &key.did(),
+            served: Some(&described.subjects),
+        };
+        let answered =
+            match rt.block_on(remote.invoke(container.encode(Format::Raw), did, &steps))? {
+                Ok(answered) => answered,
+                Err(refusal) => {
+                    hints::print(refusal_name(&refusal), &sent);
+                    return print_receipt_result(Err(refusal), output);
+                }
+            };
+        let Some((last, before)) = answered.receipts.split_last() else {
+            return refused_step(&answered, &sent);
+        };
+        let mut code = ExitCode::SUCCESS;
+        for receipt in before {
+            if print_receipt_result(Ok(receipt.clone()), output)? != ExitCode::SUCCESS {
+                code = ExitCode::from(1);
+            }
         }
-        return print_receipt_result(answer);
+        if answered.refused.is_some() {
+            print_receipt_result(Ok(last.clone()), output)?;
+            return refused_step(&answered, &sent);
+        }
+        let last = match super::wait::awaited(last) {
+            Some(join) if args.wait => {
+                rt.block_on(super::wait::wait_for(&remote, did, last, join))?
+            }
+            _ => Ok(last.clone()),
+        };
+        let last_code = print_receipt_result(last, output)?;
+        return Ok(if last_code == ExitCode::SUCCESS {
+            code
+        } else {
+            last_code
+        });
     }
     let mut bytes = container.encode(container_format(args.format));
-    if !matches!(args.format, ContainerFormat::Raw | ContainerFormat::RawGzip)
-        && args.output.is_none()
+    if output == Output::Json {
+        let mut json = serde_json::json!({
+            "invocation": inv.cid().to_string(),
+            "task": inv.payload.task_id().to_string(),
+            "exp": exp,
+        });
+        attach(&mut json, "container", args.out.as_deref(), &bytes)?;
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !matches!(args.format, ContainerFormat::Raw | ContainerFormat::RawGzip) && args.out.is_none()
     {
         bytes.push(b'\n');
     }
-    write_output(args.output.as_deref(), &bytes)?;
+    write_output(args.out.as_deref(), &bytes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the refusal of a pipeline step (after the receipts of the steps before it); exit 1.
+fn refused_step(answered: &super::remote::Answered, sent: &Sent<'_>) -> anyhow::Result<ExitCode> {
+    let (cid, name) = answered
+        .refused
+        .as_ref()
+        .ok_or_else(|| anyhow!("the gateway answered with no receipt"))?;
+    hints::print(Some(name), sent);
+    println!(
+        "{}",
+        serde_json::json!({ "error": {
+            "name": name,
+            "message": format!("the gateway refused the invocation {cid}; the steps after it did not run"),
+            "invocation": cid.to_string(),
+        }})
+    );
+    Ok(ExitCode::from(1))
 }
 
 fn container_format(format: ContainerFormat) -> Format {
@@ -381,6 +553,15 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            hints::print(
+                Some(e.kind.name()),
+                &Sent {
+                    proofs: invocation.payload.prf.len(),
+                    subject: &invocation.payload.sub,
+                    invoker: &invocation.payload.iss,
+                    served: None,
+                },
+            );
             let mut error = serde_json::json!({ "name": e.kind.name(), "message": e.message });
             if let Some(proof) = e.proof() {
                 error["proof"] = serde_json::Value::String(proof.to_string());
@@ -399,69 +580,25 @@ fn print_verify_error(name: &str, message: &str) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+fn inspect(args: InspectArgs, output: Output) -> anyhow::Result<ExitCode> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let mut all_valid = true;
-    for token in split_tokens(&bytes)? {
-        let report = match Envelope::decode(&token) {
-            Ok(envelope) => {
-                let (mut report, valid) = describe(&envelope)?;
-                all_valid &= valid;
-                // A receipt is an invocation of /ucan/assert; name it as such when it reads as one.
-                if envelope.kind == Kind::Invocation
-                    && Invocation::from_envelope(envelope)
-                        .and_then(Receipt::from_invocation)
-                        .is_ok()
-                {
-                    report["kind"] = serde_json::Value::from("receipt");
-                }
-                report
+    let seen = Inspection::of(&bytes).map_err(|e| anyhow!(e.to_string()))?;
+    match output {
+        // One document per token, as each token reads on its own.
+        Output::Text => {
+            for token in &seen.tokens {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Inspection::token_json(token))?
+                );
             }
-            Err(e) => {
-                all_valid = false;
-                serde_json::json!({ "error": e.to_string(), "bytes": token.len() })
-            }
-        };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Output::Json => println!("{}", seen.to_json()),
     }
-    Ok(if all_valid {
+    Ok(if seen.all_valid() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-/// A readable view of one envelope and whether its signature verifies against its issuer.
-fn describe(envelope: &Envelope) -> anyhow::Result<(serde_json::Value, bool)> {
-    let issuer = match &envelope.payload {
-        Ipld::Map(map) => match map.get("iss") {
-            Some(Ipld::String(iss)) => Some(iss.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
-    let signature = match issuer.as_deref().map(PublicKey::from_did) {
-        Some(Ok(key)) => match envelope.verify(&key) {
-            Ok(()) => "valid".to_owned(),
-            Err(e) => format!("invalid: {e}"),
-        },
-        Some(Err(e)) => format!("unverifiable: {e}"),
-        None => "unverifiable: no issuer".to_owned(),
-    };
-    let kind = match envelope.kind {
-        Kind::Delegation => "delegation",
-        Kind::Invocation => "invocation",
-    };
-    let payload_json = to_dag_json(&envelope.payload).map_err(|e| anyhow!(e))?;
-    let payload: serde_json::Value = serde_json::from_str(&payload_json)?;
-    let report = serde_json::json!({
-        "kind": kind,
-        "cid": envelope.cid.to_string(),
-        "tag": envelope.tag,
-        "alg": format!("{:?}", envelope.header.alg),
-        "signature": signature,
-        "payload": payload,
-    });
-    Ok((report, signature == "valid"))
 }

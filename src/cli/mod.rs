@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
+mod hints;
 mod logging;
+mod manual;
 pub mod remote;
 pub mod serve;
+mod times;
 pub mod tokens;
 pub mod tree;
 mod wait;
@@ -19,8 +22,20 @@ mod wait;
 #[derive(Debug, Parser)]
 #[command(name = "ucan-gateway", version, about, long_about = None)]
 pub struct Cli {
+    /// How results are printed: `text` for people, `json` for scripts (one JSON document per line).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// For people: tokens as files, receipts as indented JSON, DIDs on their own line.
+    Text,
+    /// For scripts: one compact JSON document per line on standard output.
+    Json,
 }
 
 /// The top-level commands.
@@ -39,9 +54,21 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show any token or container as readable DAG-JSON, with CIDs and signature status.
     Inspect(InspectArgs),
-    /// Fetch a receipt from a gateway by invocation CID, task id or receipt CID, and check its signature.
-    #[command(alias = "receipts")]
+    /// Fetch a receipt from a gateway by invocation CID, task id or receipt CID, and check its
+    /// signature; `--tree` draws what ran and the effects it set off.
+    #[command(visible_alias = "receipts")]
     Receipt(ReceiptArgs),
+    /// Ask a URL whether it answers 2xx (exit 0) or not (exit 1): a health check for images with no
+    /// shell or curl, e.g. `ucan-gateway probe http://127.0.0.1:8080/livez`.
+    Probe(ProbeArgs),
+    /// Print a shell completion script (e.g. `ucan-gateway completions bash > /etc/bash_completion.d/ucan-gateway`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `ucan-gateway man | man -l -`.
+    Man,
 }
 
 /// `receipt` arguments.
@@ -49,7 +76,8 @@ pub enum Command {
 pub struct ReceiptArgs {
     /// An invocation CID, task id or receipt CID.
     pub cid: String,
-    /// Print the invocation → receipt → effects tree (effects' receipts fetched by task id).
+    /// Print the invocation → receipt → effects tree (effects' receipts fetched by task id); with
+    /// --output json, the tree as one JSON document.
     #[arg(long, conflicts_with = "dot")]
     pub tree: bool,
     /// Print the same tree as a Graphviz DOT digraph.
@@ -64,6 +92,16 @@ pub struct ReceiptArgs {
     pub url: String,
 }
 
+/// `probe` arguments.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to fetch (GET).
+    pub url: String,
+    /// Give up after this long (e.g. 3s, 500ms).
+    #[arg(long, default_value = "3s")]
+    pub timeout: humantime::Duration,
+}
+
 /// `key …` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -73,8 +111,11 @@ pub enum KeyCommand {
         #[arg(long, value_enum, default_value_t = Alg::Ed25519)]
         alg: Alg,
         /// Write the key here instead of standard output (created with owner-only permissions).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        /// Replace the file if it exists (the key in it is lost for good).
+        #[arg(long, requires = "out")]
+        force: bool,
     },
     /// Print the did:key of a key file.
     Did {
@@ -112,18 +153,22 @@ pub struct DelegateArgs {
     /// A policy on invocation arguments, as DAG-JSON, e.g. '[["==", ".func", "add"]]'.
     #[arg(long)]
     pub policy: Option<String>,
-    /// Expiry: a duration from now (30m, 12h, 7d) or "never".
+    /// Expiry: a duration from now (30m, 12h, 7d), a Unix time in seconds, or "never". An expiry
+    /// that is not in the future (0s, a past time) is refused unless --force.
     #[arg(long, default_value = "30d")]
     pub exp: String,
-    /// Not before: a duration from now or a Unix timestamp.
+    /// Not before: a duration from now (10m) or a Unix time in seconds.
     #[arg(long)]
     pub nbf: Option<String>,
+    /// Make the token even if its expiry is not in the future or not after --nbf.
+    #[arg(long)]
+    pub force: bool,
     /// Delegations that give the delegator its authority (checked to lead to the delegator).
     #[arg(long = "proof")]
     pub proofs: Vec<PathBuf>,
     /// Write the token here instead of standard output.
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
+    #[arg(short = 'o', long = "out")]
+    pub out: Option<PathBuf>,
 }
 
 /// `invoke` arguments.
@@ -157,9 +202,14 @@ pub struct InvokeArgs {
     /// their results (`{"await/ok": {"/": "<invocation CID>"}}`).
     #[arg(long = "with")]
     pub with: Vec<PathBuf>,
-    /// Expiry: a duration from now or "never".
+    /// Expiry: a duration from now (30s, 5m, 1h), a Unix time in seconds, or "never" (which a
+    /// gateway refuses unless the route allows it). Default: five minutes from now. An expiry that
+    /// is not in the future is refused unless --force.
     #[arg(long, default_value = "5m")]
     pub exp: String,
+    /// Make the invocation even if its expiry is not in the future.
+    #[arg(long)]
+    pub force: bool,
     /// Metadata map as DAG-JSON (e.g. execution limits).
     #[arg(long)]
     pub meta: Option<String>,
@@ -174,8 +224,8 @@ pub struct InvokeArgs {
     #[arg(long, value_enum, default_value_t = ContainerFormat::Base64)]
     pub format: ContainerFormat,
     /// Write the container here instead of standard output.
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
+    #[arg(short = 'o', long = "out")]
+    pub out: Option<PathBuf>,
 }
 
 /// Container encodings offered on the command line.

@@ -39,6 +39,11 @@ impl Remote {
 
     /// The gateway's DID, from its service description.
     pub async fn did(&self) -> anyhow::Result<String> {
+        Ok(self.describe().await?.did)
+    }
+
+    /// The gateway's DID and the subjects it serves, from its service description.
+    pub async fn describe(&self) -> anyhow::Result<Described> {
         let response = self
             .http
             .get(format!("{}/", self.base))
@@ -47,20 +52,35 @@ impl Remote {
             .context("contacting the gateway")?;
         let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)
             .context("the gateway's description is not JSON")?;
-        body["did"]
+        let did = body["did"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| anyhow!("the gateway's description names no DID"))
+            .ok_or_else(|| anyhow!("the gateway's description names no DID"))?;
+        let subjects = body["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .map(|s| {
+                if s == "self" {
+                    did.clone()
+                } else {
+                    s.to_owned()
+                }
+            })
+            .collect();
+        Ok(Described { did, subjects })
     }
 
-    /// Posts a container; returns the verified receipt for the invocation `ran` (the last step, when
-    /// the container is a pipeline), or the gateway's refusal as JSON.
+    /// Posts a container whose invocations are `ran` (a pipeline's steps in order); returns their
+    /// verified receipts in that order, up to any step the gateway refused, or the gateway's refusal
+    /// of the whole request as JSON.
     pub async fn invoke(
         &self,
         container: Vec<u8>,
         gateway_did: &str,
-        ran: Cid,
-    ) -> anyhow::Result<Result<Receipt, serde_json::Value>> {
+        ran: &[Cid],
+    ) -> anyhow::Result<Result<Answered, serde_json::Value>> {
         let response = self
             .http
             .post(format!("{}/", self.base))
@@ -69,7 +89,35 @@ impl Remote {
             .send()
             .await
             .context("posting the invocation")?;
-        self.read_receipt(response, gateway_did, Some(ran)).await
+        let refused = response
+            .headers()
+            .get("ucan-gateway-refused")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = response.status();
+        let body = response.bytes().await.context("reading the response")?;
+        if !status.is_success() {
+            return Ok(Err(refusal_json(status, &body)));
+        }
+        let all = verified_receipts(&body, gateway_did)?;
+        let mut receipts = Vec::with_capacity(ran.len());
+        for cid in ran {
+            match all.iter().find(|r| r.body.ran == *cid) {
+                Some(receipt) => receipts.push(receipt.clone()),
+                // The steps after a refused one never ran, so they have no receipt.
+                None if refused.is_some() => {
+                    return Ok(Ok(Answered {
+                        receipts,
+                        refused: refused.map(|name| (*cid, name)),
+                    }));
+                }
+                None => bail!("the response holds no receipt for {cid}"),
+            }
+        }
+        Ok(Ok(Answered {
+            receipts,
+            refused: None,
+        }))
     }
 
     /// Fetches the receipt stored under `cid`.
@@ -84,7 +132,7 @@ impl Remote {
             .send()
             .await
             .context("fetching the receipt")?;
-        self.read_receipt(response, gateway_did, None).await
+        self.read_receipt(response, gateway_did).await
     }
 
     /// Fetches the receipt stored under `cid`, or the state of the job it awaits (`202`).
@@ -100,44 +148,68 @@ impl Remote {
                 .context("the pending answer is not JSON")?;
             return Ok(Polled::Pending(body["pending"].clone()));
         }
-        Ok(
-            match self.read_receipt(response, gateway_did, None).await? {
-                Ok(receipt) => Polled::Receipt(Box::new(receipt)),
-                Err(refusal) => Polled::Refused(refusal),
-            },
-        )
+        Ok(match self.read_receipt(response, gateway_did).await? {
+            Ok(receipt) => Polled::Receipt(Box::new(receipt)),
+            Err(refusal) => Polled::Refused(refusal),
+        })
     }
 
-    /// The verified receipt in a response: the one answering `ran` if given (a pipeline's answer
-    /// holds several), else the first.
+    /// The verified receipt in a response.
     async fn read_receipt(
         &self,
         response: reqwest::Response,
         gateway_did: &str,
-        ran: Option<Cid>,
     ) -> anyhow::Result<Result<Receipt, serde_json::Value>> {
         let status = response.status();
         let body = response.bytes().await.context("reading the response")?;
         if !status.is_success() {
-            let error = serde_json::from_slice(&body)
-                .unwrap_or_else(|_| serde_json::json!({ "error": { "name": "HttpError", "message": status.to_string() } }));
-            return Ok(Err(error));
+            return Ok(Err(refusal_json(status, &body)));
         }
-        let container = Container::decode(&body).context("the response is not a UCAN container")?;
-        // A container's tokens are sorted bytewise, so the receipt (a `/ucan/assert` token) need not
-        // come first when effects travel with it; a pipeline's answer holds several.
-        let receipt = container
-            .tokens
-            .iter()
-            .filter_map(|t| Receipt::decode(t).ok())
-            .find(|r| ran.is_none_or(|ran| r.body.ran == ran))
-            .ok_or_else(|| match ran {
-                Some(ran) => anyhow!("the response holds no receipt for {ran}"),
-                None => anyhow!("the response holds no receipt"),
-            })?;
+        let receipt = verified_receipts(&body, gateway_did)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("the response holds no receipt"))?;
+        Ok(Ok(receipt))
+    }
+}
+
+/// The gateway's DID and the subjects it serves.
+pub struct Described {
+    /// The gateway's DID.
+    pub did: String,
+    /// The subjects it acts for, `self` resolved to its DID.
+    pub subjects: Vec<String>,
+}
+
+/// The receipts a `POST /` answered with, in the order of the request's invocations.
+pub struct Answered {
+    /// One verified receipt per step that ran.
+    pub receipts: Vec<Receipt>,
+    /// The first step without a receipt and the refusal's name (the `ucan-gateway-refused` header);
+    /// the steps after it did not run.
+    pub refused: Option<(Cid, String)>,
+}
+
+fn refusal_json(status: reqwest::StatusCode, body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(
+        |_| serde_json::json!({ "error": { "name": "HttpError", "message": status.to_string() } }),
+    )
+}
+
+/// Every receipt in a response container, each checked against the gateway's DID.
+fn verified_receipts(body: &[u8], gateway_did: &str) -> anyhow::Result<Vec<Receipt>> {
+    let container = Container::decode(body).context("the response is not a UCAN container")?;
+    // A container's tokens are sorted bytewise, so receipts (`/ucan/assert` tokens) need not come
+    // first when effects travel with them; a pipeline's answer holds several.
+    let receipts: Vec<Receipt> = container
+        .tokens
+        .iter()
+        .filter_map(|t| Receipt::decode(t).ok())
+        .collect();
+    for receipt in &receipts {
         if let Err(e) = receipt.verify(Some(gateway_did)) {
             bail!("the receipt does not verify against the gateway {gateway_did}: {e}");
         }
-        Ok(Ok(receipt))
     }
+    Ok(receipts)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use cid::Cid;
 
-use crate::ucan::container::Container;
+use crate::inspect::split_tokens;
 use crate::ucan::envelope::{Envelope, Kind};
 use crate::ucan::{Delegation, Invocation};
 
@@ -20,16 +20,6 @@ pub struct Tokens {
     pub delegations: HashMap<Cid, Delegation>,
     /// Delegations in the order they were read (for stable output).
     pub delegation_order: Vec<Cid>,
-}
-
-/// Splits file contents into token byte strings: one raw token, or the tokens of a container.
-pub fn split_tokens(bytes: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    // A raw token is a two-element CBOR array (0x82); every container header is a printable byte.
-    if bytes.first() == Some(&0x82) {
-        return Ok(vec![bytes.to_vec()]);
-    }
-    let container = Container::decode(bytes).context("not a UCAN token or container")?;
-    Ok(container.tokens)
 }
 
 impl Tokens {
@@ -49,7 +39,7 @@ impl Tokens {
 
     /// Adds the tokens in one file's contents.
     pub fn add_bytes(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        for token in split_tokens(bytes)? {
+        for token in split_tokens(bytes).map_err(|e| anyhow::anyhow!(e.to_string()))? {
             let envelope = Envelope::decode(&token)?;
             match envelope.kind {
                 Kind::Invocation => self.invocations.push(Invocation::from_envelope(envelope)?),

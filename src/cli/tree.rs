@@ -150,6 +150,25 @@ pub fn render_text(tree: &Node) -> String {
     out
 }
 
+/// The tree as one JSON document: `{"nodes": [{id, parent, via, task, receipt}]}`, parents before
+/// their children, `receipt` null for an effect that has none yet. Flat, so no reader has to recurse.
+pub fn render_json(tree: &Node) -> serde_json::Value {
+    let mut nodes = Vec::new();
+    let mut queue = VecDeque::from([(tree, None::<usize>)]);
+    while let Some((node, parent)) = queue.pop_front() {
+        let id = nodes.len();
+        nodes.push(serde_json::json!({
+            "id": id,
+            "parent": parent,
+            "via": node.via,
+            "task": node.task,
+            "receipt": node.receipt.as_ref().map(Receipt::to_json),
+        }));
+        queue.extend(node.children.iter().map(|c| (c, Some(id))));
+    }
+    serde_json::json!({ "nodes": nodes })
+}
+
 /// The tree as a Graphviz digraph: one node per receipt or pending effect, edges labelled `fork`
 /// or `join` with the command.
 pub fn render_dot(tree: &Node) -> String {

@@ -11,6 +11,7 @@
 //! - [`wasm`]: the local Wasm engine for `/wasm/run` (core exports and a DAG-CBOR ABI) and
 //!   `/wasi/run` (WASI preview-1 command modules).
 //! - [`local`]: the `wasm`, `wasi` and `blob` backends built on it and on the store.
+//! - [`schema`]: each command's argument shape as JSON Schema, published at `GET /`.
 //! - [`bacalhau`]: tasks forwarded to a Bacalhau compute network, whose jobs may outlive a request;
 //!   [`journal`]: what is written down about such jobs so none is lost.
 //!
@@ -22,6 +23,7 @@ mod host;
 pub mod journal;
 pub mod local;
 pub mod registry;
+pub mod schema;
 pub mod wasm;
 
 pub use executor::{Executed, Executor, JobStatus, Jobs};

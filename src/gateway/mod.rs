@@ -158,11 +158,21 @@ impl Gateway {
                     "backend": r.backend,
                     "effect": r.effect.as_str(),
                     "allow_no_expiry": r.allow_no_expiry,
+                    "limits": {
+                        "fuel": r.limits.fuel,
+                        "memory_bytes": r.limits.memory_bytes,
+                        "timeout_ms": u64::try_from(r.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+                        "max_input_bytes": r.limits.max_input_bytes,
+                        "max_output_bytes": r.limits.max_output_bytes,
+                    },
+                    "arguments": crate::exec::schema::argument_schema(&r.backend, r.command.as_str()),
                 })
             })
-            .chain(std::iter::once(
-                serde_json::json!({ "command": REVOKE_COMMAND, "backend": "built-in" }),
-            ))
+            .chain(std::iter::once(serde_json::json!({
+                "command": REVOKE_COMMAND,
+                "backend": "built-in",
+                "arguments": crate::exec::schema::revoke_schema(),
+            })))
             .collect();
         let subjects: Vec<String> = self.policy.subjects.iter().map(|s| s.to_string()).collect();
         serde_json::json!({
@@ -170,6 +180,7 @@ impl Gateway {
             "version": env!("CARGO_PKG_VERSION"),
             "did": self.did,
             "subjects": subjects,
+            "max_body_bytes": self.max_body_bytes(),
             "commands": commands,
         })
     }

@@ -35,6 +35,7 @@ pub mod otel;
 pub mod probes;
 pub mod settings;
 mod ucanto;
+mod ui;
 
 pub use edge::Edge;
 pub use listen::{Drain, serve};
@@ -54,7 +55,7 @@ pub const DEFAULT_WAIT_SECS: u64 = 30;
 /// only, and a test holds the list to `docs/openapi.json` both ways and probes the router for
 /// each method.
 fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> {
-    vec![
+    let own: Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> = vec![
         ("/", &["GET", "POST"], get(describe).post(invoke)),
         ("/receipts/{cid}", &["GET"], get(receipt)),
         ("/livez", &["GET"], get(probes::livez)),
@@ -62,7 +63,8 @@ fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> 
         ("/health", &["GET"], get(probes::readyz)),
         ("/metrics", &["GET"], get(metrics)),
         ("/openapi.json", &["GET"], get(openapi)),
-    ]
+    ];
+    own.into_iter().chain(ui::routes()).collect()
 }
 
 /// The paths served and their methods.

@@ -85,10 +85,87 @@ async fn the_cli_invokes_a_running_gateway_and_checks_its_receipts() {
     let second_args = format!(
         r#"{{"module": {{"/": {{"bytes": "{module}"}}}}, "func": "add", "args": [{{"await/ok": {{"/": "{first}"}}}}, 1]}}"#
     );
-    let extra = vec!["--url".into(), url, "--with".into(), path("first.ctn")];
+    let extra = vec![
+        "--url".into(),
+        url.clone(),
+        "--with".into(),
+        path("first.ctn"),
+        "--output".into(),
+        "json".into(),
+    ];
     let (code, stdout, stderr) = step(second_args, extra).await.unwrap();
     assert_eq!(code, Some(0), "{stderr}");
-    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(printed["out"]["ok"], 24, "{printed}");
+    // Every step's receipt, in pipeline order, one JSON line each.
+    let printed: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(printed.len(), 2, "{stdout}");
+    assert_eq!(printed[0]["ran"], first, "{stdout}");
+    assert_eq!(printed[0]["out"]["ok"], 23, "{stdout}");
+    assert_eq!(printed[1]["out"]["ok"], 24, "{stdout}");
+
+    // The README's offline chain (a root the gateway does not serve) is refused, and the CLI says
+    // why and how to serve it; with no --proof at all, it says the proof is missing.
+    std::fs::write(
+        path("root.key"),
+        SigningKey::generate(KeyAlg::Ed25519).to_key_file(),
+    )
+    .unwrap();
+    std::fs::write(
+        path("app.key"),
+        SigningKey::generate(KeyAlg::P256).to_key_file(),
+    )
+    .unwrap();
+    let (code, _, stderr) = tokio::task::spawn_blocking({
+        let (root, app) = (path("root.key"), path("app.key"));
+        let out = path("root-to-app.ucan");
+        move || {
+            let app_did = SigningKey::from_key_file(&std::fs::read_to_string(&app).unwrap())
+                .unwrap()
+                .did();
+            run(vec![
+                "delegate".into(),
+                "--key".into(),
+                root,
+                "--to".into(),
+                app_did,
+                "--cmd".into(),
+                "/wasm".into(),
+                "-o".into(),
+                out,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let refused = |proof: Option<String>| {
+        let (app, url) = (path("app.key"), url.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut argv: Vec<String> = vec![
+                "invoke".into(),
+                "--key".into(),
+                app,
+                "--url".into(),
+                url,
+                "--cmd".into(),
+                "/wasm/run".into(),
+            ];
+            argv.extend(proof.into_iter().flat_map(|p| ["--proof".into(), p]));
+            run(argv)
+        })
+    };
+    let (code, stdout, stderr) = refused(Some(path("root-to-app.ucan"))).await.unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.contains("InvalidSubject"), "{stdout}");
+    assert!(
+        stderr.contains("hint: this gateway acts only for") && stderr.contains("`subjects`"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = refused(None).await.unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.contains("InvalidSubject"), "{stdout}");
+    assert!(stderr.contains("--proof FILE"), "{stderr}");
     gw.stop().await.unwrap();
 }

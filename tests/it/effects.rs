@@ -26,7 +26,7 @@ const TRAP_ADD_WAT: &str =
     r#"(module (func (export "add") (param i32 i32) (result i32) unreachable))"#;
 
 /// A DAG-CBOR ABI guest whose `add` export ignores its input and returns `result`.
-fn returning(result: &Ipld) -> Vec<u8> {
+pub(crate) fn returning(result: &Ipld) -> Vec<u8> {
     let bytes = to_dag_cbor(result).unwrap();
     assert!(
         bytes.len() < 1000,
@@ -46,11 +46,11 @@ fn returning(result: &Ipld) -> Vec<u8> {
     ))
 }
 
-fn map(pairs: Vec<(&str, Ipld)>) -> Ipld {
+pub(crate) fn map(pairs: Vec<(&str, Ipld)>) -> Ipld {
     Ipld::Map(args(pairs))
 }
 
-fn add(module: Ipld, a: Ipld, b: Ipld) -> BTreeMap<String, Ipld> {
+pub(crate) fn add(module: Ipld, a: Ipld, b: Ipld) -> BTreeMap<String, Ipld> {
     args(vec![
         ("module", module),
         ("func", Ipld::String("add".into())),
@@ -58,12 +58,17 @@ fn add(module: Ipld, a: Ipld, b: Ipld) -> BTreeMap<String, Ipld> {
     ])
 }
 
-fn awaiting(branch: &str, target: Cid) -> Ipld {
+pub(crate) fn awaiting(branch: &str, target: Cid) -> Ipld {
     map(vec![(branch, Ipld::Link(target))])
 }
 
 /// An invocation by the world's friend, with `nonce`.
-fn invoke(w: &World, gw: &Running, a: BTreeMap<String, Ipld>, nonce: &[u8]) -> Invocation {
+pub(crate) fn invoke(
+    w: &World,
+    gw: &Running,
+    a: BTreeMap<String, Ipld>,
+    nonce: &[u8],
+) -> Invocation {
     InvocationBuilder::new(w.operator.did(), Command::parse("/wasm/run").unwrap(), a)
         .audience(gw.did.clone())
         .proofs(w.chain.iter().map(|d| d.cid()).collect())
@@ -88,7 +93,7 @@ fn with_policy(mut w: World, policy: &str) -> World {
 }
 
 /// The friend's delegation of `/wasm/run` (only `add`) on the operator's behalf to the gateway.
-fn to_gateway(w: &World, gw: &Running) -> Delegation {
+pub(crate) fn to_gateway(w: &World, gw: &Running) -> Delegation {
     DelegationBuilder::new(
         gw.did.clone(),
         Some(w.operator.did()),
@@ -101,7 +106,7 @@ fn to_gateway(w: &World, gw: &Running) -> Delegation {
 }
 
 /// One container with several invocations and the proofs.
-fn pipeline(invocations: &[&Invocation], proofs: &[Delegation]) -> Vec<u8> {
+pub(crate) fn pipeline(invocations: &[&Invocation], proofs: &[Delegation]) -> Vec<u8> {
     let mut c = Container::default();
     c.tokens
         .extend(invocations.iter().map(|inv| inv.bytes().to_vec()));
@@ -161,7 +166,7 @@ async fn stored(gw: &Running, cid: Cid, wanted: impl Fn(&Receipt) -> bool) -> Re
 }
 
 /// Puts `bytes` in the gateway's blob store, by the operator, and returns their CID.
-async fn put_blob(w: &World, gw: &Running, bytes: Vec<u8>) -> Cid {
+pub(crate) async fn put_blob(w: &World, gw: &Running, bytes: Vec<u8>) -> Cid {
     let inv = InvocationBuilder::new(
         w.operator.did(),
         Command::parse("/blob/put").unwrap(),
@@ -312,7 +317,7 @@ fn abi(module: Ipld) -> BTreeMap<String, Ipld> {
     ])
 }
 
-fn effect(module: Cid, a: i128, nonce: &[u8]) -> Ipld {
+pub(crate) fn effect(module: Cid, a: i128, nonce: &[u8]) -> Ipld {
     map(vec![
         ("cmd", Ipld::String("/wasm/run".into())),
         (
@@ -430,7 +435,8 @@ async fn the_gateway_runs_effects_within_its_bounds() {
         let (url, cid) = (url.clone(), inv.cid().to_string());
         tokio::task::spawn_blocking(move || {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
-                .args(["receipts", &cid, "--url", &url, flag])
+                .args(["receipts", &cid, "--url", &url])
+                .args(flag.split(' '))
                 .output()
                 .unwrap();
             assert!(
@@ -459,6 +465,15 @@ async fn the_gateway_runs_effects_within_its_bounds() {
     );
     let dot = cli("--dot").await.unwrap();
     assert!(dot.starts_with("digraph receipts {"), "{dot}");
+    // The same tree for scripts: flat, parents first, each effect's receipt under its task id.
+    let json: serde_json::Value =
+        serde_json::from_str(&cli("--tree --output json").await.unwrap()).unwrap();
+    let nodes = json["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4, "{json}");
+    assert_eq!(nodes[0]["receipt"]["ran"], inv.cid().to_string());
+    assert_eq!(nodes[0]["receipt"]["fx_tasks"]["fork"][0], nodes[1]["task"]);
+    assert_eq!(nodes[1]["parent"], 0);
+    assert_eq!(nodes[1]["receipt"]["out"]["ok"], 3);
     assert_eq!(dot.matches(" -> ").count(), 3, "{dot}");
 
     gw.stop().await.unwrap();

@@ -1,11 +1,14 @@
 //! Integration tests, compiled into one binary to keep link time down.
 
 mod architecture;
+mod arguments;
 mod bacalhau;
 mod bacalhau_cli;
 mod bacalhau_config;
 mod bacalhau_contract;
+mod browser;
 mod cli;
+mod cli_conventions;
 mod cli_remote;
 mod config;
 mod connections;
