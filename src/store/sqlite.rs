@@ -137,6 +137,8 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     closed: AtomicBool,
+    /// Dropped (with the store) to stop the checkpointer thread.
+    _checkpoints: Option<std_mpsc::Sender<()>>,
 }
 
 /// Work for a reader (or, in memory, the writer): runs on its connection.
@@ -234,7 +236,8 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(connect(&path, false)?);
         }
-        Ok(SqliteStore::start(Some(path), writer, readers))
+        let checkpoints = checkpointer(connect(&path, true)?);
+        Ok(SqliteStore::start(Some(path), writer, readers, Some(checkpoints)))
     }
 
     /// A fresh in-memory database with the full schema, for tests. Its data lives as long as the store.
@@ -242,10 +245,15 @@ impl SqliteStore {
         let conn = Connection::open_in_memory().map_err(db_error("open"))?;
         configure(&conn, true).map_err(db_error("open"))?;
         migrate(&conn)?;
-        Ok(SqliteStore::start(None, conn, Vec::new()))
+        Ok(SqliteStore::start(None, conn, Vec::new(), None))
     }
 
-    fn start(path: Option<PathBuf>, writer: Connection, readers: Vec<Connection>) -> Self {
+    fn start(
+        path: Option<PathBuf>,
+        writer: Connection,
+        readers: Vec<Connection>,
+        checkpoints: Option<std_mpsc::Sender<()>>,
+    ) -> Self {
         let (tx, rx) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -259,6 +267,7 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
+                _checkpoints: checkpoints,
             }),
         }
     }
@@ -360,6 +369,30 @@ impl SqliteStore {
     }
 }
 
+/// How often the checkpointer copies committed WAL pages into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Copies committed pages from the WAL into the database file on a thread of its own, every
+/// [`CHECKPOINT_EVERY`], so commits never wait for it (the writer's own automatic checkpoint, which
+/// would run inside a commit, is turned off). Passive: it never blocks the writer or readers. Stops
+/// when the returned sender is dropped; closing the last connection checkpoints what is left.
+fn checkpointer(conn: Connection) -> std_mpsc::Sender<()> {
+    let (stop, stopped) = std_mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while let Err(std_mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .expect("spawning the store's checkpoint thread");
+    stop
+}
+
 /// Opens a connection to `path` with the settings every connection uses; the writer's may create
 /// the file.
 fn connect(path: &Path, writer: bool) -> Result<Connection> {
@@ -385,12 +418,22 @@ fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Index pages stay in memory rather than being read back through system calls: the writer
+    // revisits random leaves of every index on every commit. Reads of the database file map it.
+    conn.pragma_update(None, "cache_size", if writer { -65_536 } else { -16_384 })?;
+    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
     if writer {
+        // Small pages: a commit dirties one leaf of each index it inserts into (the keys are
+        // random CIDs), and each dirty page is written to the WAL whole, so the page size is most
+        // of what a commit writes. Takes effect when the database is created.
+        conn.pragma_update(None, "page_size", 1024)?;
         // Reading a non-database fails here, before anything is written to it.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
             return Err(rusqlite::Error::InvalidQuery);
         }
+        // The checkpointer thread does it, outside any commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     } else {
         conn.pragma_update(None, "query_only", "ON")?;
     }
@@ -492,34 +535,34 @@ fn run_batch(conn: &Connection, mut writes: Vec<Box<dyn Write>>) {
 /// The batch's transaction: `None` once committed, or why nothing was.
 fn transact(conn: &Connection, writes: &mut [Box<dyn Write>]) -> Option<StoreError> {
     let fail = |e: rusqlite::Error| StoreError::with_source(classify(&e), "commit", e);
+    // Prepared once per connection: these run for every commit.
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop);
     // IMMEDIATE takes the write lock up front, so no statement meets another writer mid-batch.
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run("BEGIN IMMEDIATE") {
         return Some(fail(e));
     }
     for write in writes.iter_mut() {
-        let step = match conn.execute_batch("SAVEPOINT w") {
+        let step = match run("SAVEPOINT w") {
             Ok(()) => write.run(conn),
             Err(e) => Step::Fatal(fail(e)),
         };
         let released = match step {
-            Step::Keep => conn.execute_batch("RELEASE w"),
-            Step::Undo => conn
-                .execute_batch("ROLLBACK TO w")
-                .and_then(|()| conn.execute_batch("RELEASE w")),
+            Step::Keep => run("RELEASE w"),
+            Step::Undo => run("ROLLBACK TO w").and_then(|()| run("RELEASE w")),
             Step::Fatal(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = run("ROLLBACK");
                 return Some(e);
             }
         };
         if let Err(e) = released {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run("ROLLBACK");
             return Some(fail(e));
         }
     }
-    match conn.execute_batch("COMMIT") {
+    match run("COMMIT") {
         Ok(()) => None,
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run("ROLLBACK");
             Some(fail(e))
         }
     }
