@@ -180,7 +180,10 @@ fn mint(args: &Args, root: &SigningKey, alg: KeyAlg, audience: &str) -> anyhow::
                         nb: BTreeMap::new(),
                     }],
                     exp: Some(exp),
-                    prf: chain_u.last().map(|(cid, _)| vec![*cid]).unwrap_or_default(),
+                    prf: chain_u
+                        .last()
+                        .map(|(cid, _)| vec![*cid])
+                        .unwrap_or_default(),
                     ..UcanFields::default()
                 },
                 issuer,
@@ -232,8 +235,7 @@ fn mint(args: &Args, root: &SigningKey, alg: KeyAlg, audience: &str) -> anyhow::
                             .sign(invoker)?;
                             let mut c = Container::default();
                             c.tokens.push(inv.bytes().to_vec());
-                            c.tokens
-                                .extend(chain_1.iter().map(|d| d.bytes().to_vec()));
+                            c.tokens.extend(chain_1.iter().map(|d| d.bytes().to_vec()));
                             Job {
                                 body: Bytes::from(c.encode(Format::Raw)),
                                 sum,
@@ -473,7 +475,12 @@ fn cpu_time() -> Duration {
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // Clock ticks are 100 a second on Linux.
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
@@ -491,8 +498,11 @@ impl Report {
         let rate = self.sent as f64 / self.elapsed.as_secs_f64();
         let cpu_per = self.cpu.as_secs_f64() * 1e6 / self.sent.max(1) as f64;
         if args.json {
-            let statuses: BTreeMap<String, usize> =
-                self.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+            let statuses: BTreeMap<String, usize> = self
+                .statuses
+                .iter()
+                .map(|(s, n)| (s.to_string(), *n))
+                .collect();
             println!(
                 "{}",
                 serde_json::json!({

@@ -237,7 +237,12 @@ impl SqliteStore {
             readers.push(connect(&path, false)?);
         }
         let checkpoints = checkpointer(connect(&path, true)?);
-        Ok(SqliteStore::start(Some(path), writer, readers, Some(checkpoints)))
+        Ok(SqliteStore::start(
+            Some(path),
+            writer,
+            readers,
+            Some(checkpoints),
+        ))
     }
 
     /// A fresh in-memory database with the full schema, for tests. Its data lives as long as the store.
@@ -536,7 +541,11 @@ fn run_batch(conn: &Connection, mut writes: Vec<Box<dyn Write>>) {
 fn transact(conn: &Connection, writes: &mut [Box<dyn Write>]) -> Option<StoreError> {
     let fail = |e: rusqlite::Error| StoreError::with_source(classify(&e), "commit", e);
     // Prepared once per connection: these run for every commit.
-    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop);
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+    };
     // IMMEDIATE takes the write lock up front, so no statement meets another writer mid-batch.
     if let Err(e) = run("BEGIN IMMEDIATE") {
         return Some(fail(e));
