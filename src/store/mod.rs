@@ -23,19 +23,77 @@
 //!
 //! Reads are grouped by concept in small traits ([`ReceiptStore`], [`ReplayStore`],
 //! [`RevocationStore`], [`BlobStore`], [`IntentStore`], [`JobStore`]); [`Store`] is all of them plus
-//! `commit`. A backend is one file implementing them; [`SqliteStore`] is the embedded one, and the
+//! `commit`. A backend is one file (or folder) implementing them; [`SqliteStore`] is the embedded
+//! one, [`PostgresStore`] the one several gateway processes share, [`open`] picks one by URL, and the
 //! same conformance suite (`tests/it/store/`) runs against every backend. Timestamps are Unix
 //! seconds supplied by the caller (the unit UCAN uses), so tests control time and the store never
 //! reads a clock.
 
+mod postgres;
 mod sqlite;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use cid::Cid;
 
+pub use postgres::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, PostgresOptions,
+    PostgresStore,
+};
 pub use sqlite::SqliteStore;
+
+/// The store URLs [`open`] knows, for messages.
+pub const STORE_URLS: &str = "sqlite:PATH, postgres://… or postgresql://…";
+
+/// Opens the store `url` names: `sqlite:PATH` (a SQLite file, created if missing) or
+/// `postgres://…`/`postgresql://…` (a PostgreSQL database, with the [`PostgresOptions`] query
+/// parameters). Any other scheme is an [`StoreErrorKind::Open`] error naming the ones known.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        // `sqlite://PATH` too, as other tools write it.
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            let message = format!("sqlite: needs a path; the store is one of {STORE_URLS}");
+            return Err(StoreError::new(StoreErrorKind::Open, "open", message));
+        }
+        return Ok(Arc::new(SqliteStore::open(Path::new(path)).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::open(url).await?));
+    }
+    let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
+    Err(StoreError::new(
+        StoreErrorKind::Open,
+        "open",
+        format!("unknown store {scheme:?}: the store is one of {STORE_URLS}"),
+    ))
+}
+
+/// The store `serve` uses when none is named: SQLite in the data directory.
+pub fn default_url(data_dir: &Path) -> String {
+    format!("sqlite:{}", data_dir.join("gateway.db").display())
+}
+
+/// Counts of the commits other processes sharing a store announced (see [`Store::changes`]):
+/// a value that changes whenever one stored a receipt or recorded a revocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Announcements of stored receipts or aliases.
+    pub receipts: u64,
+    /// Announcements of recorded revocations.
+    pub revocations: u64,
+}
+
+impl Changes {
+    /// Counts one of everything: announcements may have been lost, so everything is worth a look.
+    pub fn missed(&mut self) {
+        self.receipts += 1;
+        self.revocations += 1;
+    }
+}
 
 /// The result type of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -392,6 +450,13 @@ pub trait Store:
     /// Closes the store, waiting for operations in flight. Later calls fail with
     /// [`StoreErrorKind::Unavailable`].
     async fn close(&self);
+
+    /// Announcements of what every process sharing the store commits (this one included), as they
+    /// arrive; `None` when the backend announces nothing, and a process learns of other processes'
+    /// commits only by looking again.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<Changes>> {
+        None
+    }
 
     // Single writes, each one commit.
 

@@ -8,6 +8,7 @@ mod blobs;
 mod commits;
 mod intents;
 mod jobs;
+mod postgres;
 mod receipts;
 mod replay;
 mod revocations;
@@ -20,13 +21,18 @@ use cid::Cid;
 use tempfile::TempDir;
 use ucan_gateway::ipld::{DAG_CBOR, RAW, cid_for};
 use ucan_gateway::store::{
-    Commit, IntentChange, IntentState, Outcome, SqliteStore, Store, StoreError, StoredReceipt,
+    Commit, IntentChange, IntentState, Outcome, PostgresStore, SqliteStore, Store, StoreError,
+    StoredReceipt,
 };
+
+pub(crate) use crate::support::postgres::{fresh_schema, postgres_url};
 
 /// Where one test's store lives.
 pub(crate) enum Backend {
     /// A SQLite file in a temporary directory, removed with it.
     Sqlite { _dir: TempDir, path: PathBuf },
+    /// A schema of its own in the PostgreSQL database the tests were given: the URL naming it.
+    Postgres { url: String },
 }
 
 impl Backend {
@@ -34,6 +40,7 @@ impl Backend {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres { .. } => "postgres",
         }
     }
 
@@ -41,16 +48,24 @@ impl Backend {
     pub(crate) async fn open(&self) -> Arc<dyn Store> {
         match self {
             Backend::Sqlite { path, .. } => Arc::new(SqliteStore::open(path).await.unwrap()),
+            Backend::Postgres { url } => Arc::new(PostgresStore::open(url).await.unwrap()),
         }
     }
 }
 
-/// A fresh store of each kind this machine has.
+/// A fresh store of each kind this machine has: SQLite always, PostgreSQL when
+/// `UCAN_GATEWAY_TEST_POSTGRES` names a server (see `support/postgres.rs`).
 pub(crate) async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
     // A missing subdirectory, so every test also checks that `open` creates it.
     let path = dir.path().join("state").join("gateway.db");
-    vec![Backend::Sqlite { _dir: dir, path }]
+    let mut backends = vec![Backend::Sqlite { _dir: dir, path }];
+    if let Some(base) = postgres_url("PostgreSQL store tests") {
+        backends.push(Backend::Postgres {
+            url: fresh_schema(&base).await,
+        });
+    }
+    backends
 }
 
 /// A distinct CID per name.

@@ -1,0 +1,250 @@
+//! What only the PostgreSQL backend meets: a database that goes away and comes back, a schema from a
+//! newer build, announcements of other processes' commits; and picking a backend by URL.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use ucan_gateway::store::{
+    Commit, Outcome, PostgresStore, ReceiptStore, ReplayStore, Store, StoreErrorKind,
+};
+
+use super::{cid, fresh_schema, postgres_url, receipt};
+
+/// A TCP relay to the database that can be cut (every connection dropped, new ones refused) and
+/// restored: the database going away and coming back, as the gateway sees it.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn to(upstream: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, l) = (Arc::clone(&cut), Arc::clone(&links));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Relay { addr, cut, links }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let mut parsed = url::Url::parse(url).unwrap();
+    parsed.set_host(Some(&addr.ip().to_string())).unwrap();
+    parsed.set_port(Some(addr.port())).unwrap();
+    parsed.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_is_unavailable_with_nothing_written_and_then_serves_again() {
+    let Some(base) = postgres_url("PostgreSQL store tests") else {
+        return;
+    };
+    let direct_url = fresh_schema(&base).await;
+    let parsed = url::Url::parse(&direct_url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let relay = Relay::to(upstream).await;
+    let url = format!(
+        "{}&connect_timeout=1&statement_timeout=2s",
+        through(&direct_url, relay.addr)
+    );
+    let store = PostgresStore::open(&url).await.unwrap();
+    let direct = PostgresStore::open(&direct_url).await.unwrap();
+    let first = receipt("first", cid("inv 1"), cid("task 1"), None, true, false, 1);
+    let commit = |key: &str, r| Commit::default().with_claim(cid(key), None).with_receipt(r);
+    assert_eq!(
+        store.commit(commit("key 1", first)).await.unwrap(),
+        Outcome::Committed
+    );
+
+    relay.cut();
+    let second = receipt("second", cid("inv 2"), cid("task 2"), None, true, false, 2);
+    let started = Instant::now();
+    let err = store
+        .commit(commit("key 2", second.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Unavailable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the connect timeout bounds the wait: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        store.health().await.unwrap_err().kind,
+        StoreErrorKind::Unavailable
+    );
+    assert!(!direct.seen(cid("key 2")).await.unwrap(), "nothing written");
+    assert_eq!(
+        direct.receipt_by_cid(second.receipt_cid).await.unwrap(),
+        None
+    );
+
+    relay.restore();
+    let started = Instant::now();
+    let outcome = loop {
+        match store.commit(commit("key 2", second.clone())).await {
+            Ok(outcome) => break outcome,
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                assert_eq!(e.kind, StoreErrorKind::Unavailable, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the store never came back: {e}"),
+        }
+    };
+    assert_eq!(outcome, Outcome::Committed);
+    assert_eq!(
+        direct.receipt_by_cid(second.receipt_cid).await.unwrap(),
+        Some(second)
+    );
+    store.health().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_build_is_refused() {
+    let Some(base) = postgres_url("PostgreSQL store tests") else {
+        return;
+    };
+    let url = fresh_schema(&base).await;
+    PostgresStore::open(&url).await.unwrap().close().await;
+    let schema = url.rsplit("schema=").next().unwrap().to_owned();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\"._sqlx_migrations \
+         (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', true, '\\x00', 0)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let err = PostgresStore::open(&url).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Migrate, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_of_receipts_and_revocations_are_announced_to_every_process() {
+    let Some(base) = postgres_url("PostgreSQL store tests") else {
+        return;
+    };
+    let url = fresh_schema(&base).await;
+    let (writer, reader) = (
+        PostgresStore::open(&url).await.unwrap(),
+        PostgresStore::open(&url).await.unwrap(),
+    );
+    let mut changes = reader.changes().expect("PostgreSQL announces commits");
+    let before = *changes.borrow_and_update();
+
+    // A bare replay key is not announced: nobody waits for one.
+    writer.mark_seen(cid("key"), None).await.unwrap();
+    let r = receipt("r", cid("inv"), cid("task"), None, true, false, 1);
+    writer.put_receipt(&r).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("the receipt was announced")
+        .unwrap();
+    let after_receipt = *changes.borrow_and_update();
+    assert_eq!(after_receipt.receipts, before.receipts + 1);
+    assert_eq!(after_receipt.revocations, before.revocations);
+
+    writer.revoke(cid("d"), cid("rev"), 1).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), changes.changed())
+        .await
+        .expect("the revocation was announced")
+        .unwrap();
+    assert_eq!(changes.borrow().revocations, after_receipt.revocations + 1);
+
+    // A replay writes nothing and announces nothing.
+    let replay = Commit::default()
+        .with_claim(cid("key"), None)
+        .with_receipt(receipt(
+            "again",
+            cid("inv"),
+            cid("task"),
+            None,
+            true,
+            false,
+            2,
+        ));
+    assert_eq!(writer.commit(replay).await.unwrap(), Outcome::Replayed);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), changes.changed())
+            .await
+            .is_err(),
+        "a replay was announced"
+    );
+}
+
+#[tokio::test]
+async fn the_store_url_picks_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    let store = ucan_gateway::store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    assert!(store.mark_seen(cid("k"), None).await.unwrap());
+    assert!(store.changes().is_none(), "SQLite announces nothing");
+    store.close().await;
+    assert!(path.exists());
+
+    for url in [
+        "mysql://db/gw",
+        "redis://127.0.0.1",
+        "gateway.db",
+        "sqlite:",
+    ] {
+        let Err(err) = ucan_gateway::store::open(url).await else {
+            panic!("{url} opened")
+        };
+        assert_eq!(err.kind, StoreErrorKind::Open, "{url}");
+        assert!(
+            err.message.contains("sqlite:") && err.message.contains("postgres"),
+            "{url}: {err}"
+        );
+    }
+
+    if let Some(base) = postgres_url("PostgreSQL store tests") {
+        let url = fresh_schema(&base).await;
+        for url in [url.clone(), url.replacen("postgres://", "postgresql://", 1)] {
+            let store = ucan_gateway::store::open(&url).await.unwrap();
+            assert!(store.changes().is_some(), "{url}");
+            store.health().await.unwrap();
+        }
+    }
+}
