@@ -16,11 +16,11 @@ pub const TEST_POSTGRES: &str = "UCAN_GATEWAY_TEST_POSTGRES";
 /// Set to `1` to make a missing or unreachable server fail the tests that need it.
 pub const REQUIRE_POSTGRES: &str = "UCAN_GATEWAY_REQUIRE_POSTGRES";
 
-/// The server's URL, or `None` after printing (once per run) `SKIPPED: {what} (…)`. Panics instead
+/// The server's URL, or `None` after printing (once per run for each `what`) `SKIPPED: {what} (…)`. Panics instead
 /// when [`REQUIRE_POSTGRES`] is `1`.
 pub fn postgres_url(what: &str) -> Option<String> {
     static CHECKED: Mutex<Option<Result<String, String>>> = Mutex::new(None);
-    static SAID: AtomicBool = AtomicBool::new(false);
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
     let found = checked.get_or_insert_with(check).clone();
     match found {
@@ -29,7 +29,9 @@ pub fn postgres_url(what: &str) -> Option<String> {
             panic!("{what}: {why}, and {REQUIRE_POSTGRES}=1 requires it")
         }
         Err(why) => {
-            if !SAID.swap(true, Ordering::Relaxed) {
+            let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+            if !said.iter().any(|w| w == what) {
+                said.push(what.to_owned());
                 // Straight to stderr: the test harness captures `eprintln!` of passing tests.
                 let _ = writeln!(std::io::stderr(), "SKIPPED: {what} ({why})");
             }
