@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         bacalhau: None,
         log_format: ucan_gateway::cli::serve::LogFormat::Text,
         http: Default::default(),
+        store: Default::default(),
     })
     .await?;
 

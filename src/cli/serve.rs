@@ -19,7 +19,7 @@ use crate::exec::wasm::WasmEngine;
 use crate::gateway::Gateway;
 use crate::ipld::{RAW, cid_for};
 use crate::server::{self, CorsOrigins, Drain, Edge, HttpSettings};
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 
 /// What `serve` was asked for (flags and environment), before defaults are applied.
 #[derive(Debug, clap::Args)]
@@ -56,6 +56,37 @@ pub struct ServeArgs {
     /// The HTTP edge: timeouts, drain, concurrency caps, CORS.
     #[command(flatten)]
     pub http: HttpArgs,
+    /// The store, and how replicas sharing one keep up with each other.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where the durable state lives, and how a replica follows what the others sharing it do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The store: `sqlite:PATH`, or `postgres://USER@HOST/DB` (query parameters `pool_size`,
+    /// `statement_timeout`, `connect_timeout`, `schema`; see docs/deploy.md) for several replicas
+    /// sharing one database. Default: `sqlite:<data-dir>/gateway.db`.
+    #[arg(long = "store", env = "UCAN_GATEWAY_STORE")]
+    pub url: Option<String>,
+    /// How often revocations and awaited receipts are looked up again, in case an announcement
+    /// from another replica was missed (announced ones are seen at once).
+    #[arg(long, env = "UCAN_GATEWAY_STORE_REFRESH", value_parser = seconds, default_value = "5")]
+    pub store_refresh: Duration,
+    /// How long a replica holds the jobs it watches: if it dies, another takes them over after
+    /// this long.
+    #[arg(long, env = "UCAN_GATEWAY_JOB_LEASE", value_parser = seconds, default_value = "30")]
+    pub job_lease: Duration,
+}
+
+impl Default for StoreArgs {
+    fn default() -> Self {
+        StoreArgs {
+            url: None,
+            store_refresh: crate::gateway::DEFAULT_STORE_REFRESH,
+            job_lease: crate::gateway::DEFAULT_JOB_LEASE,
+        }
+    }
 }
 
 /// How log lines are written.
@@ -213,6 +244,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     purge: tokio::task::JoinHandle<()>,
     watcher: tokio::task::JoinHandle<()>,
+    follower: tokio::task::JoinHandle<()>,
     store: Arc<dyn Store>,
 }
 
@@ -223,6 +255,7 @@ impl Running {
         let _ = self.shutdown.send(());
         self.server.await.context("the server task failed")??;
         self.purge.abort();
+        self.follower.abort();
         self.watcher.abort();
         let _ = self.watcher.await;
         self.store.close().await;
@@ -244,11 +277,13 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         policy.add_backend(backend, &offers);
     }
     let key = gateway_key(&args)?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&args.data_dir.join("gateway.db"))
-            .await
-            .map_err(|e| anyhow!("opening the store: {e}"))?,
-    );
+    let url = match &args.store.url {
+        Some(url) => url.clone(),
+        None => crate::store::default_url(&args.data_dir),
+    };
+    let store = crate::store::open(&url)
+        .await
+        .map_err(|e| anyhow!("opening the store: {e}"))?;
     if let Some(dir) = &args.modules {
         preload_modules(store.as_ref(), dir).await?;
     }
@@ -285,9 +320,21 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     checks.sort_by(|a, b| a.0.cmp(&b.0));
 
     warn_on_short_request_timeout(&policy, &executors, http.request_timeout);
-    let gateway = Gateway::new(key, policy, Arc::clone(&store), executors, args.leeway)
-        .await
-        .map_err(|e| anyhow!("starting the gateway: {e}"))?;
+    let sharing = crate::gateway::Sharing {
+        refresh: args.store.store_refresh,
+        job_lease: args.store.job_lease,
+    };
+    let gateway = Gateway::shared(
+        key,
+        policy,
+        Arc::clone(&store),
+        executors,
+        args.leeway,
+        sharing,
+    )
+    .await
+    .map_err(|e| anyhow!("starting the gateway: {e}"))?;
+    let follower = Arc::clone(&gateway).follow_store();
     let purge = spawn_replay_purge(Arc::clone(&store));
     let watcher = Arc::clone(&gateway).watch_pending();
 
@@ -322,6 +369,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
         server,
         purge,
         watcher,
+        follower,
         store,
     })
 }

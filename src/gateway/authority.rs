@@ -1,9 +1,11 @@
 //! Authority: what the gateway knows about who may do what. It owns the set of revoked delegations,
 //! the cache of signatures already verified, and the clock leeway, and checks chains in either wire
 //! format's rules against them. It does no I/O: revocations are persisted by the ledger, and this set
-//! is loaded from it at startup and grown as revocations are accepted.
+//! is loaded from it at startup and grown as revocations are accepted, here or by any process sharing
+//! the store.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use cid::Cid;
@@ -20,17 +22,20 @@ pub(crate) struct Authority {
     did: String,
     leeway: i64,
     revoked: RevokedSet,
+    /// The store position of the last revocation learnt from the store.
+    position: AtomicU64,
     verified: VerifiedCache,
 }
 
 impl Authority {
-    /// Authority for the gateway `did`, allowing `leeway` seconds of clock skew, knowing the
-    /// delegations in `revoked` to be revoked.
-    pub(crate) fn new(did: String, leeway: i64, revoked: Vec<Cid>) -> Self {
+    /// Authority for the gateway `did`, allowing `leeway` seconds of clock skew, knowing of no
+    /// revocation yet (see [`Authority::learn`]).
+    pub(crate) fn new(did: String, leeway: i64) -> Self {
         Authority {
             did,
             leeway,
-            revoked: RevokedSet(RwLock::new(revoked.into_iter().collect())),
+            revoked: RevokedSet(RwLock::new(HashSet::new())),
+            position: AtomicU64::new(0),
             verified: VerifiedCache::default(),
         }
     }
@@ -107,6 +112,23 @@ impl Authority {
         if let Ok(mut set) = self.revoked.0.write() {
             set.insert(delegation);
         }
+    }
+
+    /// Honours revocations read from the store with their positions (those recorded by any process
+    /// sharing it), remembering the last position for [`Authority::position`].
+    pub(crate) fn learn(&self, revocations: Vec<(u64, Cid)>) {
+        let Some(last) = revocations.iter().map(|(at, _)| *at).max() else {
+            return;
+        };
+        if let Ok(mut set) = self.revoked.0.write() {
+            set.extend(revocations.into_iter().map(|(_, cid)| cid));
+        }
+        self.position.fetch_max(last, Ordering::AcqRel);
+    }
+
+    /// The store position after which revocations are still to be learnt.
+    pub(crate) fn position(&self) -> u64 {
+        self.position.load(Ordering::Acquire)
     }
 
     /// The clock leeway in seconds.

@@ -4,7 +4,10 @@
 //! ([`Gateway::watch_pending`]) polls each job every 250 ms (backing off while its backend fails), stops it when its deadline passes, and
 //! on a terminal state signs the final receipt — `ran` = the issued await invocation, `task` = the
 //! effect's task id — so `GET /receipts/{cid}` answers for either. Pending jobs live in the store,
-//! so a restarted gateway picks them up again.
+//! so a restarted gateway picks them up again. Each job is watched by one process at a time: the
+//! watcher leases the jobs it polls ([`crate::store::JobStore::lease_jobs`]) for the job lease
+//! ([`super::Sharing::job_lease`]) and renews the lease while it lives, so when a replica dies
+//! another takes its jobs over once their leases end.
 //!
 //! [`Jobs`] holds what this process knows beyond the store: which invocations are in flight here, and
 //! the last state seen of each job.
@@ -40,6 +43,31 @@ const POLL_MAX: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(50);
 /// How often the watcher looks for destructive runs that were cut off.
 const SWEEP: Duration = Duration::from_secs(1);
+/// The most jobs one process leases at once.
+const LEASE_LIMIT: usize = 4096;
+
+/// Who holds the leases this process takes: its host, process id and a random nonce, so two
+/// processes never share one, while gateways of one process (a restart in tests) do.
+fn holder() -> &'static str {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let nonce = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+        format!("{host}/{}/{nonce:016x}", std::process::id())
+    })
+}
+
+/// The jobs this process holds leases on, and when to renew them.
+struct Leases {
+    /// Leased to this process.
+    held: HashSet<Cid>,
+    /// Pending but held by another process when last asked.
+    others: HashSet<Cid>,
+    /// When to lease again even if no new job appeared.
+    renew_at: Instant,
+}
 
 /// A job whose final receipt is still to come, as `GET /receipts/{cid}` describes it meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,9 +227,14 @@ impl Gateway {
     pub fn watch_pending(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut due: HashMap<Cid, Due> = HashMap::new();
+            let mut leases = Leases {
+                held: HashSet::new(),
+                others: HashSet::new(),
+                renew_at: Instant::now(),
+            };
             let mut sweep = Instant::now();
             loop {
-                self.poll_pending(&mut due).await;
+                self.poll_pending(&mut due, &mut leases).await;
                 if sweep.elapsed() >= SWEEP {
                     self.answer_interrupted().await;
                     sweep = Instant::now();
@@ -211,14 +244,56 @@ impl Gateway {
         })
     }
 
-    /// One pass over the pending jobs that are due.
-    async fn poll_pending(&self, due: &mut HashMap<Cid, Due>) {
+    /// The pending jobs this process holds the lease of, leasing again when a job appeared that
+    /// nobody was known to hold, or a third of the lease has passed.
+    async fn leased(&self, leases: &mut Leases) -> Option<Vec<JobEntry>> {
         let pending = match self.ledger.jobs().await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "reading pending jobs failed");
-                return;
+                return None;
             }
+        };
+        let unknown = pending
+            .iter()
+            .any(|p| !leases.held.contains(&p.key) && !leases.others.contains(&p.key));
+        if unknown || Instant::now() >= leases.renew_at {
+            let lease = self.sharing.job_lease.max(Duration::from_secs(1));
+            let now = unix_now();
+            let until = now.saturating_add(i64::try_from(lease.as_secs()).unwrap_or(i64::MAX));
+            match self
+                .ledger
+                .store()
+                .lease_jobs(holder(), now, until, LEASE_LIMIT)
+                .await
+            {
+                Ok(jobs) => {
+                    leases.held = jobs.iter().map(|j| j.key).collect();
+                    leases.others = pending
+                        .iter()
+                        .map(|p| p.key)
+                        .filter(|k| !leases.held.contains(k))
+                        .collect();
+                    leases.renew_at = Instant::now() + lease / 3;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "leasing pending jobs failed");
+                    return None;
+                }
+            }
+        }
+        Some(
+            pending
+                .into_iter()
+                .filter(|p| leases.held.contains(&p.key))
+                .collect(),
+        )
+    }
+
+    /// One pass over the pending jobs this process holds that are due.
+    async fn poll_pending(&self, due: &mut HashMap<Cid, Due>, leases: &mut Leases) {
+        let Some(pending) = self.leased(leases).await else {
+            return;
         };
         due.retain(|key, _| pending.iter().any(|p| p.key == *key));
         for job in pending {
@@ -239,7 +314,7 @@ impl Gateway {
             if record.submitted {
                 // The request that submitted it finishes it, unless that request is gone (the
                 // caller hung up, or an earlier process died): then the job is the watcher's.
-                if self.jobs.inflight.contains(&record.ran) {
+                if self.jobs.inflight.contains(&record.ran) || self.owned_elsewhere(&job, &record) {
                     entry.at = Instant::now() + entry.pause;
                     continue;
                 }
@@ -255,6 +330,24 @@ impl Gateway {
             }
             entry.at = Instant::now() + entry.pause;
         }
+    }
+
+    /// Whether a submitted job may still belong to a request running in another process sharing
+    /// the store: that request waits at most its backend's wait window, so until then (and a little
+    /// more) the job is left to it.
+    fn owned_elsewhere(&self, job: &JobEntry, record: &JobRecord) -> bool {
+        if self.ledger.store().changes().is_none() {
+            // Nobody else announces commits here: a request not in flight in this process is gone.
+            return false;
+        }
+        let wait = self
+            .jobs_of(&job.backend)
+            .map_or(Duration::ZERO, |j| j.wait());
+        let owned_until = record
+            .since
+            .saturating_add(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX))
+            .saturating_add(2);
+        unix_now() <= owned_until
     }
 
     /// Polls one job: its outcome when it is over (or past its deadline), `None` while it runs.

@@ -20,7 +20,8 @@ use crate::receipt::Receipt;
 use crate::store::{Commit, JobEntry, Outcome, Store, StoreError, StoredReceipt};
 use crate::ucan::validate::unix_now;
 
-/// How often a waiter looks again when no wake-up came (receipts stored by another process).
+/// How often a waiter looks again when no wake-up came, on a store that does not announce other
+/// processes' commits (receipts stored by another process sharing a SQLite file).
 const POLL: Duration = Duration::from_millis(250);
 
 /// What a stored receipt is filed under.
@@ -71,6 +72,8 @@ pub(crate) struct Ledger {
     metrics: Metrics,
     /// Replay keys of invocations running in this process.
     running: Mutex<HashSet<Cid>>,
+    /// How often a waiter looks again on a store that announces commits, in case one was missed.
+    refresh: Duration,
 }
 
 /// Keeps a replay key in flight until dropped (however the request ends).
@@ -88,13 +91,15 @@ impl Drop for Running<'_> {
 }
 
 impl Ledger {
-    /// A ledger over `store`, with fresh metrics.
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    /// A ledger over `store`, with fresh metrics; waits look again every `refresh` when the store
+    /// announces commits.
+    pub(crate) fn new(store: Arc<dyn Store>, refresh: Duration) -> Self {
         Ledger {
             store,
             stored: tokio::sync::Notify::new(),
             metrics: Metrics::new(),
             running: Mutex::new(HashSet::new()),
+            refresh,
         }
     }
 
@@ -187,18 +192,24 @@ impl Ledger {
     }
 
     /// The receipt found under `cid`, waiting until `deadline` for it to be stored; `None` if it
-    /// was not. Woken by receipts stored here, and looking again every [`POLL`] for receipts stored
-    /// by another process.
+    /// was not. Woken by receipts stored here and by the store's announcements of receipts other
+    /// processes stored; without announcements it looks again every [`POLL`].
     pub(crate) async fn wait_receipt(
         &self,
         cid: Cid,
         deadline: Deadline,
     ) -> Result<Option<Receipt>, Refusal> {
+        let mut changes = self.store.changes();
+        let every = match changes {
+            Some(_) => self.refresh.max(POLL),
+            None => POLL,
+        };
         loop {
             // Registered before looking, so a receipt stored in between still wakes us.
             let stored = self.stored.notified();
             tokio::pin!(stored);
             stored.as_mut().enable();
+            let seen = changes.as_mut().map(|c| c.borrow_and_update().receipts);
             if let Some(found) = self.receipt(cid).await? {
                 return Ok(Some(found));
             }
@@ -206,7 +217,26 @@ impl Ledger {
             if now >= deadline {
                 return Ok(None);
             }
-            let _ = tokio::time::timeout((deadline - now).min(POLL), stored).await;
+            let announced = async {
+                match changes.as_mut() {
+                    Some(rx) => loop {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                        if Some(rx.borrow_and_update().receipts) != seen {
+                            break;
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            let woken = async {
+                tokio::select! {
+                    () = stored => {}
+                    () = announced => {}
+                }
+            };
+            let _ = tokio::time::timeout((deadline - now).min(every), woken).await;
         }
     }
 

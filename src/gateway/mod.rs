@@ -8,6 +8,7 @@
 //! - parts, each owning its state: [`authority`] (revocations, verified signatures, clock leeway),
 //!   [`ledger`] (the store, receipt notifications, metrics, replay protection), [`jobs`] (work that
 //!   outlives a request: in-flight invocations, job progress, the watcher).
+//! - [`sharing`]: keeping up with other processes sharing the store (revocations they accept).
 //! - around the path: [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
 //!   invocations in one request, ordered by their promises), [`promises`], [`effects`] (effect
 //!   authority and effects the gateway runs itself), [`schedule`] (retries and run-once by effect
@@ -41,11 +42,13 @@ mod pipeline;
 mod promises;
 mod revoke;
 mod schedule;
+mod sharing;
 mod ucanto;
 
 pub use answer::{Answer, Refusal, RefusalClass, Reply};
 pub use host::host;
 pub use jobs::PendingJob;
+pub use sharing::{DEFAULT_JOB_LEASE, DEFAULT_STORE_REFRESH, Sharing};
 
 use authority::Authority;
 use jobs::Jobs;
@@ -83,6 +86,7 @@ pub struct Gateway {
     authority: Authority,
     ledger: Ledger,
     jobs: Jobs,
+    sharing: Sharing,
     /// The gateway itself, for work that outlives a request (effects it runs in the background).
     this: Weak<Gateway>,
 }
@@ -97,6 +101,18 @@ impl Gateway {
         executors: HashMap<String, Arc<dyn Executor>>,
         leeway: i64,
     ) -> Result<Arc<Self>, GatewayError> {
+        Self::shared(key, policy, store, executors, leeway, Sharing::default()).await
+    }
+
+    /// [`Gateway::new`], keeping up with other processes sharing `store` as `sharing` says.
+    pub async fn shared(
+        key: SigningKey,
+        policy: OperatorPolicy,
+        store: Arc<dyn Store>,
+        executors: HashMap<String, Arc<dyn Executor>>,
+        leeway: i64,
+        sharing: Sharing,
+    ) -> Result<Arc<Self>, GatewayError> {
         if let Some(route) = policy
             .routes
             .iter()
@@ -107,17 +123,15 @@ impl Gateway {
                 backend: route.backend.clone(),
             });
         }
-        let revoked = store
-            .revocations_since(0)
-            .await?
-            .into_iter()
-            .map(|(_, cid)| cid)
-            .collect();
+        let revoked = store.revocations_since(0).await?;
         let did = key.did();
+        let authority = Authority::new(did.clone(), leeway);
+        authority.learn(revoked);
         Ok(Arc::new_cyclic(|this| Gateway {
-            authority: Authority::new(did.clone(), leeway, revoked),
-            ledger: Ledger::new(store),
+            authority,
+            ledger: Ledger::new(store, sharing.refresh),
             jobs: Jobs::default(),
+            sharing,
             key,
             did,
             policy,

@@ -49,6 +49,7 @@ async fn serve_bacalhau_routes_the_three_commands_and_the_default_policy_has_non
             bacalhau,
             log_format: ucan_gateway::cli::serve::LogFormat::Text,
             http: Default::default(),
+            store: Default::default(),
         })
         .await
         .unwrap()

@@ -96,6 +96,7 @@ pub(crate) async fn serve_policy_with(
         bacalhau: None,
         log_format: ucan_gateway::cli::serve::LogFormat::Text,
         http,
+        store: Default::default(),
     })
     .await
     .unwrap()
@@ -664,6 +665,7 @@ async fn preloaded_modules_run_by_cid_and_shutdown_finishes_in_flight_work() {
         bacalhau: None,
         log_format: ucan_gateway::cli::serve::LogFormat::Text,
         http: Default::default(),
+        store: Default::default(),
     })
     .await
     .unwrap();

@@ -27,6 +27,7 @@ mod otel;
 mod policy;
 mod promise;
 mod receipt;
+mod replicas;
 mod schedule;
 mod spec_invocations;
 mod store;
