@@ -563,3 +563,64 @@ async fn a_destructive_task_started_on_one_replica_is_never_started_on_another()
     assert_eq!(answer.body.out, ran.body.out);
     assert_eq!(answer.body.ran, third.cid());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_database_goes_away_answers_503_and_serves_again_when_it_is_back() {
+    use ucan_gateway::store::{PostgresStore, ReceiptStore};
+    let w = world();
+    let Some(mut cluster) = Cluster::new(&w, "").await else {
+        return;
+    };
+    let relay = crate::support::postgres::Relay::to(&cluster.store).await;
+    let direct = PostgresStore::open(&cluster.store).await.unwrap();
+    cluster.store = format!(
+        "{}&connect_timeout=1&statement_timeout=2s",
+        crate::support::postgres::through(&cluster.store, relay.addr)
+    );
+    let replica = cluster.start(&[]);
+    let (status, _) = post(&replica, container(&add(&w, &cluster.did, 1, 2), &w.chain)).await;
+    assert_eq!(status, 200);
+
+    relay.cut();
+    let inv = add(&w, &cluster.did, 3, 4);
+    let body = container(&inv, &w.chain);
+    let (status, answer) = post(&replica, body.clone()).await;
+    assert_eq!(
+        (status, answer.unwrap_err().as_str()),
+        (503, "StoreUnavailable")
+    );
+    let started = Instant::now();
+    while reqwest::get(replica.url("/readyz")).await.unwrap().status() != 503 {
+        assert!(started.elapsed() < Duration::from_secs(6), "still ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing of the failed request was written: it is run when sent again (below), not refused as
+    // a replay.
+    assert!(
+        direct
+            .receipt_by_invocation(inv.cid())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    relay.restore();
+    let started = Instant::now();
+    let receipt = loop {
+        match post(&replica, body.clone()).await {
+            (200, Ok(receipt)) => break receipt,
+            (503, _) if started.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("after the database came back: {other:?}"),
+        }
+    };
+    assert_eq!(receipt.body.out, Out::Ok(Ipld::Integer(7)));
+    assert!(
+        direct
+            .receipt_by_invocation(inv.cid())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -1,70 +1,14 @@
 //! What only the PostgreSQL backend meets: a database that goes away and comes back, a schema from a
 //! newer build, announcements of other processes' commits; and picking a backend by URL.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use ucan_gateway::store::{
     Commit, Outcome, PostgresStore, ReceiptStore, ReplayStore, Store, StoreErrorKind,
 };
 
 use super::{cid, fresh_schema, postgres_url, receipt};
-
-/// A TCP relay to the database that can be cut (every connection dropped, new ones refused) and
-/// restored: the database going away and coming back, as the gateway sees it.
-struct Relay {
-    addr: std::net::SocketAddr,
-    cut: Arc<AtomicBool>,
-    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Relay {
-    async fn to(upstream: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (c, l) = (Arc::clone(&cut), Arc::clone(&links));
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    let _ = client.shutdown().await;
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let link = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                l.lock().unwrap().push(link);
-            }
-        });
-        Relay { addr, cut, links }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// `url` with its host and port replaced by `addr`.
-fn through(url: &str, addr: std::net::SocketAddr) -> String {
-    let mut parsed = url::Url::parse(url).unwrap();
-    parsed.set_host(Some(&addr.ip().to_string())).unwrap();
-    parsed.set_port(Some(addr.port())).unwrap();
-    parsed.to_string()
-}
+use crate::support::postgres::{Relay, through};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_goes_away_is_unavailable_with_nothing_written_and_then_serves_again() {
@@ -72,13 +16,7 @@ async fn a_database_that_goes_away_is_unavailable_with_nothing_written_and_then_
         return;
     };
     let direct_url = fresh_schema(&base).await;
-    let parsed = url::Url::parse(&direct_url).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let relay = Relay::to(upstream).await;
+    let relay = Relay::to(&direct_url).await;
     let url = format!(
         "{}&connect_timeout=1&statement_timeout=2s",
         through(&direct_url, relay.addr)

@@ -4,12 +4,14 @@
 //! schema of its own, so tests run in parallel without seeing each other's data.
 
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Connection;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 
 /// The server's URL.
 pub const TEST_POSTGRES: &str = "UCAN_GATEWAY_TEST_POSTGRES";
@@ -52,7 +54,7 @@ fn check() -> Result<String, String> {
         .collect();
     let reachable = addrs
         .iter()
-        .any(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok());
+        .any(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok());
     if !reachable {
         return Err(format!("no PostgreSQL server answers at {host}:{port}"));
     }
@@ -98,4 +100,67 @@ async fn sweep(base: &str, before: u64) {
         }
     }
     let _ = conn.close().await;
+}
+
+/// A TCP relay to the database that can be cut (every connection dropped, new ones refused) and
+/// restored: the database going away and coming back, as the gateway sees it.
+pub struct Relay {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    /// A relay to the server `url` names.
+    pub async fn to(url: &str) -> Relay {
+        let parsed = url::Url::parse(url).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("localhost"),
+            parsed.port().unwrap_or(5432)
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, l) = (Arc::clone(&cut), Arc::clone(&links));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Relay { addr, cut, links }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `url` with its host and port replaced by `addr`.
+pub fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let mut parsed = url::Url::parse(url).unwrap();
+    parsed.set_host(Some(&addr.ip().to_string())).unwrap();
+    parsed.set_port(Some(addr.port())).unwrap();
+    parsed.to_string()
 }
