@@ -30,11 +30,12 @@ const INSERT_REVOCATION: &str = "INSERT INTO revocations (delegation, revocation
     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 const COMPLETE_INTENT: &str =
     "UPDATE intents SET receipt_cid = $1 WHERE task_key = $2 AND receipt_cid IS NULL";
-const INTENT: &str =
+pub(super) const INTENT: &str =
     "SELECT task_key, invocation, until_at, receipt_cid FROM intents WHERE task_key = $1";
 const INSERT_JOB: &str = "INSERT INTO pending_jobs (key, backend, job_id, payload) \
     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-const PENDING_JOB: &str = "SELECT key, backend, job_id, payload FROM pending_jobs WHERE key = $1";
+pub(super) const PENDING_JOB: &str =
+    "SELECT key, backend, job_id, payload FROM pending_jobs WHERE key = $1";
 const REMOVE_JOB: &str = "DELETE FROM pending_jobs WHERE key = $1";
 // Delivered to every listener when (and only if) the transaction commits.
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";

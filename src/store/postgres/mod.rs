@@ -476,6 +476,77 @@ fn transient(code: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A value bound to a lookup's parameters when explaining it.
+    enum Param {
+        Bytes,
+        Int,
+    }
+
+    /// Every lookup can search an index, so none slows down as receipts and keys accumulate:
+    /// with sequential scans switched off, no plan still needs one. Runs when
+    /// `UCAN_GATEWAY_TEST_POSTGRES` names a server.
+    #[tokio::test]
+    async fn lookups_use_indexes() {
+        let Ok(base) = std::env::var("UCAN_GATEWAY_TEST_POSTGRES") else {
+            assert_ne!(
+                std::env::var("UCAN_GATEWAY_REQUIRE_POSTGRES").as_deref(),
+                Ok("1"),
+                "set UCAN_GATEWAY_TEST_POSTGRES"
+            );
+            eprintln!("SKIPPED: PostgreSQL query plans (set UCAN_GATEWAY_TEST_POSTGRES)");
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{base}{separator}schema=ucan_t_{now}_{}_plans",
+            std::process::id()
+        );
+        let store = PostgresStore::open(&url).await.unwrap();
+        let mut conn = store.inner.pool.acquire().await.unwrap();
+        conn.execute("SET enable_seqscan = off").await.unwrap();
+        let lookups = [
+            (RECEIPT_BY_CID, Param::Bytes),
+            (RECEIPT_BY_RAN, Param::Bytes),
+            (RECEIPT_BY_TASK, Param::Bytes),
+            (MEMOIZED, Param::Bytes),
+            (RECEIPT_BY_ANY, Param::Bytes),
+            (ALIAS, Param::Bytes),
+            (GET_BLOB, Param::Bytes),
+            (HAS_BLOB, Param::Bytes),
+            (SEEN, Param::Bytes),
+            (PURGE_SEEN, Param::Int),
+            (IS_REVOKED, Param::Bytes),
+            (REVOCATIONS_SINCE, Param::Int),
+            (INTERRUPTED, Param::Int),
+            (commit::INTENT, Param::Bytes),
+            (commit::PENDING_JOB, Param::Bytes),
+        ];
+        for (sql, param) in lookups {
+            let explain =
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+            let explain = match param {
+                Param::Bytes => explain.bind(b"x".to_vec()),
+                Param::Int => explain.bind(1_i64),
+            };
+            let plan = explain.fetch_all(&mut *conn).await.unwrap().join("\n");
+            assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
+            assert!(plan.contains("Index"), "{sql}\n{plan}");
+        }
+        drop(conn);
+        let schema = url.rsplit("schema=").next().unwrap().to_owned();
+        let _ = store
+            .inner
+            .pool
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
+            .await;
+    }
+
     #[test]
     fn driver_errors_are_sorted_by_what_a_caller_can_do() {
         assert_eq!(

@@ -186,3 +186,23 @@ async fn the_store_url_picks_the_backend() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_at_once_on_a_new_schema_all_open_it() {
+    let Some(base) = postgres_url("PostgreSQL store tests") else {
+        return;
+    };
+    let url = fresh_schema(&base).await;
+    let opening: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opening {
+        stores.push(open.await.unwrap().expect("every replica opens the store"));
+    }
+    assert!(stores[0].mark_seen(cid("k"), None).await.unwrap());
+    assert!(!stores[3].mark_seen(cid("k"), None).await.unwrap());
+}
