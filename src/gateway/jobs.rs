@@ -1,7 +1,8 @@
 //! Jobs that outlive their request: a backend that cannot finish within the wait window answers
 //! with a join effect awaiting the job (e.g. `/bacalhau/job/await`). Once the gateway has issued
 //! that effect, the job is recorded in the store ([`Gateway::track`]); a background watcher
-//! ([`Gateway::watch_pending`]) polls each job every 250 ms (backing off while its backend fails), stops it when its deadline passes, and
+//! ([`Gateway::watch_pending`]) polls each job every 250 ms (backing off while its backend fails; up
+//! to 32 polls at once), stops it when its deadline passes, and
 //! on a terminal state signs the final receipt — `ran` = the issued await invocation, `task` = the
 //! effect's task id — so `GET /receipts/{cid}` answers for either. Pending jobs live in the store,
 //! so a restarted gateway picks them up again. Each job is watched by one process at a time: the
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
+use futures_util::StreamExt;
 use ipld_core::ipld::Ipld;
 
 use super::ledger::Record;
@@ -43,6 +45,8 @@ const POLL_MAX: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(50);
 /// How often the watcher looks for destructive runs that were cut off.
 const SWEEP: Duration = Duration::from_secs(1);
+/// The most jobs polled at once: bounds the calls in flight to the backends.
+const POLL_CONCURRENCY: usize = 32;
 /// The most jobs one process leases at once.
 const LEASE_LIMIT: usize = 4096;
 
@@ -296,40 +300,58 @@ impl Gateway {
             return;
         };
         due.retain(|key, _| pending.iter().any(|p| p.key == *key));
+        let now = Instant::now();
+        let mut ready = Vec::new();
         for job in pending {
-            let now = Instant::now();
-            let entry = due.entry(job.key).or_insert(Due {
+            let entry = due.remove(&job.key).unwrap_or(Due {
                 at: now,
                 pause: POLL_FIRST,
                 state: None,
             });
             if entry.at > now {
-                continue;
+                due.insert(job.key, entry);
+            } else {
+                ready.push((job, entry));
             }
-            let Some(record) = JobRecord::decode(&job.payload) else {
-                tracing::error!(key = %job.key, "unreadable pending job; dropping it");
-                let _ = self.ledger.remove_job(job.key).await;
-                continue;
-            };
-            if record.submitted {
-                // The request that submitted it finishes it, unless that request is gone (the
-                // caller hung up, or an earlier process died): then the job is the watcher's.
-                if self.jobs.inflight.contains(&record.ran) || self.owned_elsewhere(&job, &record) {
-                    entry.at = Instant::now() + entry.pause;
-                    continue;
-                }
-                if let Ok(true) = self.ledger.answered(record.ran).await {
-                    let _ = self.ledger.remove_job(job.key).await;
-                    continue;
-                }
-            }
-            if let Some(executed) = self.check(&job, &record, entry).await
-                && let Err(e) = self.settle(&job, &record, executed).await
-            {
-                tracing::warn!(job = %job.job_id, error = %e.message, "storing the final receipt failed; will retry");
-            }
-            entry.at = Instant::now() + entry.pause;
         }
+        // Polled side by side, a bounded number at a time, so a thousand jobs are each seen within
+        // about one pause rather than one after another.
+        let polled: Vec<(Cid, Due)> = futures_util::stream::iter(ready)
+            .map(|(job, mut entry)| async move {
+                self.poll_one(&job, &mut entry).await;
+                (job.key, entry)
+            })
+            .buffer_unordered(POLL_CONCURRENCY)
+            .collect()
+            .await;
+        due.extend(polled);
+    }
+
+    /// Polls one due job, settling it when it is over; `entry` says when it is due next.
+    async fn poll_one(&self, job: &JobEntry, entry: &mut Due) {
+        let Some(record) = JobRecord::decode(&job.payload) else {
+            tracing::error!(key = %job.key, "unreadable pending job; dropping it");
+            let _ = self.ledger.remove_job(job.key).await;
+            return;
+        };
+        if record.submitted {
+            // The request that submitted it finishes it, unless that request is gone (the
+            // caller hung up, or an earlier process died): then the job is the watcher's.
+            if self.jobs.inflight.contains(&record.ran) || self.owned_elsewhere(job, &record) {
+                entry.at = Instant::now() + entry.pause;
+                return;
+            }
+            if let Ok(true) = self.ledger.answered(record.ran).await {
+                let _ = self.ledger.remove_job(job.key).await;
+                return;
+            }
+        }
+        if let Some(executed) = self.check(job, &record, entry).await
+            && let Err(e) = self.settle(job, &record, executed).await
+        {
+            tracing::warn!(job = %job.job_id, error = %e.message, "storing the final receipt failed; will retry");
+        }
+        entry.at = Instant::now() + entry.pause;
     }
 
     /// Whether a submitted job may still belong to a request running in another process sharing

@@ -335,3 +335,74 @@ async fn a_job_whose_request_was_cut_off_still_gets_its_receipt() {
     assert!(history() > 0, "the watcher followed the orphaned job");
     watcher.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_pending_jobs_are_each_polled_within_a_few_seconds() {
+    use ucan_gateway::exec::journal::JobRecord;
+    use ucan_gateway::ipld::{RAW, cid_for};
+    use ucan_gateway::store::{Commit, JobEntry, SqliteStore, Store};
+    const JOBS: usize = 1000;
+    // Every call to the network takes 20 ms: one job after another, a pass would take 20 s.
+    let fake = FakeBacalhau::start(Duration::from_millis(10)).await;
+    fake.set_latency(Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("gateway.db"))
+        .await
+        .unwrap();
+    let mut commit = Commit::default();
+    for i in 0..JOBS {
+        let record = JobRecord {
+            submitted: false,
+            ran: cid_for(RAW, format!("await {i}").as_bytes()),
+            task: cid_for(RAW, format!("task {i}").as_bytes()),
+            deadline: ucan_gateway::ucan::validate::unix_now() + 600,
+            since: ucan_gateway::ucan::validate::unix_now(),
+        };
+        commit = commit.with_job(JobEntry {
+            key: record.task,
+            backend: "bacalhau".into(),
+            job_id: format!("j-{i}"),
+            payload: record.encode(),
+        });
+    }
+    store.commit(commit).await.unwrap();
+    store.close().await;
+
+    let gw = start(ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        key: None,
+        policy: None,
+        modules: None,
+        leeway: 60,
+        bacalhau: Some(fake.url()),
+        log_format: ucan_gateway::cli::serve::LogFormat::Text,
+        http: Default::default(),
+        store: Default::default(),
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let polled = || {
+        fake.recorded(|r| {
+            let mut ids: Vec<&str> = r
+                .requests
+                .iter()
+                .filter_map(|(_, uri)| uri.split("/jobs/").nth(1)?.split(['/', '?']).next())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.len()
+        })
+    };
+    while polled() < JOBS {
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{} of {JOBS} jobs polled after {:?}",
+            polled(),
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop().await.unwrap();
+}
