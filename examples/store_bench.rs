@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
         callers = vec![1, 32, 256];
     }
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).await?);
+    let store: Arc<dyn Store> = match std::env::var("UCAN_GATEWAY_STORE") {
+        Ok(url) => ucan_gateway::store::open(&url).await?,
+        Err(_) => Arc::new(SqliteStore::open(&dir.path().join("bench.db")).await?),
+    };
     let next = Arc::new(AtomicU64::new(0));
     println!("callers  commits/s  mean latency");
     for &c in &callers {

@@ -8,8 +8,9 @@
 //! transaction back, so nothing is ever half-written. The server makes a commit durable before it
 //! acknowledges it (with its default `synchronous_commit = on`).
 //!
-//! **Announcements.** A commit that stores a receipt or a revocation announces it with `NOTIFY`,
-//! delivered to every process listening once the transaction commits. [`Store::changes`] hands those
+//! **Announcements.** A commit that records a revocation announces it with `NOTIFY`, delivered to
+//! every process listening once the transaction commits; commits that store receipts are announced
+//! together just after they commit (`notify.rs`). [`Store::changes`] hands those
 //! announcements on, so a replica honours a revocation another accepted, and wakes a request waiting
 //! for a receipt another stored, without polling for them.
 //!
@@ -108,6 +109,7 @@ struct Inner {
     /// The channel commits announce on: one per schema, so stores in other schemas stay quiet.
     channel: String,
     changes: watch::Receiver<Changes>,
+    announcer: notify::Announcer,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -148,12 +150,14 @@ impl PostgresStore {
             options.schema.as_deref().unwrap_or("public")
         );
         let changes = notify::listen(&pool, channel.clone()).await?;
+        let announcer = notify::Announcer::start(pool.clone(), channel.clone());
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 options,
                 channel,
                 changes,
+                announcer,
             }),
         })
     }
@@ -355,7 +359,13 @@ impl JobStore for PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn commit(&self, commit: Commit) -> Result<Outcome> {
-        commit::run(&self.inner.pool, &self.inner.channel, &commit).await
+        commit::run(
+            &self.inner.pool,
+            &self.inner.channel,
+            &self.inner.announcer,
+            &commit,
+        )
+        .await
     }
 
     async fn health(&self) -> Result<()> {
@@ -493,7 +503,11 @@ mod tests {
                 Ok("1"),
                 "set UCAN_GATEWAY_TEST_POSTGRES"
             );
-            eprintln!("SKIPPED: PostgreSQL query plans (set UCAN_GATEWAY_TEST_POSTGRES)");
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"SKIPPED: PostgreSQL query plans (set UCAN_GATEWAY_TEST_POSTGRES)\n",
+            );
             return;
         };
         let now = std::time::SystemTime::now()

@@ -3,11 +3,16 @@
 //!
 //! Notifications sent while that connection was down are lost, so after reconnecting it counts one
 //! of everything: whoever watches looks again rather than miss a change.
+//!
+//! Revocations are announced inside their own transaction (rare, and then never later than the
+//! commit). Receipts are many: each commit storing one tells the [`Announcer`], which sends one
+//! announcement for all the receipts committed since its last, just after they are committed. A
+//! process dying in between leaves waiters elsewhere to their next look (`--store-refresh`).
 
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::store::{Changes, Result, StoreError, StoreErrorKind};
 
@@ -18,6 +23,42 @@ pub(super) const REVOCATION: &str = "revocation";
 
 /// The pause before listening again after the connection failed to reconnect.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long the announcer gathers receipt commits into one announcement.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// Announces committed receipts on the store's channel, many commits to one `NOTIFY`.
+pub(super) struct Announcer {
+    due: mpsc::Sender<()>,
+}
+
+impl Announcer {
+    /// Starts announcing on `channel`; stops when the announcer is dropped.
+    pub(super) fn start(pool: PgPool, channel: String) -> Self {
+        let (due, mut wake) = mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            while wake.recv().await.is_some() {
+                tokio::time::sleep(GATHER).await;
+                // Receipts committed while gathering are covered by this announcement.
+                while wake.try_recv().is_ok() {}
+                let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(&channel)
+                    .bind(RECEIPT)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "announcing stored receipts failed");
+                }
+            }
+        });
+        Announcer { due }
+    }
+
+    /// A receipt was committed: announce it soon.
+    pub(super) fn receipt_stored(&self) {
+        // A full queue means an announcement is already due, which will cover this one.
+        let _ = self.due.try_send(());
+    }
+}
 
 /// Starts listening on `channel`; the watch changes with each announcement until the pool closes
 /// or every receiver is dropped.
