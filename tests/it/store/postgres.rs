@@ -206,3 +206,102 @@ async fn replicas_starting_at_once_on_a_new_schema_all_open_it() {
     assert!(stores[0].mark_seen(cid("k"), None).await.unwrap());
     assert!(!stores[3].mark_seen(cid("k"), None).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_database_off_mid_load_leaves_every_commit_whole_or_absent() {
+    let Some(base) = postgres_url("PostgreSQL store tests") else {
+        return;
+    };
+    let direct_url = fresh_schema(&base).await;
+    let relay = std::sync::Arc::new(Relay::to(&direct_url).await);
+    let url = format!(
+        "{}&connect_timeout=1&statement_timeout=2s",
+        through(&direct_url, relay.addr)
+    );
+    let store = std::sync::Arc::new(PostgresStore::open(&url).await.unwrap());
+
+    // Callers commit invocations back to back while the database is cut off and restored.
+    let stop = Instant::now() + Duration::from_millis(2500);
+    let callers: Vec<_> = (0..16)
+        .map(|caller| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut n = 0;
+                while Instant::now() < stop {
+                    let tag = format!("{caller}/{n}");
+                    let r = receipt(&tag, cid(&tag), cid(&tag), None, true, false, 1);
+                    let commit = Commit::default()
+                        .with_claim(cid(&format!("key {tag}")), None)
+                        .with_receipt(r.clone());
+                    let started = Instant::now();
+                    let answer = store.commit(commit).await;
+                    assert!(
+                        started.elapsed() < Duration::from_secs(4),
+                        "a commit waited {:?}",
+                        started.elapsed()
+                    );
+                    answers.push((tag, r, answer.map_err(|e| e.kind)));
+                    n += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    relay.cut();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    relay.restore();
+
+    let mut answers = Vec::new();
+    for caller in callers {
+        answers.extend(caller.await.unwrap());
+    }
+    // What the database holds, read once.
+    let schema = direct_url.rsplit("schema=").next().unwrap().to_owned();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    let mut column = async |sql: String| -> std::collections::HashSet<Vec<u8>> {
+        sqlx::query_scalar::<_, Vec<u8>>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let keys = column(format!("SELECT key FROM \"{schema}\".seen")).await;
+    let receipts = column(format!("SELECT receipt_cid FROM \"{schema}\".receipts")).await;
+    let (mut committed, mut failed) = (0, 0);
+    for (tag, r, answer) in answers {
+        let claimed = keys.contains(&cid(&format!("key {tag}")).to_bytes());
+        let stored = receipts.contains(&r.receipt_cid.to_bytes());
+        assert_eq!(claimed, stored, "{tag}: half of a commit was written");
+        match answer {
+            Ok(outcome) => {
+                assert_eq!(outcome, Outcome::Committed);
+                assert!(stored, "{tag}: a commit answered Ok is not in the database");
+                committed += 1;
+            }
+            // A connection lost during COMMIT may or may not have committed: either way whole.
+            Err(kind) => {
+                assert_eq!(kind, StoreErrorKind::Unavailable, "{tag}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(
+        committed > 0 && failed > 0,
+        "{committed} committed, {failed} failed"
+    );
+    // And commits succeed again.
+    let r = receipt("after", cid("after"), cid("after"), None, true, false, 1);
+    let started = Instant::now();
+    while store.put_receipt(&r).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
