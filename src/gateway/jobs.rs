@@ -316,14 +316,31 @@ impl Gateway {
         }
         // Polled side by side, a bounded number at a time, so a thousand jobs are each seen within
         // about one pause rather than one after another.
-        let polled: Vec<(Cid, Due)> = futures_util::stream::iter(ready)
+        let polling = futures_util::stream::iter(ready)
             .map(|(job, mut entry)| async move {
                 self.poll_one(&job, &mut entry).await;
                 (job.key, entry)
             })
             .buffer_unordered(POLL_CONCURRENCY)
-            .collect()
-            .await;
+            .collect::<Vec<(Cid, Due)>>();
+        // A pass over a slow backend can outlast the lease: keep it renewed meanwhile, or another
+        // process would take the jobs over while they are still being polled here.
+        let renewing = async {
+            let lease = self.sharing.job_lease.max(Duration::from_secs(1));
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let now = unix_now();
+                let until = now.saturating_add(i64::try_from(lease.as_secs()).unwrap_or(i64::MAX));
+                let store = self.ledger.store();
+                if let Err(e) = store.lease_jobs(holder(), now, until, LEASE_LIMIT).await {
+                    tracing::warn!(error = %e, "renewing job leases failed");
+                }
+            }
+        };
+        let polled = tokio::select! {
+            polled = polling => polled,
+            () = renewing => Vec::new(),
+        };
         due.extend(polled);
     }
 
