@@ -23,7 +23,7 @@ use crate::ucan::container::{Container, Format};
 use crate::ucan::delegation::DelegationBuilder;
 use crate::ucan::invocation::InvocationBuilder;
 use crate::ucan::validate::{self, NoCache, NoRevocations, Options, unix_now};
-use crate::ucan::{Command as UcanCommand, Policy};
+use crate::ucan::{Command as UcanCommand, Delegation, Policy};
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -389,16 +389,25 @@ fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
         .extend(earlier.invocations.iter().map(|i| i.bytes().to_vec()));
     container.tokens.push(inv.bytes().to_vec());
     let mut included = std::collections::HashSet::new();
-    let delegations = chain.iter().map(|cid| &proofs.delegations[cid]).chain(
-        earlier
-            .delegation_order
-            .iter()
-            .map(|cid| &earlier.delegations[cid]),
-    );
-    for dlg in delegations {
-        if included.insert(dlg.cid()) {
-            container.tokens.push(dlg.bytes().to_vec());
-        }
+    let delegations: Vec<&Delegation> = chain
+        .iter()
+        .map(|cid| &proofs.delegations[cid])
+        .chain(
+            earlier
+                .delegation_order
+                .iter()
+                .map(|cid| &earlier.delegations[cid]),
+        )
+        .filter(|dlg| included.insert(dlg.cid()))
+        .collect();
+    // By reference, the first request carries only the invocations; the delegations follow if the
+    // gateway asks for them.
+    let by_reference = args.proof_by_reference && remote.is_some();
+    let invocations_only = container.clone();
+    if !by_reference {
+        container
+            .tokens
+            .extend(delegations.iter().map(|d| d.bytes().to_vec()));
     }
     if let Some((remote, rt, described)) = remote {
         let did = &described.did;
@@ -415,14 +424,33 @@ fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
             invoker: &key.did(),
             served: Some(&described.subjects),
         };
-        let answered =
-            match rt.block_on(remote.invoke(container.encode(Format::Raw), did, &steps))? {
-                Ok(answered) => answered,
-                Err(refusal) => {
-                    hints::print(refusal_name(&refusal), &sent);
-                    return print_receipt_result(Err(refusal), output);
-                }
-            };
+        let mut result = rt.block_on(remote.invoke(container.encode(Format::Raw), did, &steps))?;
+        if by_reference
+            && let Err(refusal) = &result
+            && let Some(missing) = missing_proofs(refusal)
+        {
+            let mut resend = invocations_only;
+            let wanted: Vec<&&Delegation> = delegations
+                .iter()
+                .filter(|d| missing.contains(&d.cid().to_string()))
+                .collect();
+            eprintln!(
+                "the gateway lacks {} of the proofs; sending {} of them again",
+                missing.len(),
+                wanted.len()
+            );
+            resend
+                .tokens
+                .extend(wanted.iter().map(|d| d.bytes().to_vec()));
+            result = rt.block_on(remote.invoke(resend.encode(Format::Raw), did, &steps))?;
+        }
+        let answered = match result {
+            Ok(answered) => answered,
+            Err(refusal) => {
+                hints::print(refusal_name(&refusal), &sent);
+                return print_receipt_result(Err(refusal), output);
+            }
+        };
         let Some((last, before)) = answered.receipts.split_last() else {
             return refused_step(&answered, &sent);
         };
@@ -466,6 +494,20 @@ fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
     }
     write_output(args.out.as_deref(), &bytes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CIDs a 510 `UnavailableProof` names as missing, if `refusal` is one.
+fn missing_proofs(refusal: &serde_json::Value) -> Option<Vec<String>> {
+    let error = &refusal["error"];
+    if error["name"] != "UnavailableProof" {
+        return None;
+    }
+    let missing: Vec<String> = error["missing"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    (!missing.is_empty()).then_some(missing)
 }
 
 /// Prints the refusal of a pipeline step (after the receipts of the steps before it); exit 1.

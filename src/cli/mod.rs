@@ -216,6 +216,11 @@ pub struct InvokeArgs {
     /// Use an empty nonce, so equal invocations share a task id (for idempotent work).
     #[arg(long)]
     pub idempotent: bool,
+    /// With --url: send the delegations by reference only (their CIDs in `prf`), for a gateway that
+    /// keeps proofs; if it answers 510 `UnavailableProof`, send again once with the delegations it
+    /// names as missing.
+    #[arg(long, requires = "url")]
+    pub proof_by_reference: bool,
     /// With --url: if the receipt awaits a job (a `/bacalhau/job/await` join effect), show the job's
     /// state while waiting and print the final receipt.
     #[arg(long, requires = "url")]

@@ -288,7 +288,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     let gateway = Gateway::new(key, policy, Arc::clone(&store), executors, args.leeway)
         .await
         .map_err(|e| anyhow!("starting the gateway: {e}"))?;
-    let purge = spawn_replay_purge(Arc::clone(&store));
+    let purge = spawn_replay_purge(Arc::clone(&store), args.leeway);
     let watcher = Arc::clone(&gateway).watch_pending();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -364,16 +364,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     running.stop().await
 }
 
-/// Forgets replay keys whose invocations can no longer validate, every ten minutes.
-fn spawn_replay_purge(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+/// Forgets replay keys whose invocations can no longer validate, and kept delegations that have
+/// expired (beyond the clock `leeway`) or been revoked, every ten minutes.
+fn spawn_replay_purge(store: Arc<dyn Store>, leeway: i64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
-            match store.purge_seen(crate::ucan::validate::unix_now()).await {
+            let now = crate::ucan::validate::unix_now();
+            match store.purge_seen(now).await {
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "expired replay keys purged"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging replay keys failed"),
+            }
+            match store.purge_proofs(now.saturating_sub(leeway.max(0))).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "expired or revoked proofs purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging kept proofs failed"),
             }
         }
     })

@@ -138,6 +138,9 @@ pub enum RefusalClass {
     Replayed,
     /// Too large (413).
     TooLarge,
+    /// Proofs cited by CID that neither the request nor the store holds (510, the UCAN HTTP
+    /// bearer-token convention): send again with the delegations `missing` names.
+    NotExtended,
     /// The gateway could not do its own part, e.g. the store failed (503).
     Unavailable,
 }
@@ -151,6 +154,9 @@ pub struct Refusal {
     pub name: &'static str,
     /// For humans.
     pub message: String,
+    /// The CIDs of the proofs the gateway lacks (for [`RefusalClass::NotExtended`]), so a client
+    /// can send exactly those.
+    pub missing: Vec<Cid>,
 }
 
 impl Refusal {
@@ -160,6 +166,24 @@ impl Refusal {
             class,
             name,
             message: message.into(),
+            missing: Vec::new(),
+        }
+    }
+
+    /// 510 `UnavailableProof`: the proofs `missing` are neither in the request nor kept.
+    pub fn unavailable_proofs(missing: Vec<Cid>) -> Self {
+        let list: Vec<String> = missing.iter().map(Cid::to_string).collect();
+        Refusal {
+            missing,
+            ..Self::new(
+                RefusalClass::NotExtended,
+                "UnavailableProof",
+                format!(
+                    "proofs not supplied and not kept by this gateway: {}; send them with the \
+                     invocation (or POST /delegations)",
+                    list.join(", ")
+                ),
+            )
         }
     }
 
@@ -198,11 +222,7 @@ impl From<ValidationError> for Refusal {
             Some(proof) => format!("{} (proof {proof})", e.message),
             None => e.message,
         };
-        Refusal {
-            class,
-            name: e.kind.name(),
-            message,
-        }
+        Refusal::new(class, e.kind.name(), message)
     }
 }
 

@@ -8,7 +8,9 @@
 //! - parts, each owning its state: [`authority`] (revocations, verified signatures, clock leeway),
 //!   [`ledger`] (the store, receipt notifications, metrics, replay protection), [`jobs`] (work that
 //!   outlives a request: in-flight invocations, job progress, the watcher).
-//! - around the path: [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
+//! - around the path: [`proofs`]
+//!   (proofs by reference: chains completed from the store, the proofs of accepted invocations
+//!   kept, uploads), [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
 //!   invocations in one request, ordered by their promises), [`promises`], [`effects`] (effect
 //!   authority and effects the gateway runs itself), [`schedule`] (retries and run-once by effect
 //!   class), [`answer`] (answers and refusals).
@@ -39,6 +41,7 @@ mod ledger;
 mod path;
 mod pipeline;
 mod promises;
+mod proofs;
 mod revoke;
 mod schedule;
 mod ucanto;
@@ -46,6 +49,7 @@ mod ucanto;
 pub use answer::{Answer, Refusal, RefusalClass, Reply};
 pub use host::host;
 pub use jobs::PendingJob;
+pub use proofs::MAX_PROOFS_PER_ISSUER;
 
 use authority::Authority;
 use jobs::Jobs;
@@ -83,6 +87,8 @@ pub struct Gateway {
     authority: Authority,
     ledger: Ledger,
     jobs: Jobs,
+    /// Delegations known to be kept in the store (proofs by reference).
+    kept: proofs::Kept,
     /// The gateway itself, for work that outlives a request (effects it runs in the background).
     this: Weak<Gateway>,
 }
@@ -118,6 +124,7 @@ impl Gateway {
             authority: Authority::new(did.clone(), leeway, revoked),
             ledger: Ledger::new(store),
             jobs: Jobs::default(),
+            kept: proofs::Kept::default(),
             key,
             did,
             policy,

@@ -32,6 +32,8 @@ use cid::Cid;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
+mod proofs;
+
 use super::{
     BlobStore, Commit, Intent, IntentChange, IntentState, IntentStore, JobEntry, JobStore, Outcome,
     ReceiptStore, ReplayStore, Result, RevocationStore, Store, StoreError, StoreErrorKind,
@@ -39,9 +41,10 @@ use super::{
 };
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_commits.sql"),
+    include_str!("../../migrations/sqlite/0003_proofs.sql"),
 ];
 
 /// How long a statement waits for a lock held by another process before failing as unavailable.
@@ -714,6 +717,7 @@ fn apply(conn: &Connection, c: &Commit) -> Result<Outcome> {
             .and_then(|mut s| s.execute([key.to_bytes()]))
             .map_err(db_error(OP))?;
     }
+    proofs::keep(conn, &c.proofs, c.proofs_per_issuer)?;
     Ok(Outcome::Committed)
 }
 

@@ -676,9 +676,11 @@ async fn a_promise_waits_for_a_result_that_arrives_later() {
     let r = Receipt::decode(&Container::decode(&bytes).unwrap().tokens[0]).unwrap();
     assert_eq!(r.body.out, Out::Ok(Ipld::Integer(3)));
 
-    // Without authority nobody gets the gateway to wait: refused at once, not after the 10 s wait.
+    // Without authority nobody gets the gateway to wait: refused at once, not after the 10 s wait
+    // (a chain neither sent whole nor kept by the gateway: a stranger's).
+    let stranger = world();
     let orphan = invoke(
-        &w,
+        &stranger,
         &gw,
         add(
             Ipld::Bytes(wasm(ADD_WAT)),
@@ -690,8 +692,8 @@ async fn a_promise_waits_for_a_result_that_arrives_later() {
     let started = Instant::now();
     refused(
         &gw,
-        container(&orphan, &w.chain[..1]),
-        403,
+        container(&orphan, &stranger.chain[..1]),
+        510,
         "UnavailableProof",
     )
     .await;

@@ -26,6 +26,7 @@ mod openapi_doc;
 mod otel;
 mod policy;
 mod promise;
+mod proofs;
 mod receipt;
 mod schedule;
 mod spec_invocations;

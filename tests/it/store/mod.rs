@@ -8,6 +8,7 @@ mod blobs;
 mod commits;
 mod intents;
 mod jobs;
+mod proofs;
 mod receipts;
 mod replay;
 mod revocations;
