@@ -138,6 +138,8 @@ pub enum RefusalClass {
     Replayed,
     /// Too large (413).
     TooLarge,
+    /// Too many requests for a caller's budget; try again after `retry_after` (429).
+    RateLimited,
     /// Proofs cited by CID that neither the request nor the store holds (510, the UCAN HTTP
     /// bearer-token convention): send again with the delegations `missing` names.
     NotExtended,
@@ -157,6 +159,8 @@ pub struct Refusal {
     /// The CIDs of the proofs the gateway lacks (for [`RefusalClass::NotExtended`]), so a client
     /// can send exactly those.
     pub missing: Vec<Cid>,
+    /// How many seconds to wait before trying again, when the refusal says.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -167,6 +171,7 @@ impl Refusal {
             name,
             message: message.into(),
             missing: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -184,6 +189,14 @@ impl Refusal {
                     list.join(", ")
                 ),
             )
+        }
+    }
+
+    /// 429 named `name`, to be tried again after `retry_after` seconds.
+    pub fn rate_limited(name: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        Refusal {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(RefusalClass::RateLimited, name, message)
         }
     }
 

@@ -1,14 +1,14 @@
 //! The gateway: the path every invocation takes, whatever wire format carried it, and the few owned
 //! parts it needs.
 //!
-//! - [`path`]: `address → route → authority → task → admit → run → effects → finish`, the one path
+//! - [`path`]: `address → route → authority → rate → task → admit → run → effects → finish`, the one path
 //!   ([`Gateway::handle`]); [`inbound`] is what each wire format hands it.
 //! - wire formats: [`container`] (UCAN 1.0 containers) and [`ucanto`] (ucanto messages over CAR),
 //!   each a decoder into [`inbound::Inbound`]s and an encoder of its answers.
 //! - parts, each owning its state: [`authority`] (revocations, verified signatures, clock leeway),
 //!   [`ledger`] (the store, receipt notifications, metrics, replay protection), [`jobs`] (work that
 //!   outlives a request: in-flight invocations, job progress, the watcher).
-//! - around the path: [`proofs`]
+//! - around the path: [`rate`] (operator rate limits per invoker and root issuer), [`proofs`]
 //!   (proofs by reference: chains completed from the store, the proofs of accepted invocations
 //!   kept, uploads), [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
 //!   invocations in one request, ordered by their promises), [`promises`], [`effects`] (effect
@@ -42,6 +42,7 @@ mod path;
 mod pipeline;
 mod promises;
 mod proofs;
+mod rate;
 mod revoke;
 mod schedule;
 mod ucanto;
@@ -89,6 +90,8 @@ pub struct Gateway {
     jobs: Jobs,
     /// Delegations known to be kept in the store (proofs by reference).
     kept: proofs::Kept,
+    /// The operator's rate limits, per replica.
+    rate: rate::Limiter,
     /// The gateway itself, for work that outlives a request (effects it runs in the background).
     this: Weak<Gateway>,
 }
@@ -125,6 +128,7 @@ impl Gateway {
             ledger: Ledger::new(store),
             jobs: Jobs::default(),
             kept: proofs::Kept::default(),
+            rate: rate::Limiter::new(policy.rate_limits),
             key,
             did,
             policy,

@@ -1,7 +1,7 @@
 //! The path of one invocation, the same for every wire format:
 //!
 //! `address → route → authority (chain once, proofs completed from the store; promises; policies) →
-//! task → admit (subject, admission, input size, replay) → run (memo, once-only,
+//! rate limits → task → admit (subject, admission, input size, replay) → run (memo, once-only,
 //! executor) → effects → finish (sign, store, with the chain kept by CID)`
 //!
 //! Everything before `run` can refuse ([`Refusal`], nothing signed); once a task has been admitted,
@@ -156,6 +156,9 @@ impl Gateway {
             Claim::Checked { auth, .. } => (auth.as_ref().clone(), Ok(None)),
         };
         let proofs = completed.as_deref();
+
+        // rate limits, only once authority holds: nobody without it can spend another's budget
+        let _permit = self.rate_limit(&auth)?;
 
         // task
         let mut task = Task::new(&auth, payload, route.effect)

@@ -15,7 +15,7 @@ use ucan_gateway::ucan::validate::unix_now;
 use ucan_gateway::ucan::{Command, Delegation, Invocation, Policy};
 
 pub(crate) const ADD_WAT: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
-const SPIN_WAT: &str = r#"(module (func (export "spin") (loop br 0)))"#;
+pub(crate) const SPIN_WAT: &str = r#"(module (func (export "spin") (loop br 0)))"#;
 const GROW_WAT: &str = r#"(module (memory 1) (func (export "grow") (param i32) (result i32) local.get 0 memory.grow))"#;
 const TRAP_WAT: &str = r#"(module (func (export "boom") unreachable))"#;
 

@@ -27,6 +27,7 @@ mod otel;
 mod policy;
 mod promise;
 mod proofs;
+mod rate_limits;
 mod receipt;
 mod schedule;
 mod spec_invocations;
