@@ -93,6 +93,13 @@ pub struct HttpArgs {
     /// Long polls (`GET /receipts/{cid}?follow=join`) waiting at once; more get 503 with Retry-After.
     #[arg(long, env = "UCAN_GATEWAY_MAX_LONG_POLLS", default_value_t = server::settings::DEFAULT_MAX_LONG_POLLS)]
     pub max_long_polls: usize,
+    /// Workflow event streams (`GET /receipts/{cid}/events`) open at once; more get 503 with
+    /// Retry-After.
+    #[arg(long, env = "UCAN_GATEWAY_MAX_STREAMS", default_value_t = server::settings::DEFAULT_MAX_STREAMS)]
+    pub max_streams: usize,
+    /// Time between heartbeats on a quiet event stream.
+    #[arg(long, env = "UCAN_GATEWAY_STREAM_HEARTBEAT", value_parser = seconds, default_value = "15")]
+    pub stream_heartbeat: Duration,
     /// Origins browsers may call the gateway from (repeat, or comma-separate): `*` for any (the
     /// default), `none` for no CORS headers, or origins such as `https://app.example`.
     #[arg(
@@ -115,6 +122,8 @@ impl Default for HttpArgs {
             drain_timeout: d.drain_timeout,
             max_in_flight: d.max_in_flight,
             max_long_polls: d.max_long_polls,
+            max_streams: d.max_streams,
+            stream_heartbeat: d.stream_heartbeat,
             cors_origins: vec!["*".to_owned()],
         }
     }
@@ -128,14 +137,15 @@ impl HttpArgs {
             ("--idle-timeout", self.idle_timeout),
             ("--body-read-timeout", self.body_read_timeout),
             ("--request-timeout", self.request_timeout),
+            ("--stream-heartbeat", self.stream_heartbeat),
         ] {
             if value.is_zero() {
                 return Err(anyhow!("{flag} must be greater than zero"));
             }
         }
-        if self.max_in_flight == 0 || self.max_long_polls == 0 {
+        if self.max_in_flight == 0 || self.max_long_polls == 0 || self.max_streams == 0 {
             return Err(anyhow!(
-                "--max-in-flight and --max-long-polls must be at least 1"
+                "--max-in-flight, --max-long-polls and --max-streams must be at least 1"
             ));
         }
         let cors =
@@ -148,6 +158,8 @@ impl HttpArgs {
             drain_timeout: self.drain_timeout,
             max_in_flight: self.max_in_flight,
             max_long_polls: self.max_long_polls,
+            max_streams: self.max_streams,
+            stream_heartbeat: self.stream_heartbeat,
             cors,
         })
     }

@@ -165,6 +165,12 @@ impl Ledger {
         }
     }
 
+    /// Resolves the next time a receipt is stored in this process (create it, and `enable` it,
+    /// before looking, so a receipt stored in between still wakes the caller).
+    pub(crate) fn stored(&self) -> tokio::sync::futures::Notified<'_> {
+        self.stored.notified()
+    }
+
     /// The receipt found under `cid` taken as an invocation CID, task id, receipt CID or alias.
     pub(crate) async fn receipt(&self, cid: Cid) -> Result<Option<Receipt>, Refusal> {
         match self.store.receipt_by_any(cid).await? {

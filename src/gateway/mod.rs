@@ -13,7 +13,8 @@
 //!   kept, uploads), [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
 //!   invocations in one request, ordered by their promises), [`promises`], [`effects`] (effect
 //!   authority and effects the gateway runs itself), [`schedule`] (retries and run-once by effect
-//!   class), [`answer`] (answers and refusals).
+//!   class), [`answer`] (answers and refusals), [`workflow`] (following a receipt's effects as
+//!   they are stored, for event streams).
 //!
 //! Everything before the executor can refuse ([`Refusal`], nothing signed); once a task has been
 //! admitted, every outcome, failures included, is a signed receipt committed to the store before it
@@ -46,11 +47,13 @@ mod rate;
 mod revoke;
 mod schedule;
 mod ucanto;
+mod workflow;
 
 pub use answer::{Answer, Refusal, RefusalClass, Reply};
 pub use host::host;
 pub use jobs::PendingJob;
 pub use proofs::MAX_PROOFS_PER_ISSUER;
+pub use workflow::{MAX_WORKFLOW_RECEIPTS, Step, Workflow};
 
 use authority::Authority;
 use jobs::Jobs;

@@ -3,6 +3,8 @@
 //!
 //! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container;
 //!   with `content-type: application/vnd.ipld.car`, a ucanto message → ucanto report (`ucanto.rs`).
+//! - `GET /receipts/{cid}/events`: the receipt and those of its effects as they are stored, as
+//!   Server-Sent Events (`events.rs`).
 //! - `POST /delegations`: a container of delegations kept for invocations to cite by CID.
 //! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID (`follow=join`
 //!   follows the join chain); `202` with the job's state while the receipt of an awaited job is still
@@ -30,6 +32,7 @@ use crate::ucan::container::{Container, Format};
 
 pub mod edge;
 pub mod error;
+mod events;
 pub mod listen;
 #[cfg(feature = "otel")]
 pub mod otel;
@@ -59,6 +62,7 @@ fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> 
     let own: Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> = vec![
         ("/", &["GET", "POST"], get(describe).post(invoke)),
         ("/receipts/{cid}", &["GET"], get(receipt)),
+        ("/receipts/{cid}/events", &["GET"], get(events::events)),
         ("/delegations", &["POST"], post(delegations)),
         ("/livez", &["GET"], get(probes::livez)),
         ("/readyz", &["GET"], get(probes::readyz)),

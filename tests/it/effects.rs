@@ -116,7 +116,7 @@ pub(crate) fn pipeline(invocations: &[&Invocation], proofs: &[Delegation]) -> Ve
 
 /// Every token of a 200 response, sorted into receipts (verified against the gateway), other
 /// invocations and delegations.
-async fn reply(
+pub(crate) async fn reply(
     gw: &Running,
     body: Vec<u8>,
 ) -> (Vec<Receipt>, Vec<Invocation>, HashMap<Cid, Delegation>) {
@@ -301,7 +301,7 @@ async fn a_branch_mismatch_and_a_missing_result_are_answered_as_the_spec_says() 
 }
 
 /// A guest that returns 7 and asks for `effects` (fork).
-fn requesting(effects: Vec<Ipld>) -> Vec<u8> {
+pub(crate) fn requesting(effects: Vec<Ipld>) -> Vec<u8> {
     returning(&map(vec![
         ("ucan/ok", Ipld::Integer(7)),
         ("ucan/fx", map(vec![("fork", Ipld::List(effects))])),
@@ -309,7 +309,7 @@ fn requesting(effects: Vec<Ipld>) -> Vec<u8> {
 }
 
 /// The guest's args: the DAG-CBOR ABI (an `input` selects it).
-fn abi(module: Ipld) -> BTreeMap<String, Ipld> {
+pub(crate) fn abi(module: Ipld) -> BTreeMap<String, Ipld> {
     args(vec![
         ("module", module),
         ("func", Ipld::String("add".into())),

@@ -16,6 +16,7 @@ mod container;
 mod edge;
 mod effects;
 mod envelope;
+mod events;
 mod exact_args;
 mod fixtures;
 mod gateway;
