@@ -163,6 +163,11 @@ pub struct DelegateArgs {
     /// Make the token even if its expiry is not in the future or not after --nbf.
     #[arg(long)]
     pub force: bool,
+    /// A quota on the invocations this delegation may prove, N per duration (e.g. 100/1h),
+    /// written into its signed meta as "gateway/quota"; ucan-gateway counts every invocation whose
+    /// chain includes it. Other UCAN libraries ignore the key.
+    #[arg(long)]
+    pub quota: Option<String>,
     /// Delegations that give the delegator its authority (checked to lead to the delegator).
     #[arg(long = "proof")]
     pub proofs: Vec<PathBuf>,

@@ -376,8 +376,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     running.stop().await
 }
 
-/// Forgets replay keys whose invocations can no longer validate, and kept delegations that have
-/// expired (beyond the clock `leeway`) or been revoked, every ten minutes.
+/// Forgets replay keys whose invocations can no longer validate, kept delegations that have
+/// expired (beyond the clock `leeway`) or been revoked, and the counts of quota windows that have
+/// ended, every ten minutes.
 fn spawn_replay_purge(store: Arc<dyn Store>, leeway: i64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
@@ -393,6 +394,11 @@ fn spawn_replay_purge(store: Arc<dyn Store>, leeway: i64) -> tokio::task::JoinHa
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "expired or revoked proofs purged"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging kept proofs failed"),
+            }
+            match store.purge_quotas(now).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "ended quota windows purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging quota windows failed"),
             }
         }
     })

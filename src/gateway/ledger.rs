@@ -156,6 +156,8 @@ impl Ledger {
                 "Replayed",
                 format!("invocation {invocation} was already received"),
             )),
+            // Another replica took the last use while this task ran: its receipt is not stored.
+            Outcome::QuotaExceeded(charge) => Err(super::quota::exceeded(&charge, unix_now())),
             outcome => {
                 if stores_receipt && outcome == Outcome::Committed {
                     self.stored.notify_waiters();

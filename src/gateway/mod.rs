@@ -8,7 +8,8 @@
 //! - parts, each owning its state: [`authority`] (revocations, verified signatures, clock leeway),
 //!   [`ledger`] (the store, receipt notifications, metrics, replay protection), [`jobs`] (work that
 //!   outlives a request: in-flight invocations, job progress, the watcher).
-//! - around the path: [`rate`] (operator rate limits per invoker and root issuer), [`proofs`]
+//! - around the path: [`rate`] (operator rate limits per invoker and root issuer), [`quota`]
+//!   (delegation quotas in `meta`, counted in the receipt's commit), [`proofs`]
 //!   (proofs by reference: chains completed from the store, the proofs of accepted invocations
 //!   kept, uploads), [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
 //!   invocations in one request, ordered by their promises), [`promises`], [`effects`] (effect
@@ -43,6 +44,7 @@ mod path;
 mod pipeline;
 mod promises;
 mod proofs;
+mod quota;
 mod rate;
 mod revoke;
 mod schedule;
@@ -53,6 +55,7 @@ pub use answer::{Answer, Refusal, RefusalClass, Reply};
 pub use host::host;
 pub use jobs::PendingJob;
 pub use proofs::MAX_PROOFS_PER_ISSUER;
+pub use quota::{QUOTA_META, Quota};
 pub use workflow::{MAX_WORKFLOW_RECEIPTS, Step, Workflow};
 
 use authority::Authority;

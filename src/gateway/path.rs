@@ -1,7 +1,7 @@
 //! The path of one invocation, the same for every wire format:
 //!
 //! `address → route → authority (chain once, proofs completed from the store; promises; policies) →
-//! rate limits → task → admit (subject, admission, input size, replay) → run (memo, once-only,
+//! rate limits, quotas → task → admit (subject, admission, input size, replay) → run (memo, once-only,
 //! executor) → effects → finish (sign, store, with the chain kept by CID)`
 //!
 //! Everything before `run` can refuse ([`Refusal`], nothing signed); once a task has been admitted,
@@ -41,6 +41,8 @@ pub(crate) struct Admitted<'r> {
     pub claimed: bool,
     /// Delegations of the chain to keep by CID with the receipt (proofs by reference).
     pub proofs: Vec<crate::store::StoredDelegation>,
+    /// Uses of delegation quotas to charge with the receipt.
+    pub quotas: Vec<crate::store::QuotaCharge>,
     /// Keeps the replay key in flight in this process until the answer is committed.
     _running: Running<'r>,
 }
@@ -159,6 +161,12 @@ impl Gateway {
 
         // rate limits, only once authority holds: nobody without it can spend another's budget
         let _permit = self.rate_limit(&auth)?;
+        // delegation quotas: an exhausted one is refused before anything runs; each use is
+        // charged in the commit of the receipt
+        let quotas = match proofs {
+            Some(proofs) => self.quota_charges(&auth.chain, proofs, now).await?,
+            None => Vec::new(),
+        };
 
         // task
         let mut task = Task::new(&auth, payload, route.effect)
@@ -178,6 +186,7 @@ impl Gateway {
         if let Some(proofs) = proofs {
             admitted.proofs = self.proofs_to_keep(&auth.chain, proofs);
         }
+        admitted.quotas = quotas;
 
         // run: in flight until the receipt is stored, so a job it submits is its own to finish;
         // destructive work runs at most once per task, even across a crash
@@ -250,6 +259,7 @@ impl Gateway {
             until: self.authority.seen_until(auth.expires),
             claimed: false,
             proofs: Vec::new(),
+            quotas: Vec::new(),
             _running: running,
         })
     }
@@ -332,6 +342,7 @@ impl Gateway {
         }
         // The chain that proved it, kept by CID for invocations to come.
         commit = commit.with_proofs(admitted.proofs.clone(), super::MAX_PROOFS_PER_ISSUER);
+        commit.quotas = admitted.quotas.clone();
         self.ledger.commit(commit, task.invocation).await?;
         self.kept.mark(admitted.proofs.iter().map(|p| p.cid));
         Ok(Answer::new(receipt, effects))

@@ -1,7 +1,7 @@
 //! The gateway's durable state behind one contract: signed receipts and the names they can be found
 //! under, content-addressed blobs, replay-protection keys, revocations, intents for tasks that must
-//! never run twice, jobs awaiting an external backend, and delegations kept so invocations can cite
-//! them by CID.
+//! never run twice, jobs awaiting an external backend, delegations kept so invocations can cite
+//! them by CID, and what delegation quotas have used.
 //!
 //! The store knows nothing of HTTP or of UCAN semantics. It keeps opaque token bytes indexed by CIDs and
 //! a little metadata the caller computes (task id, work id, whether the task is pure, whether it
@@ -23,8 +23,8 @@
 //! - **Durable before it returns.** An `Ok` commit survives a crash (and, on SQLite, power loss).
 //!
 //! Reads are grouped by concept in small traits ([`ReceiptStore`], [`ReplayStore`],
-//! [`RevocationStore`], [`BlobStore`], [`IntentStore`], [`JobStore`], [`ProofStore`]); [`Store`] is
-//! all of them plus `commit`. A backend is one file implementing them; [`SqliteStore`] is the embedded one, and the
+//! [`RevocationStore`], [`BlobStore`], [`IntentStore`], [`JobStore`], [`ProofStore`],
+//! [`QuotaStore`]); [`Store`] is all of them plus `commit`. A backend is one file implementing them; [`SqliteStore`] is the embedded one, and the
 //! same conformance suite (`tests/it/store/`) runs against every backend. Timestamps are Unix
 //! seconds supplied by the caller (the unit UCAN uses), so tests control time and the store never
 //! reads a clock.
@@ -226,6 +226,23 @@ pub struct Commit {
     pub proofs: Vec<StoredDelegation>,
     /// How many delegations of one issuer may be kept at most (0: none of `proofs` is kept).
     pub proofs_per_issuer: usize,
+    /// Quotas to charge one use each. If any is used up, nothing of the commit is written
+    /// ([`Outcome::QuotaExceeded`]): of any number of commits racing for a quota's last use, on
+    /// any number of processes, exactly as many as it has left are applied.
+    pub quotas: Vec<QuotaCharge>,
+}
+
+/// One use of a quota, charged by a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaCharge {
+    /// What the quota belongs to (a delegation's CID).
+    pub key: Cid,
+    /// The start of the window being charged (Unix seconds).
+    pub window: i64,
+    /// The end of that window, after which its count may be forgotten.
+    pub until: i64,
+    /// How many uses the window allows.
+    pub limit: u64,
 }
 
 /// How a commit changes an intent.
@@ -315,6 +332,8 @@ pub enum Outcome {
     Replayed,
     /// An intent for the task existed; nothing was written.
     IntentExists(Box<Intent>),
+    /// This quota charge had no use left; nothing was written.
+    QuotaExceeded(QuotaCharge),
 }
 
 /// Receipts and the names they are found under.
@@ -421,6 +440,16 @@ pub trait ProofStore: Send + Sync {
     async fn purge_proofs(&self, before: i64) -> Result<u64>;
 }
 
+/// Uses counted against quotas, by key and window.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// How many uses of `key`'s quota the window starting at `window` has had.
+    async fn quota_used(&self, key: Cid, window: i64) -> Result<u64>;
+
+    /// Forgets the counts of windows that ended before `now`, returning how many.
+    async fn purge_quotas(&self, now: i64) -> Result<u64>;
+}
+
 /// The gateway's durable store: every concept's reads and the one way to write. Object-safe, so
 /// the gateway holds an `Arc<dyn Store>` and a backend is chosen at startup.
 ///
@@ -429,7 +458,14 @@ pub trait ProofStore: Send + Sync {
 /// failures of the store itself.
 #[async_trait]
 pub trait Store:
-    ReceiptStore + ReplayStore + RevocationStore + BlobStore + IntentStore + JobStore + ProofStore
+    ReceiptStore
+    + ReplayStore
+    + RevocationStore
+    + BlobStore
+    + IntentStore
+    + JobStore
+    + ProofStore
+    + QuotaStore
 {
     /// Writes everything in `commit` in one durable transaction, or nothing: see the module docs
     /// for the rules. A receipt, alias or blob already stored with the same contents is a no-op.

@@ -33,6 +33,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params}
 use tokio::sync::oneshot;
 
 mod proofs;
+mod quotas;
 
 use super::{
     BlobStore, Commit, Intent, IntentChange, IntentState, IntentStore, JobEntry, JobStore, Outcome,
@@ -41,10 +42,11 @@ use super::{
 };
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_commits.sql"),
     include_str!("../../migrations/sqlite/0003_proofs.sql"),
+    include_str!("../../migrations/sqlite/0004_quotas.sql"),
 ];
 
 /// How long a statement waits for a lock held by another process before failing as unavailable.
@@ -592,6 +594,9 @@ fn apply(conn: &Connection, c: &Commit) -> Result<Outcome> {
         if claimed == 0 {
             return Ok(Outcome::Replayed);
         }
+    }
+    if let Some(exceeded) = quotas::charge(conn, &c.quotas)? {
+        return Ok(Outcome::QuotaExceeded(exceeded));
     }
     if let Some(IntentChange::Open {
         task,

@@ -28,6 +28,7 @@ mod otel;
 mod policy;
 mod promise;
 mod proofs;
+mod quotas;
 mod rate_limits;
 mod receipt;
 mod schedule;

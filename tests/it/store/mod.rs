@@ -9,6 +9,7 @@ mod commits;
 mod intents;
 mod jobs;
 mod proofs;
+mod quotas;
 mod receipts;
 mod replay;
 mod revocations;
