@@ -13,6 +13,7 @@ mod cli_remote;
 mod config;
 mod connections;
 mod container;
+mod crash;
 mod edge;
 mod effects;
 mod envelope;
