@@ -50,10 +50,10 @@ impl Serving {
             // Read to the end, so the process never blocks on a full pipe.
             for line in stderr.lines().map_while(Result::ok) {
                 let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if json["message"] == "ucan-gateway serving" {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(json["addr"].as_str().unwrap_or_default().to_owned());
-                    }
+                if json["message"] == "ucan-gateway serving"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(json["addr"].as_str().unwrap_or_default().to_owned());
                 }
             }
         });
