@@ -137,6 +137,15 @@ fn fetch_receipt(args: super::ReceiptArgs, output: Output) -> anyhow::Result<Exi
     let remote = super::remote::Remote::new(&args.url)?;
     let rt = runtime()?;
     let did = rt.block_on(remote.did())?;
+    if args.follow {
+        rt.block_on(super::follow::follow(
+            &remote,
+            &args.cid,
+            &did,
+            output == Output::Json,
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.tree || args.dot {
         let tree = rt.block_on(super::tree::fetch(&remote, &args.cid, &did))?;
         if args.dot {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
+mod follow;
 mod hints;
 mod logging;
 mod manual;
@@ -80,6 +81,11 @@ pub struct ReceiptArgs {
     /// --output json, the tree as one JSON document.
     #[arg(long, conflicts_with = "dot")]
     pub tree: bool,
+    /// With --tree: follow the workflow as it grows (the gateway's event stream), printing each
+    /// receipt as it is stored, indented under the one whose effect it answers, until every
+    /// effect has its receipt; with --output json, one JSON line per receipt.
+    #[arg(long, requires = "tree")]
+    pub follow: bool,
     /// Print the same tree as a Graphviz DOT digraph.
     #[arg(long)]
     pub dot: bool,

@@ -278,3 +278,54 @@ async fn streams_are_capped_unknown_receipts_are_404_and_shutdown_ends_them() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_cli_follows_the_tree_as_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = serve(dir.path(), &w, HttpArgs::default()).await;
+    let adder = put_blob(&w, &gw, wasm(ADD_WAT)).await;
+    let guest = requesting(vec![effect(adder, 1, b"a"), effect(adder, 2, b"b")]);
+    let inv = invoke(&w, &gw, abi(Ipld::Bytes(guest)), b"1");
+    let mut proofs = w.chain.clone();
+    proofs.push(to_gateway(&w, &gw));
+    let (_, effects, delegations) = reply(&gw, container(&inv, &proofs)).await;
+    proofs.extend(delegations.into_values());
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
+        .args(["receipts", &inv.cid().to_string(), "--tree", "--follow"])
+        .args(["--url", &format!("http://{}", gw.addr)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI is following before the effects run: it can only end once they have receipts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = submit(&gw, &effects[0], &proofs).await;
+    let second = submit(&gw, &effects[1], &proofs).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the CLI ends once the workflow settles")
+    .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("ran {}", inv.cid())),
+        "{stdout}"
+    );
+    // The effects' receipts, in the order stored, one level down.
+    for (line, receipt) in lines[1..].iter().zip([&first, &second]) {
+        assert!(line.starts_with("   fork /wasm/run ran "), "{stdout}");
+        assert!(line.contains(&format!("receipt {receipt}")), "{stdout}");
+    }
+    gw.stop().await.unwrap();
+}
