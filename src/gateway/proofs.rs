@@ -198,6 +198,16 @@ impl Gateway {
             .map(|k| k.cid)
             .collect();
         if let Some(left_out) = cids.iter().find(|c| !kept.contains(c)) {
+            // Revoked on another replica since this one loaded its revocations: kept, but never
+            // returned (and purged by the sweep).
+            if self.ledger.store().is_revoked(*left_out).await? {
+                return Err(ValidationError::in_proof(
+                    ErrorKind::Revoked,
+                    *left_out,
+                    format!("delegation {left_out} has been revoked"),
+                )
+                .into());
+            }
             return Err(too_many(left_out, "its issuer"));
         }
         self.kept.mark(cids.iter().copied());

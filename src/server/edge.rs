@@ -101,8 +101,8 @@ pub fn layered(router: Router, edge: &Edge) -> Router {
 }
 
 /// CORS for browser apps: the headers a UCAN or ucanto client sends (`Authorization` for a bearer
-/// container, `Content-Type` such as `application/vnd.ipld.car`, `Prefer`), and the gateway's own
-/// response headers made readable. No credentials: authority is in the tokens, not in cookies.
+/// container, `Content-Type` such as `application/vnd.ipld.car`, `Prefer`, `Last-Event-ID`), and
+/// the gateway's own response headers made readable. No credentials: authority is in the tokens, not in cookies.
 fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
     let allow = match origins {
         CorsOrigins::Any => AllowOrigin::any(),
@@ -119,6 +119,8 @@ fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
                 header::ACCEPT,
                 HeaderName::from_static("prefer"),
                 REQUEST_ID,
+                // A page resuming an event stream with fetch names the last receipt it has.
+                HeaderName::from_static("last-event-id"),
             ])
             .expose_headers([REFUSED, header::RETRY_AFTER, REQUEST_ID, header::ACCEPT])
             .max_age(Duration::from_secs(3600)),

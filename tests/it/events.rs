@@ -329,3 +329,28 @@ async fn the_cli_follows_the_tree_as_it_grows() {
     }
     gw.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_page_on_another_origin_may_resume_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = serve(dir.path(), &w, HttpArgs::default()).await;
+    let preflight = reqwest::Client::new()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/receipts/bafkqaaa/events", gw.addr),
+        )
+        .header("origin", "http://page.example:5173")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "last-event-id")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("last-event-id"), "{allowed}");
+    gw.stop().await.unwrap();
+}
