@@ -1,8 +1,8 @@
 //! The path of one invocation, the same for every wire format:
 //!
-//! `address → route → authority (chain once, proofs completed from the store; promises; policies) →
-//! rate limits, quotas → task → admit (subject, admission, input size, replay) → run (memo, once-only,
-//! executor) → effects → finish (sign, store, with the chain kept by CID)`
+//! `address → route → authority (chain once, proofs completed from the store; rate limits;
+//! promises; policies) → quotas → task → admit (subject, admission, input size, replay) → run
+//! (memo, once-only, executor) → effects → finish (sign, store, with the chain kept by CID)`
 //!
 //! Everything before `run` can refuse ([`Refusal`], nothing signed); once a task has been admitted,
 //! every outcome, failures included, is a signed receipt committed to the store before it is
@@ -128,6 +128,7 @@ impl Gateway {
         // authority, checked once; the chain's policies apply to the values promises await.
         // Proofs cited by CID alone are completed from the store first (gather, step 2).
         let mut completed = None;
+        let permit;
         let (auth, resolution) = match &inbound.claim {
             Claim::Ucan { invocation, proofs } => {
                 let (all, missing) = self.complete_proofs(invocation, proofs, now).await?;
@@ -143,6 +144,9 @@ impl Gateway {
                             }
                             _ => refusal,
                         })?;
+                // rate limits, once the chain holds (nobody without authority can spend another's
+                // budget) and before any promise is waited for
+                permit = self.rate_limit(&payload.iss, &payload.sub)?;
                 let resolution = self.resolve_promises(&payload.args, known).await?;
                 let args = match &resolution {
                     Ok(Some(resolved)) => resolved,
@@ -155,12 +159,14 @@ impl Gateway {
                 }
                 (chain.authorized(args), resolution)
             }
-            Claim::Checked { auth, .. } => (auth.as_ref().clone(), Ok(None)),
+            Claim::Checked { auth, .. } => {
+                permit = self.rate_limit(&auth.invoker, &auth.subject)?;
+                (auth.as_ref().clone(), Ok(None))
+            }
         };
+        // Held until the answer is committed: the invocation's tasks count as running till then.
+        let _permit = permit;
         let proofs = completed.as_deref();
-
-        // rate limits, only once authority holds: nobody without it can spend another's budget
-        let _permit = self.rate_limit(&auth)?;
         // delegation quotas: an exhausted one is refused before anything runs; each use is
         // charged in the commit of the receipt
         let quotas = match proofs {

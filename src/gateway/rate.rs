@@ -22,17 +22,21 @@ use std::time::Instant;
 
 use super::{Gateway, Refusal};
 use crate::config::{Budget, RateLimits};
-use crate::ucan::validate::Authorized;
 
 impl Gateway {
-    /// Charges an authorised invocation to its invoker and its root issuer (in UCAN 1.0 the root
-    /// delegation is issued by the subject, so the root issuer is the subject). The gateway's own
-    /// invocations (effects it runs itself) are bounded by `[effects]` instead.
-    pub(super) fn rate_limit(&self, auth: &Authorized) -> Result<Option<Permit<'_>>, Refusal> {
-        if auth.invoker == self.did {
+    /// Charges an invocation whose chain has been checked to its `invoker` and its root issuer
+    /// (in UCAN 1.0 the root delegation is issued by the subject, so the root issuer is the
+    /// `subject`). The gateway's own invocations (effects it runs itself) are bounded by
+    /// `[effects]` instead.
+    pub(super) fn rate_limit(
+        &self,
+        invoker: &str,
+        subject: &str,
+    ) -> Result<Option<Permit<'_>>, Refusal> {
+        if invoker == self.did {
             return Ok(None);
         }
-        self.rate.admit(&auth.invoker, &auth.subject).map(Some)
+        self.rate.admit(invoker, subject).map(Some)
     }
 }
 

@@ -217,3 +217,33 @@ fn rate_limits_are_read_from_the_policy_and_bad_values_point_at_themselves() {
     let e = OperatorPolicy::parse("[rate_limits.invoker]\nrps = 3\n", "p.toml").unwrap_err();
     assert_eq!(e.kind, PolicyFileErrorKind::Toml, "{e}");
 }
+
+#[tokio::test]
+async fn an_invoker_over_budget_is_refused_before_the_gateway_waits_on_its_promises() {
+    use ucan_gateway::ipld::{RAW, cid_for};
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = gateway(
+        dir.path(),
+        &w.operator,
+        "[rate_limits.invoker]\nrate = 0.01\nburst = 1\n",
+    )
+    .await;
+    receipt(&gw, add(&w, &gw, 1)).await;
+    let waiting = super::effects::invoke(
+        &w,
+        &gw,
+        super::effects::add(
+            Ipld::Bytes(wasm(ADD_WAT)),
+            super::effects::awaiting("await/ok", cid_for(RAW, b"never run")),
+            1.into(),
+        ),
+        b"w",
+    );
+    let started = std::time::Instant::now();
+    let (status, name, _) = send(&gw, container(&waiting, &w.chain)).await;
+    assert_eq!((status, name.as_str()), (429, "RateLimited"));
+    // Not after the policy's 10 s promise wait.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    gw.stop().await.unwrap();
+}
