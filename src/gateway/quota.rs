@@ -7,7 +7,8 @@
 //! shared by every replica: each use is charged in the commit that stores the invocation's receipt,
 //! and the store applies it only while the window has a use left. Before anything runs, the count
 //! is read, so an exhausted quota is refused without running the task; two replicas racing for the
-//! last use may both run it, but only one receipt is stored and the other is refused.
+//! last use may both run it, but only one receipt is stored and the other is refused. A destructive
+//! task is charged with its run-once intent instead, before it starts.
 //!
 //! A refusal (of any kind) stores nothing, so it uses nothing. Every quota in a chain is charged,
 //! so the narrowest one, wherever it sits, is the one that runs out.

@@ -231,3 +231,36 @@ fn delegate_writes_a_quota_the_gateway_reads() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_destructive_task_is_charged_once_with_its_intent() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = metered(Some((2, "1h")), None);
+    let route =
+        "[[route]]\ncommand = \"/wasm/once\"\nbackend = \"wasm\"\neffect = \"destructive\"\n";
+    let gw = gateway(dir.path(), &w.operator, route).await;
+    let by_app = |n: i128| {
+        ucan_gateway::ucan::invocation::InvocationBuilder::new(
+            w.operator.did(),
+            Command::parse("/wasm/once").unwrap(),
+            add_args(wasm(ADD_WAT), n, n),
+        )
+        .audience(gw.did.clone())
+        .proofs(vec![w.chain[0].cid()])
+        .expires(Some(unix_now() + 300))
+        .sign(&w.app)
+        .unwrap()
+    };
+    for n in 0..2 {
+        let r = receipt(&gw, container(&by_app(n), &w.chain[..1])).await;
+        assert!(r.body.out.is_ok(), "{:?}", r.body.out);
+    }
+    super::gateway::refused(
+        &gw,
+        container(&by_app(2), &w.chain[..1]),
+        429,
+        "QuotaExceeded",
+    )
+    .await;
+    gw.stop().await.unwrap();
+}
