@@ -287,7 +287,7 @@ pub fn check_chain<'a>(
     revocations: &dyn Revocations,
     cache: &dyn SignatureCache,
 ) -> Result<Chain<'a>, ValidationError> {
-    check_invocation(invocation, opts, cache)?;
+    check_invocation(invocation, opts)?;
     let delegations = gather(invocation, proofs)?;
     let inv = &invocation.payload;
     let mut chain = Chain {
@@ -349,14 +349,11 @@ pub fn check_delegation_alone(
 }
 
 /// Step 1: the invocation on its own.
-fn check_invocation(
-    invocation: &Invocation,
-    opts: Options,
-    cache: &dyn SignatureCache,
-) -> Result<(), ValidationError> {
+fn check_invocation(invocation: &Invocation, opts: Options) -> Result<(), ValidationError> {
     let inv = &invocation.payload;
-    // 1a
-    verify_signature(&invocation.envelope, &inv.iss, cache, None)?;
+    // 1a. Always verified, never cached: an invocation is used once (a second use is a replay), so
+    // caching it would only push the delegations that are reused out of the cache.
+    verify_signature(&invocation.envelope, &inv.iss, &NoCache, None)?;
     // 1b
     if let Some(exp) = inv.exp
         && opts.now > exp.saturating_add(opts.leeway)

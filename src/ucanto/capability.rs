@@ -155,7 +155,8 @@ fn check_invocation<'u>(invocation: &'u Ucan, cx: &Context<'_>) -> Result<&'u Ca
     }
     // 1c, 1d: @ucanto/validator checks the invocation as the first "proof" of its own claim, so
     // these failures are reported the same way, inside `Unauthorized`.
-    if let Err(e) = verify(invocation, cx) {
+    // Never cached: an invocation is used once, and would push reused delegations out of the cache.
+    if let Err(e) = invocation.verify() {
         let line = format!(
             "Proof {} does not have a valid signature: {e}",
             invocation.cid

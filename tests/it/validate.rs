@@ -516,7 +516,7 @@ impl SignatureCache for CountingCache {
 }
 
 #[test]
-fn signature_cache_records_every_verified_token_and_never_a_bad_one() {
+fn signature_cache_records_verified_delegations_never_invocations_nor_bad_tokens() {
     let c = Cast::new(KeyAlg::Ed25519);
     let (root, mid) = two_link(&c);
     let inv = invoke(&c.alice, "/wasm/run", &[&root, &mid])
@@ -531,7 +531,8 @@ fn signature_cache_records_every_verified_token_and_never_a_bad_one() {
         &cache,
     )
     .unwrap();
-    let expected: HashSet<Cid> = [inv.cid(), root.cid(), mid.cid()].into();
+    // Delegations are reused across requests; an invocation is used once, so it is not kept.
+    let expected: HashSet<Cid> = [root.cid(), mid.cid()].into();
     assert_eq!(*cache.verified.lock().unwrap(), expected);
 
     let mut bytes = inv.bytes().to_vec();
@@ -547,6 +548,17 @@ fn signature_cache_records_every_verified_token_and_never_a_bad_one() {
     );
     expect_err(result, ErrorKind::InvalidSignature);
     assert!(!cache.verified.lock().unwrap().contains(&tampered.cid()));
+
+    // An invocation's signature is checked every time, even where a cache claims to know it.
+    cache.mark_verified(&tampered.cid());
+    let result = validate::validate(
+        &tampered,
+        &proofs(&[&root, &mid]),
+        Options::at(NOW),
+        &NoRevocations,
+        &cache,
+    );
+    expect_err(result, ErrorKind::InvalidSignature);
 }
 
 #[test]
