@@ -23,7 +23,7 @@ use crate::ucan::container::{Container, Format};
 use crate::ucan::delegation::DelegationBuilder;
 use crate::ucan::invocation::InvocationBuilder;
 use crate::ucan::validate::{self, NoCache, NoRevocations, Options, unix_now};
-use crate::ucan::{Command as UcanCommand, Policy};
+use crate::ucan::{Command as UcanCommand, Delegation, Policy};
 
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -137,6 +137,15 @@ fn fetch_receipt(args: super::ReceiptArgs, output: Output) -> anyhow::Result<Exi
     let remote = super::remote::Remote::new(&args.url)?;
     let rt = runtime()?;
     let did = rt.block_on(remote.did())?;
+    if args.follow {
+        rt.block_on(super::follow::follow(
+            &remote,
+            &args.cid,
+            &did,
+            output == Output::Json,
+        ))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.tree || args.dot {
         let tree = rt.block_on(super::tree::fetch(&remote, &args.cid, &did))?;
         if args.dot {
@@ -283,11 +292,14 @@ fn delegate(args: DelegateArgs, output: Output) -> anyhow::Result<ExitCode> {
         PublicKey::from_did(sub).context("--sub")?;
     }
     let Window { exp, nbf } = times::window(&args.exp, args.nbf.as_deref(), now, args.force)?;
-    let dlg = DelegationBuilder::new(args.to.clone(), sub.clone(), cmd.clone())
+    let mut builder = DelegationBuilder::new(args.to.clone(), sub.clone(), cmd.clone())
         .policy(policy)
         .expires(exp)
-        .not_before(nbf)
-        .sign(&key)?;
+        .not_before(nbf);
+    if let Some(quota) = &args.quota {
+        builder = builder.meta(quota_meta(quota)?);
+    }
+    let dlg = builder.sign(&key)?;
     match output {
         Output::Text => {
             eprintln!("delegation {}", dlg.cid());
@@ -389,16 +401,25 @@ fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
         .extend(earlier.invocations.iter().map(|i| i.bytes().to_vec()));
     container.tokens.push(inv.bytes().to_vec());
     let mut included = std::collections::HashSet::new();
-    let delegations = chain.iter().map(|cid| &proofs.delegations[cid]).chain(
-        earlier
-            .delegation_order
-            .iter()
-            .map(|cid| &earlier.delegations[cid]),
-    );
-    for dlg in delegations {
-        if included.insert(dlg.cid()) {
-            container.tokens.push(dlg.bytes().to_vec());
-        }
+    let delegations: Vec<&Delegation> = chain
+        .iter()
+        .map(|cid| &proofs.delegations[cid])
+        .chain(
+            earlier
+                .delegation_order
+                .iter()
+                .map(|cid| &earlier.delegations[cid]),
+        )
+        .filter(|dlg| included.insert(dlg.cid()))
+        .collect();
+    // By reference, the first request carries only the invocations; the delegations follow if the
+    // gateway asks for them.
+    let by_reference = args.proof_by_reference && remote.is_some();
+    let invocations_only = container.clone();
+    if !by_reference {
+        container
+            .tokens
+            .extend(delegations.iter().map(|d| d.bytes().to_vec()));
     }
     if let Some((remote, rt, described)) = remote {
         let did = &described.did;
@@ -415,14 +436,33 @@ fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
             invoker: &key.did(),
             served: Some(&described.subjects),
         };
-        let answered =
-            match rt.block_on(remote.invoke(container.encode(Format::Raw), did, &steps))? {
-                Ok(answered) => answered,
-                Err(refusal) => {
-                    hints::print(refusal_name(&refusal), &sent);
-                    return print_receipt_result(Err(refusal), output);
-                }
-            };
+        let mut result = rt.block_on(remote.invoke(container.encode(Format::Raw), did, &steps))?;
+        if by_reference
+            && let Err(refusal) = &result
+            && let Some(missing) = missing_proofs(refusal)
+        {
+            let mut resend = invocations_only;
+            let wanted: Vec<&&Delegation> = delegations
+                .iter()
+                .filter(|d| missing.contains(&d.cid().to_string()))
+                .collect();
+            eprintln!(
+                "the gateway lacks {} of the proofs; sending {} of them again",
+                missing.len(),
+                wanted.len()
+            );
+            resend
+                .tokens
+                .extend(wanted.iter().map(|d| d.bytes().to_vec()));
+            result = rt.block_on(remote.invoke(resend.encode(Format::Raw), did, &steps))?;
+        }
+        let answered = match result {
+            Ok(answered) => answered,
+            Err(refusal) => {
+                hints::print(refusal_name(&refusal), &sent);
+                return print_receipt_result(Err(refusal), output);
+            }
+        };
         let Some((last, before)) = answered.receipts.split_last() else {
             return refused_step(&answered, &sent);
         };
@@ -466,6 +506,42 @@ fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
     }
     write_output(args.out.as_deref(), &bytes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--quota N/DURATION` as the delegation's `meta`: `{"gateway/quota": {"invocations": N, "per":
+/// DURATION}}`, checked to read back as the gateway will read it.
+fn quota_meta(text: &str) -> anyhow::Result<BTreeMap<String, Ipld>> {
+    let (n, per) = text
+        .split_once('/')
+        .ok_or_else(|| anyhow!("--quota {text:?}: write N/DURATION, e.g. 100/1h"))?;
+    let n: i128 = n
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--quota {text:?}: {n:?} is not a whole number"))?;
+    let quota = Ipld::Map(BTreeMap::from([
+        ("invocations".to_owned(), Ipld::Integer(n)),
+        ("per".to_owned(), Ipld::String(per.trim().to_owned())),
+    ]));
+    // Read back as the gateway reads it, so a quota it would refuse fails here.
+    crate::gateway::Quota::parse(&quota).map_err(|e| anyhow!("--quota {text:?}: {e}"))?;
+    Ok(BTreeMap::from([(
+        crate::gateway::QUOTA_META.to_owned(),
+        quota,
+    )]))
+}
+
+/// The CIDs a 510 `UnavailableProof` names as missing, if `refusal` is one.
+fn missing_proofs(refusal: &serde_json::Value) -> Option<Vec<String>> {
+    let error = &refusal["error"];
+    if error["name"] != "UnavailableProof" {
+        return None;
+    }
+    let missing: Vec<String> = error["missing"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    (!missing.is_empty()).then_some(missing)
 }
 
 /// Prints the refusal of a pipeline step (after the receipts of the steps before it); exit 1.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
+mod follow;
 mod hints;
 mod logging;
 mod manual;
@@ -80,6 +81,11 @@ pub struct ReceiptArgs {
     /// --output json, the tree as one JSON document.
     #[arg(long, conflicts_with = "dot")]
     pub tree: bool,
+    /// With --tree: follow the workflow as it grows (the gateway's event stream), printing each
+    /// receipt as it is stored, indented under the one whose effect it answers, until every
+    /// effect has its receipt; with --output json, one JSON line per receipt.
+    #[arg(long, requires = "tree")]
+    pub follow: bool,
     /// Print the same tree as a Graphviz DOT digraph.
     #[arg(long)]
     pub dot: bool,
@@ -163,6 +169,11 @@ pub struct DelegateArgs {
     /// Make the token even if its expiry is not in the future or not after --nbf.
     #[arg(long)]
     pub force: bool,
+    /// A quota on the invocations this delegation may prove, N per duration (e.g. 100/1h),
+    /// written into its signed meta as "gateway/quota"; ucan-gateway counts every invocation whose
+    /// chain includes it. Other UCAN libraries ignore the key.
+    #[arg(long)]
+    pub quota: Option<String>,
     /// Delegations that give the delegator its authority (checked to lead to the delegator).
     #[arg(long = "proof")]
     pub proofs: Vec<PathBuf>,
@@ -216,6 +227,11 @@ pub struct InvokeArgs {
     /// Use an empty nonce, so equal invocations share a task id (for idempotent work).
     #[arg(long)]
     pub idempotent: bool,
+    /// With --url: send the delegations by reference only (their CIDs in `prf`), for a gateway that
+    /// keeps proofs; if it answers 510 `UnavailableProof`, send again once with the delegations it
+    /// names as missing.
+    #[arg(long, requires = "url")]
+    pub proof_by_reference: bool,
     /// With --url: if the receipt awaits a job (a `/bacalhau/job/await` join effect), show the job's
     /// state while waiting and print the final receipt.
     #[arg(long, requires = "url")]

@@ -135,6 +135,21 @@ impl Remote {
         self.read_receipt(response, gateway_did).await
     }
 
+    /// Opens the event stream of the workflow under `cid` (`GET /receipts/{cid}/events`),
+    /// resuming after the receipt `last`. No overall timeout: a stream lasts as long as the
+    /// workflow (the gateway sends heartbeats and ends it itself).
+    pub async fn events(&self, cid: &str, last: Option<&str>) -> anyhow::Result<reqwest::Response> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("building the HTTP client")?;
+        let mut request = client.get(format!("{}/receipts/{cid}/events", self.base));
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        request.send().await.context("opening the event stream")
+    }
+
     /// Fetches the receipt stored under `cid`, or the state of the job it awaits (`202`).
     pub async fn poll_receipt(&self, cid: &str, gateway_did: &str) -> anyhow::Result<Polled> {
         let response = self

@@ -124,6 +124,13 @@ pub struct HttpArgs {
     /// Long polls (`GET /receipts/{cid}?follow=join`) waiting at once; more get 503 with Retry-After.
     #[arg(long, env = "UCAN_GATEWAY_MAX_LONG_POLLS", default_value_t = server::settings::DEFAULT_MAX_LONG_POLLS)]
     pub max_long_polls: usize,
+    /// Workflow event streams (`GET /receipts/{cid}/events`) open at once; more get 503 with
+    /// Retry-After.
+    #[arg(long, env = "UCAN_GATEWAY_MAX_STREAMS", default_value_t = server::settings::DEFAULT_MAX_STREAMS)]
+    pub max_streams: usize,
+    /// Time between heartbeats on a quiet event stream.
+    #[arg(long, env = "UCAN_GATEWAY_STREAM_HEARTBEAT", value_parser = seconds, default_value = "15")]
+    pub stream_heartbeat: Duration,
     /// Origins browsers may call the gateway from (repeat, or comma-separate): `*` for any (the
     /// default), `none` for no CORS headers, or origins such as `https://app.example`.
     #[arg(
@@ -146,6 +153,8 @@ impl Default for HttpArgs {
             drain_timeout: d.drain_timeout,
             max_in_flight: d.max_in_flight,
             max_long_polls: d.max_long_polls,
+            max_streams: d.max_streams,
+            stream_heartbeat: d.stream_heartbeat,
             cors_origins: vec!["*".to_owned()],
         }
     }
@@ -159,14 +168,15 @@ impl HttpArgs {
             ("--idle-timeout", self.idle_timeout),
             ("--body-read-timeout", self.body_read_timeout),
             ("--request-timeout", self.request_timeout),
+            ("--stream-heartbeat", self.stream_heartbeat),
         ] {
             if value.is_zero() {
                 return Err(anyhow!("{flag} must be greater than zero"));
             }
         }
-        if self.max_in_flight == 0 || self.max_long_polls == 0 {
+        if self.max_in_flight == 0 || self.max_long_polls == 0 || self.max_streams == 0 {
             return Err(anyhow!(
-                "--max-in-flight and --max-long-polls must be at least 1"
+                "--max-in-flight, --max-long-polls and --max-streams must be at least 1"
             ));
         }
         let cors =
@@ -179,6 +189,8 @@ impl HttpArgs {
             drain_timeout: self.drain_timeout,
             max_in_flight: self.max_in_flight,
             max_long_polls: self.max_long_polls,
+            max_streams: self.max_streams,
+            stream_heartbeat: self.stream_heartbeat,
             cors,
         })
     }
@@ -335,7 +347,7 @@ pub async fn start(args: ServeArgs) -> anyhow::Result<Running> {
     .await
     .map_err(|e| anyhow!("starting the gateway: {e}"))?;
     let follower = Arc::clone(&gateway).follow_store();
-    let purge = spawn_replay_purge(Arc::clone(&store));
+    let purge = spawn_replay_purge(Arc::clone(&store), args.leeway);
     let watcher = Arc::clone(&gateway).watch_pending();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -412,16 +424,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     running.stop().await
 }
 
-/// Forgets replay keys whose invocations can no longer validate, every ten minutes.
-fn spawn_replay_purge(store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+/// Forgets replay keys whose invocations can no longer validate, kept delegations that have
+/// expired (beyond the clock `leeway`) or been revoked, and the counts of quota windows that have
+/// ended, every ten minutes.
+fn spawn_replay_purge(store: Arc<dyn Store>, leeway: i64) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
-            match store.purge_seen(crate::ucan::validate::unix_now()).await {
+            let now = crate::ucan::validate::unix_now();
+            match store.purge_seen(now).await {
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "expired replay keys purged"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging replay keys failed"),
+            }
+            match store.purge_proofs(now.saturating_sub(leeway.max(0))).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "expired or revoked proofs purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging kept proofs failed"),
+            }
+            match store.purge_quotas(now).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "ended quota windows purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging quota windows failed"),
             }
         }
     })

@@ -103,7 +103,8 @@ fn outcome(receipt: &Receipt) -> String {
     }
 }
 
-fn label(node: &Node) -> String {
+/// One node's line: how it was asked for, what ran, its receipt and outcome.
+pub(super) fn label(node: &Node) -> String {
     let mut line = String::new();
     if let Some(via) = &node.via {
         let _ = write!(line, "{via} ");

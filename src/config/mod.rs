@@ -14,10 +14,12 @@
 
 mod compute;
 mod policy_file;
+mod rate;
 
 pub use crate::exec::registry::BackendConfig;
 pub use crate::exec::{Compute, Limits};
 pub use compute::{DEFAULT_CPU_MILLI, DEFAULT_DISK_BYTES, DEFAULT_GPU};
+pub use rate::{Budget, DEFAULT_MAX_TRACKED, Rate, RateLimits};
 
 use std::fmt;
 use std::path::Path;
@@ -65,6 +67,8 @@ pub struct OperatorPolicy {
     pub backends: Vec<BackendConfig>,
     /// Bounds on effects the gateway runs itself.
     pub effects: EffectBounds,
+    /// Budgets per invoker and per root issuer (`[rate_limits]`), enforced per replica.
+    pub rate_limits: RateLimits,
 }
 
 /// How far the gateway follows effects it runs itself — an effect deeper than `max_depth` below the
@@ -172,6 +176,8 @@ pub enum PolicyFileErrorKind {
     Fuel,
     /// An `[effects]` bound out of range.
     Effects,
+    /// A `[rate_limits]` value out of range, or a burst without a rate.
+    RateLimit,
 }
 
 /// Why a policy file was rejected, with the position of the offending value.

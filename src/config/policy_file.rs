@@ -31,6 +31,7 @@ struct RawPolicy {
     limits: Option<RawLimits>,
     max_body: Option<Spanned<RawSize>>,
     effects: Option<RawEffects>,
+    rate_limits: Option<super::rate::RawRateLimits>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -206,6 +207,10 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
             },
         },
     };
+    let rate_limits =
+        super::rate::rate_limits(raw.rate_limits.as_ref(), &|span, kind, message| {
+            src.error(span, kind, message)
+        })?;
     let mut backends: Vec<BackendConfig> = Vec::new();
     for (kind, section) in sections {
         let taken: Vec<String> = registry::built_in()
@@ -255,6 +260,7 @@ pub(super) fn resolve(text: &str, origin: &str) -> Result<OperatorPolicy, Policy
         max_body_bytes,
         effects,
         backends,
+        rate_limits,
     })
 }
 

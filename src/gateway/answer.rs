@@ -138,6 +138,11 @@ pub enum RefusalClass {
     Replayed,
     /// Too large (413).
     TooLarge,
+    /// Too many requests for a caller's budget; try again after `retry_after` (429).
+    RateLimited,
+    /// Proofs cited by CID that neither the request nor the store holds (510, the UCAN HTTP
+    /// bearer-token convention): send again with the delegations `missing` names.
+    NotExtended,
     /// The gateway could not do its own part, e.g. the store failed (503).
     Unavailable,
 }
@@ -151,6 +156,11 @@ pub struct Refusal {
     pub name: &'static str,
     /// For humans.
     pub message: String,
+    /// The CIDs of the proofs the gateway lacks (for [`RefusalClass::NotExtended`]), so a client
+    /// can send exactly those.
+    pub missing: Vec<Cid>,
+    /// How many seconds to wait before trying again, when the refusal says.
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -160,6 +170,33 @@ impl Refusal {
             class,
             name,
             message: message.into(),
+            missing: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 510 `UnavailableProof`: the proofs `missing` are neither in the request nor kept.
+    pub fn unavailable_proofs(missing: Vec<Cid>) -> Self {
+        let list: Vec<String> = missing.iter().map(Cid::to_string).collect();
+        Refusal {
+            missing,
+            ..Self::new(
+                RefusalClass::NotExtended,
+                "UnavailableProof",
+                format!(
+                    "proofs not supplied and not kept by this gateway: {}; send them with the \
+                     invocation (or POST /delegations)",
+                    list.join(", ")
+                ),
+            )
+        }
+    }
+
+    /// 429 named `name`, to be tried again after `retry_after` seconds.
+    pub fn rate_limited(name: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        Refusal {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(RefusalClass::RateLimited, name, message)
         }
     }
 
@@ -198,11 +235,7 @@ impl From<ValidationError> for Refusal {
             Some(proof) => format!("{} (proof {proof})", e.message),
             None => e.message,
         };
-        Refusal {
-            class,
-            name: e.kind.name(),
-            message,
-        }
+        Refusal::new(class, e.kind.name(), message)
     }
 }
 

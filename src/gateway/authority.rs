@@ -71,6 +71,17 @@ impl Authority {
         )?)
     }
 
+    /// One delegation checked on its own at `now` (signature, expiry, revocation), before it is
+    /// kept for chains to come.
+    pub(crate) fn check_delegation(&self, dlg: &Delegation, now: i64) -> Result<(), Refusal> {
+        Ok(validate::check_delegation_alone(
+            dlg,
+            self.options(now),
+            &self.revoked,
+            &self.verified,
+        )?)
+    }
+
     /// A UCAN 1.0 invocation validated in full (an effect the gateway is about to issue).
     pub(crate) fn validate(
         &self,

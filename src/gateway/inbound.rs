@@ -89,7 +89,8 @@ pub(crate) struct Inbound<'r> {
 
 impl Inbound<'_> {
     /// The delegations of the request, which effects may cite (none for a wire format whose
-    /// delegations a UCAN 1.0 effect cannot cite).
+    /// delegations a UCAN 1.0 effect cannot cite). Proofs the request cited by CID alone are
+    /// not among them; an effect citing those is completed from the store like any invocation.
     pub(crate) fn proofs(&self) -> Option<&HashMap<Cid, Delegation>> {
         match &self.claim {
             Claim::Ucan { proofs, .. } => Some(proofs),

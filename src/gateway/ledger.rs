@@ -161,6 +161,8 @@ impl Ledger {
                 "Replayed",
                 format!("invocation {invocation} was already received"),
             )),
+            // Another replica took the last use while this task ran: its receipt is not stored.
+            Outcome::QuotaExceeded(charge) => Err(super::quota::exceeded(&charge, unix_now())),
             outcome => {
                 if stores_receipt && outcome == Outcome::Committed {
                     self.stored.notify_waiters();
@@ -168,6 +170,12 @@ impl Ledger {
                 Ok(outcome)
             }
         }
+    }
+
+    /// Resolves the next time a receipt is stored in this process (create it, and `enable` it,
+    /// before looking, so a receipt stored in between still wakes the caller).
+    pub(crate) fn stored(&self) -> tokio::sync::futures::Notified<'_> {
+        self.stored.notified()
     }
 
     /// The receipt found under `cid` taken as an invocation CID, task id, receipt CID or alias.

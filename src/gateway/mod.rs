@@ -1,7 +1,7 @@
 //! The gateway: the path every invocation takes, whatever wire format carried it, and the few owned
 //! parts it needs.
 //!
-//! - [`path`]: `address → route → authority → task → admit → run → effects → finish`, the one path
+//! - [`path`]: `address → route → authority → rate → task → admit → run → effects → finish`, the one path
 //!   ([`Gateway::handle`]); [`inbound`] is what each wire format hands it.
 //! - wire formats: [`container`] (UCAN 1.0 containers) and [`ucanto`] (ucanto messages over CAR),
 //!   each a decoder into [`inbound::Inbound`]s and an encoder of its answers.
@@ -9,10 +9,14 @@
 //!   [`ledger`] (the store, receipt notifications, metrics, replay protection), [`jobs`] (work that
 //!   outlives a request: in-flight invocations, job progress, the watcher).
 //! - [`sharing`]: keeping up with other processes sharing the store (revocations they accept).
-//! - around the path: [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
+//! - around the path: [`rate`] (operator rate limits per invoker and root issuer), [`quota`]
+//!   (delegation quotas in `meta`, counted in the receipt's commit), [`proofs`]
+//!   (proofs by reference: chains completed from the store, the proofs of accepted invocations
+//!   kept, uploads), [`revoke`] (revocation, once for every wire format), [`pipeline`] (several
 //!   invocations in one request, ordered by their promises), [`promises`], [`effects`] (effect
 //!   authority and effects the gateway runs itself), [`schedule`] (retries and run-once by effect
-//!   class), [`answer`] (answers and refusals).
+//!   class), [`answer`] (answers and refusals), [`workflow`] (following a receipt's effects as
+//!   they are stored, for event streams).
 //!
 //! Everything before the executor can refuse ([`Refusal`], nothing signed); once a task has been
 //! admitted, every outcome, failures included, is a signed receipt committed to the store before it
@@ -40,15 +44,22 @@ mod ledger;
 mod path;
 mod pipeline;
 mod promises;
+mod proofs;
+mod quota;
+mod rate;
 mod revoke;
 mod schedule;
 mod sharing;
 mod ucanto;
+mod workflow;
 
 pub use answer::{Answer, Refusal, RefusalClass, Reply};
 pub use host::host;
 pub use jobs::PendingJob;
 pub use sharing::{DEFAULT_JOB_LEASE, DEFAULT_STORE_REFRESH, Sharing};
+pub use proofs::MAX_PROOFS_PER_ISSUER;
+pub use quota::{QUOTA_META, Quota};
+pub use workflow::{MAX_WORKFLOW_RECEIPTS, Step, Workflow};
 
 use authority::Authority;
 use jobs::Jobs;
@@ -87,6 +98,10 @@ pub struct Gateway {
     ledger: Ledger,
     jobs: Jobs,
     sharing: Sharing,
+    /// Delegations known to be kept in the store (proofs by reference).
+    kept: proofs::Kept,
+    /// The operator's rate limits, per replica.
+    rate: rate::Limiter,
     /// The gateway itself, for work that outlives a request (effects it runs in the background).
     this: Weak<Gateway>,
 }
@@ -132,6 +147,8 @@ impl Gateway {
             ledger: Ledger::new(store, sharing.refresh),
             jobs: Jobs::default(),
             sharing,
+            kept: proofs::Kept::default(),
+            rate: rate::Limiter::new(policy.rate_limits),
             key,
             did,
             policy,

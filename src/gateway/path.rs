@@ -1,7 +1,8 @@
 //! The path of one invocation, the same for every wire format:
 //!
-//! `address → route → authority (chain once; promises; policies) → task → admit (subject, admission,
-//! input size, replay) → run (memo, once-only, executor) → effects → finish (sign, store)`
+//! `address → route → authority (chain once, proofs completed from the store; rate limits;
+//! promises; policies) → quotas → task → admit (subject, admission, input size, replay) → run
+//! (memo, once-only, executor) → effects → finish (sign, store, with the chain kept by CID)`
 //!
 //! Everything before `run` can refuse ([`Refusal`], nothing signed); once a task has been admitted,
 //! every outcome, failures included, is a signed receipt committed to the store before it is
@@ -38,6 +39,10 @@ pub(crate) struct Admitted<'r> {
     /// Whether the key is claimed already (with a destructive task's intent); otherwise the commit
     /// of the receipt claims it.
     pub claimed: bool,
+    /// Delegations of the chain to keep by CID with the receipt (proofs by reference).
+    pub proofs: Vec<crate::store::StoredDelegation>,
+    /// Uses of delegation quotas to charge with the receipt.
+    pub quotas: Vec<crate::store::QuotaCharge>,
     /// Keeps the replay key in flight in this process until the answer is committed.
     _running: Running<'r>,
 }
@@ -120,12 +125,28 @@ impl Gateway {
             ));
         }
 
-        // authority, checked once; the chain's policies apply to the values promises await
+        // authority, checked once; the chain's policies apply to the values promises await.
+        // Proofs cited by CID alone are completed from the store first (gather, step 2).
+        let mut completed = None;
+        let permit;
         let (auth, resolution) = match &inbound.claim {
             Claim::Ucan { invocation, proofs } => {
+                let (all, missing) = self.complete_proofs(invocation, proofs, now).await?;
+                let all: &HashMap<_, _> = completed.insert(all);
                 // Nobody gets the gateway to wait on their behalf without authority: the chain is
                 // checked before any promise is waited for.
-                let chain = self.authority.check_chain(invocation, proofs, now)?;
+                let chain =
+                    self.authority
+                        .check_chain(invocation, all, now)
+                        .map_err(|refusal| match refusal.name {
+                            "UnavailableProof" if !missing.is_empty() => {
+                                Refusal::unavailable_proofs(missing)
+                            }
+                            _ => refusal,
+                        })?;
+                // rate limits, once the chain holds (nobody without authority can spend another's
+                // budget) and before any promise is waited for
+                permit = self.rate_limit(&payload.iss, &payload.sub)?;
                 let resolution = self.resolve_promises(&payload.args, known).await?;
                 let args = match &resolution {
                     Ok(Some(resolved)) => resolved,
@@ -138,7 +159,19 @@ impl Gateway {
                 }
                 (chain.authorized(args), resolution)
             }
-            Claim::Checked { auth, .. } => (auth.as_ref().clone(), Ok(None)),
+            Claim::Checked { auth, .. } => {
+                permit = self.rate_limit(&auth.invoker, &auth.subject)?;
+                (auth.as_ref().clone(), Ok(None))
+            }
+        };
+        // Held until the answer is committed: the invocation's tasks count as running till then.
+        let _permit = permit;
+        let proofs = completed.as_deref();
+        // delegation quotas: an exhausted one is refused before anything runs; each use is
+        // charged in the commit of the receipt
+        let quotas = match proofs {
+            Some(proofs) => self.quota_charges(&auth.chain, proofs, now).await?,
+            None => Vec::new(),
         };
 
         // task
@@ -156,6 +189,10 @@ impl Gateway {
             ..inbound.replay
         };
         let mut admitted = self.admit(route, &auth, task, replay).await?;
+        if let Some(proofs) = proofs {
+            admitted.proofs = self.proofs_to_keep(&auth.chain, proofs);
+        }
+        admitted.quotas = quotas;
 
         // run: in flight until the receipt is stored, so a job it submits is its own to finish;
         // destructive work runs at most once per task, even across a crash
@@ -179,7 +216,7 @@ impl Gateway {
         };
 
         // effects: only with authority the invoker passed on, or the gateway's own
-        let (body, cited) = self.authorize_effects(body, route, &auth, inbound.proofs(), now);
+        let (body, cited) = self.authorize_effects(body, route, &auth, proofs, now);
         let mut answer = self.finish(&admitted, body).await?;
         answer.proofs = cited;
         Ok(answer)
@@ -227,6 +264,8 @@ impl Gateway {
             replay,
             until: self.authority.seen_until(auth.expires),
             claimed: false,
+            proofs: Vec::new(),
+            quotas: Vec::new(),
             _running: running,
         })
     }
@@ -307,7 +346,11 @@ impl Gateway {
         if self.jobs_of(&admitted.route.backend).is_some() {
             commit = commit.without_job(task.invocation);
         }
+        // The chain that proved it, kept by CID for invocations to come.
+        commit = commit.with_proofs(admitted.proofs.clone(), super::MAX_PROOFS_PER_ISSUER);
+        commit.quotas = admitted.quotas.clone();
         self.ledger.commit(commit, task.invocation).await?;
+        self.kept.mark(admitted.proofs.iter().map(|p| p.cid));
         Ok(Answer::new(receipt, effects))
     }
 

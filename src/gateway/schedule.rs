@@ -86,17 +86,23 @@ impl Gateway {
         let now = unix_now();
         let run = route.limits.timeout.saturating_add(RUN_SLACK).as_secs();
         let until = now.saturating_add(i64::try_from(run).unwrap_or(i64::MAX));
-        let commit = Commit::default()
-            .with_claim(admitted.replay.key, admitted.until)
-            .with_intent(IntentChange::Open {
-                task: task.id,
-                invocation: task.invocation,
-                until,
-            });
+        // A destructive task's quota uses are charged with its intent, before it runs: a race for
+        // a window's last use is settled before anything is destroyed, not after.
+        let commit = Commit {
+            quotas: admitted.quotas.clone(),
+            ..Commit::default()
+                .with_claim(admitted.replay.key, admitted.until)
+                .with_intent(IntentChange::Open {
+                    task: task.id,
+                    invocation: task.invocation,
+                    until,
+                })
+        };
         let intent = match self.ledger.commit(commit, task.invocation).await? {
             Outcome::IntentExists(intent) => intent,
             _ => {
                 admitted.claimed = true;
+                admitted.quotas.clear();
                 return Ok(None);
             }
         };

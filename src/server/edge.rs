@@ -7,7 +7,8 @@
 //! 3. [`limits`]: while draining, a quick 503 for anything but probes and long polls; a cap on
 //!    requests in flight and another on long polls, both refusing with 503 and `Retry-After`
 //!    rather than queueing without bound; and the request timeout, which long polls skip (their
-//!    own `wait` bounds them).
+//!    own `wait` bounds them) and event streams skip too (their handler holds a permit of
+//!    [`Shared::streams`] for as long as the stream is open, and ends it on drain).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +51,8 @@ pub struct Shared {
     pub drain: Drain,
     /// The readiness checks of `/readyz`.
     pub readiness: Readiness,
+    /// Event streams open: a permit is held by each stream's body, not by the request.
+    pub streams: Arc<Semaphore>,
     in_flight: Arc<Semaphore>,
     long_polls: Arc<Semaphore>,
 }
@@ -65,6 +68,7 @@ impl Edge {
         Edge(Arc::new(Shared {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             long_polls: Arc::new(Semaphore::new(settings.max_long_polls)),
+            streams: Arc::new(Semaphore::new(settings.max_streams)),
             gateway,
             settings,
             drain,
@@ -97,8 +101,8 @@ pub fn layered(router: Router, edge: &Edge) -> Router {
 }
 
 /// CORS for browser apps: the headers a UCAN or ucanto client sends (`Authorization` for a bearer
-/// container, `Content-Type` such as `application/vnd.ipld.car`, `Prefer`), and the gateway's own
-/// response headers made readable. No credentials: authority is in the tokens, not in cookies.
+/// container, `Content-Type` such as `application/vnd.ipld.car`, `Prefer`, `Last-Event-ID`), and
+/// the gateway's own response headers made readable. No credentials: authority is in the tokens, not in cookies.
 fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
     let allow = match origins {
         CorsOrigins::Any => AllowOrigin::any(),
@@ -115,6 +119,8 @@ fn cors(origins: &CorsOrigins) -> Option<CorsLayer> {
                 header::ACCEPT,
                 HeaderName::from_static("prefer"),
                 REQUEST_ID,
+                // A page resuming an event stream with fetch names the last receipt it has.
+                HeaderName::from_static("last-event-id"),
             ])
             .expose_headers([REFUSED, header::RETRY_AFTER, REQUEST_ID, header::ACCEPT])
             .max_age(Duration::from_secs(3600)),
@@ -228,6 +234,8 @@ enum Kind {
     Probe,
     /// `GET /receipts/{cid}?follow=join`: bounded by its `wait` and the long-poll cap.
     LongPoll,
+    /// `GET /receipts/{cid}/events`: bounded by the stream cap, held by its body.
+    Stream,
     /// Everything else: the in-flight cap and the request timeout.
     Ordinary,
 }
@@ -236,6 +244,9 @@ fn kind(request: &Request) -> Kind {
     let path = request.uri().path();
     if matches!(path, "/livez" | "/readyz" | "/health" | "/metrics") {
         return Kind::Probe;
+    }
+    if path.starts_with("/receipts/") && path.ends_with("/events") {
+        return Kind::Stream;
     }
     if path.starts_with("/receipts/") {
         let query = Query::<std::collections::HashMap<String, String>>::try_from_uri(request.uri());
@@ -247,7 +258,7 @@ fn kind(request: &Request) -> Kind {
 }
 
 /// A 503 telling the client when to come back.
-fn busy(name: &'static str, message: String) -> Response {
+pub(crate) fn busy(name: &'static str, message: String) -> Response {
     let mut response = edge_error(StatusCode::SERVICE_UNAVAILABLE, name, message);
     response
         .headers_mut()
@@ -271,7 +282,8 @@ async fn limits(State(edge): State<Edge>, request: Request, next: Next) -> Respo
             };
             next.run(request).await
         }
-        Kind::Ordinary => {
+        Kind::Stream if !edge.drain.is_draining() => next.run(request).await,
+        Kind::Stream | Kind::Ordinary => {
             if edge.drain.is_draining() {
                 let mut response = busy(
                     "Draining",

@@ -26,6 +26,8 @@ pub fn status(class: RefusalClass) -> StatusCode {
         RefusalClass::NotFound => StatusCode::NOT_FOUND,
         RefusalClass::Replayed => StatusCode::CONFLICT,
         RefusalClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        RefusalClass::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        RefusalClass::NotExtended => StatusCode::NOT_EXTENDED,
         RefusalClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -36,13 +38,29 @@ impl IntoResponse for ApiError {
             class,
             name,
             message,
+            missing,
+            retry_after,
         } = self.0;
         let message = if class == RefusalClass::Unavailable {
             "the gateway cannot serve this request right now".to_owned()
         } else {
             message
         };
-        edge_error(status(class), name, message)
+        let mut error = serde_json::json!({ "name": name, "message": message });
+        if !missing.is_empty() {
+            error["missing"] = missing.iter().map(|c| c.to_string()).collect();
+        }
+        let mut response = (
+            status(class),
+            axum::Json(serde_json::json!({ "error": error })),
+        )
+            .into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

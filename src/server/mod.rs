@@ -3,6 +3,9 @@
 //!
 //! - `POST /`: a UCAN container (body, or `Authorization: Bearer` with an empty body) → receipt container;
 //!   with `content-type: application/vnd.ipld.car`, a ucanto message → ucanto report (`ucanto.rs`).
+//! - `GET /receipts/{cid}/events`: the receipt and those of its effects as they are stored, as
+//!   Server-Sent Events (`events.rs`).
+//! - `POST /delegations`: a container of delegations kept for invocations to cite by CID.
 //! - `GET /receipts/{cid}`: a stored receipt by invocation CID, task id or receipt CID (`follow=join`
 //!   follows the join chain); `202` with the job's state while the receipt of an awaited job is still
 //!   to come.
@@ -21,7 +24,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
 use cid::Cid;
 
 use crate::gateway::{Gateway, Refusal, Reply};
@@ -29,6 +32,7 @@ use crate::ucan::container::{Container, Format};
 
 pub mod edge;
 pub mod error;
+mod events;
 pub mod listen;
 #[cfg(feature = "otel")]
 pub mod otel;
@@ -58,6 +62,8 @@ fn routes() -> Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> 
     let own: Vec<(&'static str, &'static [&'static str], MethodRouter<Edge>)> = vec![
         ("/", &["GET", "POST"], get(describe).post(invoke)),
         ("/receipts/{cid}", &["GET"], get(receipt)),
+        ("/receipts/{cid}/events", &["GET"], get(events::events)),
+        ("/delegations", &["POST"], post(delegations)),
         ("/livez", &["GET"], get(probes::livez)),
         ("/readyz", &["GET"], get(probes::readyz)),
         ("/health", &["GET"], get(probes::readyz)),
@@ -204,6 +210,28 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
     }
 }
 
+/// `POST /delegations`: a container of delegations (body, or `Authorization: Bearer`) → the CIDs
+/// kept, `{"kept": [cid, …]}`.
+async fn delegations(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = read_body(&gateway, body).await?;
+        let container = request_container(&headers, body)?;
+        gateway.keep_delegations(&container).await
+    }
+    .await;
+    match result {
+        Ok(kept) => {
+            let kept: Vec<String> = kept.iter().map(Cid::to_string).collect();
+            axum::Json(serde_json::json!({ "kept": kept })).into_response()
+        }
+        Err(refusal) => ApiError(refusal).into_response(),
+    }
+}
+
 /// The receipts and any effect invocations, as a container in `format` or as JSON for people. A
 /// pipeline stopped by a refusal names it in the `ucan-gateway-refused` header too.
 fn answer_response(reply: &Reply, json: bool, format: Format) -> Response {
@@ -251,22 +279,9 @@ async fn receipt(
     headers: HeaderMap,
 ) -> Response {
     let gateway = &edge.gateway;
-    let Ok(Path(cid)) = cid else {
-        return ApiError(Refusal::malformed(
-            "MalformedCid",
-            "the path segment is not a CID",
-        ))
-        .into_response();
-    };
-    let Ok(cid) = Cid::try_from(cid.as_str()) else {
-        return ApiError(Refusal::malformed(
-            "MalformedCid",
-            format!(
-                "{:?} is not a CID",
-                cid.chars().take(128).collect::<String>()
-            ),
-        ))
-        .into_response();
+    let cid = match path_cid(cid) {
+        Ok(cid) => cid,
+        Err(response) => return *response,
     };
     let query = match query {
         Ok(Query(query)) => query,
@@ -309,6 +324,22 @@ async fn receipt(
         }
         Err(refusal) => ApiError(refusal).into_response(),
     }
+}
+
+/// The CID in a `{cid}` path segment, or the `MalformedCid` answer.
+fn path_cid(cid: Result<Path<String>, PathRejection>) -> Result<Cid, Box<Response>> {
+    let malformed = |message: String| {
+        Box::new(ApiError(Refusal::malformed("MalformedCid", message)).into_response())
+    };
+    let Ok(Path(cid)) = cid else {
+        return Err(malformed("the path segment is not a CID".to_owned()));
+    };
+    Cid::try_from(cid.as_str()).map_err(|_| {
+        malformed(format!(
+            "{:?} is not a CID",
+            cid.chars().take(128).collect::<String>()
+        ))
+    })
 }
 
 fn invalid_query(message: impl Into<String>) -> Response {

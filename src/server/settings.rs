@@ -23,6 +23,14 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// Default cap on long polls (`GET /receipts/{cid}?follow=join`) waiting at once.
 pub const DEFAULT_MAX_LONG_POLLS: usize = 256;
+/// Default cap on workflow event streams (`GET /receipts/{cid}/events`) open at once.
+pub const DEFAULT_MAX_STREAMS: usize = 256;
+/// Default time between heartbeats (SSE comments) on a stream with nothing else to say: shorter
+/// than the idle timeouts of common proxies, which would otherwise cut a quiet stream.
+pub const DEFAULT_STREAM_HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long one event stream stays open at most; a client resumes it with `Last-Event-ID`. Frees
+/// the slots of streams following workflows that never settle.
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// What a refused client is told to wait before trying again (`Retry-After`, seconds).
 pub const RETRY_AFTER_SECS: u64 = 1;
 
@@ -100,6 +108,10 @@ pub struct HttpSettings {
     pub max_in_flight: usize,
     /// Long polls waiting at once; more are refused with 503 and `Retry-After`.
     pub max_long_polls: usize,
+    /// Event streams open at once; more are refused with 503 and `Retry-After`.
+    pub max_streams: usize,
+    /// Time between heartbeats on a quiet event stream.
+    pub stream_heartbeat: Duration,
     /// Origins browsers may call from.
     pub cors: CorsOrigins,
 }
@@ -114,6 +126,8 @@ impl Default for HttpSettings {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_long_polls: DEFAULT_MAX_LONG_POLLS,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_heartbeat: DEFAULT_STREAM_HEARTBEAT,
             cors: CorsOrigins::Any,
         }
     }

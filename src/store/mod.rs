@@ -1,6 +1,7 @@
 //! The gateway's durable state behind one contract: signed receipts and the names they can be found
 //! under, content-addressed blobs, replay-protection keys, revocations, intents for tasks that must
-//! never run twice, and jobs awaiting an external backend.
+//! never run twice, jobs awaiting an external backend, delegations kept so invocations can cite
+//! them by CID, and what delegation quotas have used.
 //!
 //! The store knows nothing of HTTP or of UCAN semantics. It keeps opaque token bytes indexed by CIDs and
 //! a little metadata the caller computes (task id, work id, whether the task is pure, whether it
@@ -22,9 +23,10 @@
 //! - **Durable before it returns.** An `Ok` commit survives a crash (and, on SQLite, power loss).
 //!
 //! Reads are grouped by concept in small traits ([`ReceiptStore`], [`ReplayStore`],
-//! [`RevocationStore`], [`BlobStore`], [`IntentStore`], [`JobStore`]); [`Store`] is all of them plus
-//! `commit`. A backend is one file (or folder) implementing them; [`SqliteStore`] is the embedded
-//! one, [`PostgresStore`] the one several gateway processes share, [`open`] picks one by URL, and the
+//! [`RevocationStore`], [`BlobStore`], [`IntentStore`], [`JobStore`], [`ProofStore`],
+//! [`QuotaStore`]); [`Store`] is all of them plus `commit`. A backend is one file (or folder)
+//! implementing them; [`SqliteStore`] is the embedded one, [`PostgresStore`] the one several
+//! gateway processes share, [`open`] picks one by URL, and the
 //! same conformance suite (`tests/it/store/`) runs against every backend. Timestamps are Unix
 //! seconds supplied by the caller (the unit UCAN uses), so tests control time and the store never
 //! reads a clock.
@@ -277,6 +279,29 @@ pub struct Commit {
     pub add_jobs: Vec<JobEntry>,
     /// Pending jobs to forget, by key.
     pub remove_jobs: Vec<Cid>,
+    /// Delegations to keep by CID. Unlike everything else in a commit, keeping them is best effort
+    /// within a bound: one whose issuer already has [`Commit::proofs_per_issuer`] kept is left out,
+    /// and the rest of the commit is written all the same.
+    pub proofs: Vec<StoredDelegation>,
+    /// How many delegations of one issuer may be kept at most (0: none of `proofs` is kept).
+    pub proofs_per_issuer: usize,
+    /// Quotas to charge one use each. If any is used up, nothing of the commit is written
+    /// ([`Outcome::QuotaExceeded`]): of any number of commits racing for a quota's last use, on
+    /// any number of processes, exactly as many as it has left are applied.
+    pub quotas: Vec<QuotaCharge>,
+}
+
+/// One use of a quota, charged by a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaCharge {
+    /// What the quota belongs to (a delegation's CID).
+    pub key: Cid,
+    /// The start of the window being charged (Unix seconds).
+    pub window: i64,
+    /// The end of that window, after which its count may be forgotten.
+    pub until: i64,
+    /// How many uses the window allows.
+    pub limit: u64,
 }
 
 /// How a commit changes an intent.
@@ -332,6 +357,29 @@ impl Commit {
         self.remove_jobs.push(key);
         self
     }
+
+    /// Keeps `delegations`, as long as their issuer has fewer than `per_issuer` kept.
+    pub fn with_proofs(mut self, delegations: Vec<StoredDelegation>, per_issuer: usize) -> Self {
+        self.proofs = delegations;
+        self.proofs_per_issuer = per_issuer;
+        self
+    }
+}
+
+/// A delegation kept so that invocations may cite it by CID alone, with the fields it is looked up
+/// and purged by. The caller has checked that `cid` is the CID of `bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDelegation {
+    /// The delegation's CID.
+    pub cid: Cid,
+    /// Its issuer, whose count of kept delegations is capped.
+    pub issuer: String,
+    /// Its audience: a later delegation issued by this principal may rest on it.
+    pub audience: String,
+    /// Its expiry (`exp`) in Unix seconds; `None` when it never expires.
+    pub expires_at: Option<i64>,
+    /// The signed token, exactly as received.
+    pub bytes: Vec<u8>,
 }
 
 /// What a commit did.
@@ -343,6 +391,8 @@ pub enum Outcome {
     Replayed,
     /// An intent for the task existed; nothing was written.
     IntentExists(Box<Intent>),
+    /// This quota charge had no use left; nothing was written.
+    QuotaExceeded(QuotaCharge),
 }
 
 /// Receipts and the names they are found under.
@@ -430,6 +480,35 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Vec<JobEntry>>;
 }
 
+/// Delegations kept by CID (proofs by reference). Expired and revoked ones are never returned, and
+/// [`ProofStore::purge_proofs`] removes them.
+#[async_trait]
+pub trait ProofStore: Send + Sync {
+    /// The kept delegations among `cids` still usable at `now`: not expired before `now`, not
+    /// revoked. In no particular order; CIDs not kept are simply absent.
+    async fn proofs(&self, cids: &[Cid], now: i64) -> Result<Vec<StoredDelegation>>;
+
+    /// How many delegations issued by `issuer` are kept.
+    async fn proofs_of(&self, issuer: &str) -> Result<u64>;
+
+    /// Whether some kept delegation usable at `now` names `audience` as its audience.
+    async fn delegated_to(&self, audience: &str, now: i64) -> Result<bool>;
+
+    /// Forgets the delegations that expired before `before`, and those revoked, returning how
+    /// many.
+    async fn purge_proofs(&self, before: i64) -> Result<u64>;
+}
+
+/// Uses counted against quotas, by key and window.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// How many uses of `key`'s quota the window starting at `window` has had.
+    async fn quota_used(&self, key: Cid, window: i64) -> Result<u64>;
+
+    /// Forgets the counts of windows that ended before `now`, returning how many.
+    async fn purge_quotas(&self, now: i64) -> Result<u64>;
+}
+
 /// The gateway's durable store: every concept's reads and the one way to write. Object-safe, so
 /// the gateway holds an `Arc<dyn Store>` and a backend is chosen at startup.
 ///
@@ -438,7 +517,14 @@ pub trait JobStore: Send + Sync {
 /// failures of the store itself.
 #[async_trait]
 pub trait Store:
-    ReceiptStore + ReplayStore + RevocationStore + BlobStore + IntentStore + JobStore
+    ReceiptStore
+    + ReplayStore
+    + RevocationStore
+    + BlobStore
+    + IntentStore
+    + JobStore
+    + ProofStore
+    + QuotaStore
 {
     /// Writes everything in `commit` in one durable transaction, or nothing: see the module docs
     /// for the rules. A receipt, alias or blob already stored with the same contents is a no-op.

@@ -32,6 +32,9 @@ use cid::Cid;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
+mod proofs;
+mod quotas;
+
 use super::{
     BlobStore, Commit, Intent, IntentChange, IntentState, IntentStore, JobEntry, JobStore, Outcome,
     ReceiptStore, ReplayStore, Result, RevocationStore, Store, StoreError, StoreErrorKind,
@@ -39,9 +42,11 @@ use super::{
 };
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_commits.sql"),
+    include_str!("../../migrations/sqlite/0003_proofs.sql"),
+    include_str!("../../migrations/sqlite/0004_quotas.sql"),
 ];
 
 /// How long a statement waits for a lock held by another process before failing as unavailable.
@@ -590,6 +595,9 @@ fn apply(conn: &Connection, c: &Commit) -> Result<Outcome> {
             return Ok(Outcome::Replayed);
         }
     }
+    if let Some(exceeded) = quotas::charge(conn, &c.quotas)? {
+        return Ok(Outcome::QuotaExceeded(exceeded));
+    }
     if let Some(IntentChange::Open {
         task,
         invocation,
@@ -714,6 +722,7 @@ fn apply(conn: &Connection, c: &Commit) -> Result<Outcome> {
             .and_then(|mut s| s.execute([key.to_bytes()]))
             .map_err(db_error(OP))?;
     }
+    proofs::keep(conn, &c.proofs, c.proofs_per_issuer)?;
     Ok(Outcome::Committed)
 }
 

@@ -314,6 +314,40 @@ pub fn check_chain<'a>(
     Ok(chain)
 }
 
+/// One delegation on its own, as a gateway checks it before keeping it for chains to come: its
+/// signature (3a), that it has not expired (the `exp` half of 3b: one not valid yet may be kept for
+/// later), and that it is not revoked (3c). Its place in a chain is checked when a chain cites it.
+pub fn check_delegation_alone(
+    dlg: &Delegation,
+    opts: Options,
+    revocations: &dyn Revocations,
+    cache: &dyn SignatureCache,
+) -> Result<(), ValidationError> {
+    let d = &dlg.payload;
+    let cid = dlg.cid();
+    // 3a
+    verify_signature(&dlg.envelope, &d.iss, cache, Some(cid))?;
+    // 3b
+    if let Some(exp) = d.exp
+        && opts.now > exp.saturating_add(opts.leeway)
+    {
+        return Err(ValidationError::in_proof(
+            ErrorKind::Expired,
+            cid,
+            format!("delegation expired at {exp}"),
+        ));
+    }
+    // 3c
+    if revocations.is_revoked(&cid) {
+        return Err(ValidationError::in_proof(
+            ErrorKind::Revoked,
+            cid,
+            format!("delegation {cid} has been revoked"),
+        ));
+    }
+    Ok(())
+}
+
 /// Step 1: the invocation on its own.
 fn check_invocation(invocation: &Invocation, opts: Options) -> Result<(), ValidationError> {
     let inv = &invocation.payload;

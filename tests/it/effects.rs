@@ -116,7 +116,7 @@ pub(crate) fn pipeline(invocations: &[&Invocation], proofs: &[Delegation]) -> Ve
 
 /// Every token of a 200 response, sorted into receipts (verified against the gateway), other
 /// invocations and delegations.
-async fn reply(
+pub(crate) async fn reply(
     gw: &Running,
     body: Vec<u8>,
 ) -> (Vec<Receipt>, Vec<Invocation>, HashMap<Cid, Delegation>) {
@@ -301,7 +301,7 @@ async fn a_branch_mismatch_and_a_missing_result_are_answered_as_the_spec_says() 
 }
 
 /// A guest that returns 7 and asks for `effects` (fork).
-fn requesting(effects: Vec<Ipld>) -> Vec<u8> {
+pub(crate) fn requesting(effects: Vec<Ipld>) -> Vec<u8> {
     returning(&map(vec![
         ("ucan/ok", Ipld::Integer(7)),
         ("ucan/fx", map(vec![("fork", Ipld::List(effects))])),
@@ -309,7 +309,7 @@ fn requesting(effects: Vec<Ipld>) -> Vec<u8> {
 }
 
 /// The guest's args: the DAG-CBOR ABI (an `input` selects it).
-fn abi(module: Ipld) -> BTreeMap<String, Ipld> {
+pub(crate) fn abi(module: Ipld) -> BTreeMap<String, Ipld> {
     args(vec![
         ("module", module),
         ("func", Ipld::String("add".into())),
@@ -676,9 +676,11 @@ async fn a_promise_waits_for_a_result_that_arrives_later() {
     let r = Receipt::decode(&Container::decode(&bytes).unwrap().tokens[0]).unwrap();
     assert_eq!(r.body.out, Out::Ok(Ipld::Integer(3)));
 
-    // Without authority nobody gets the gateway to wait: refused at once, not after the 10 s wait.
+    // Without authority nobody gets the gateway to wait: refused at once, not after the 10 s wait
+    // (a chain neither sent whole nor kept by the gateway: a stranger's).
+    let stranger = world();
     let orphan = invoke(
-        &w,
+        &stranger,
         &gw,
         add(
             Ipld::Bytes(wasm(ADD_WAT)),
@@ -690,8 +692,8 @@ async fn a_promise_waits_for_a_result_that_arrives_later() {
     let started = Instant::now();
     refused(
         &gw,
-        container(&orphan, &w.chain[..1]),
-        403,
+        container(&orphan, &stranger.chain[..1]),
+        510,
         "UnavailableProof",
     )
     .await;

@@ -15,7 +15,7 @@ use ucan_gateway::ucan::validate::unix_now;
 use ucan_gateway::ucan::{Command, Delegation, Invocation, Policy};
 
 pub(crate) const ADD_WAT: &str = r#"(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))"#;
-const SPIN_WAT: &str = r#"(module (func (export "spin") (loop br 0)))"#;
+pub(crate) const SPIN_WAT: &str = r#"(module (func (export "spin") (loop br 0)))"#;
 const GROW_WAT: &str = r#"(module (memory 1) (func (export "grow") (param i32) (result i32) local.get 0 memory.grow))"#;
 const TRAP_WAT: &str = r#"(module (func (export "boom") unreachable))"#;
 
@@ -144,7 +144,7 @@ pub(crate) fn args(pairs: Vec<(&str, Ipld)>) -> BTreeMap<String, Ipld> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-fn add_args(module: Vec<u8>, a: i128, b: i128) -> BTreeMap<String, Ipld> {
+pub(crate) fn add_args(module: Vec<u8>, a: i128, b: i128) -> BTreeMap<String, Ipld> {
     args(vec![
         ("module", Ipld::Bytes(module)),
         ("func", Ipld::String("add".into())),
@@ -159,7 +159,7 @@ pub(crate) fn container(inv: &Invocation, proofs: &[Delegation]) -> Vec<u8> {
     c.encode(Format::Raw)
 }
 
-fn invoke(w: &World, gw: &Running, cmd: &str, a: BTreeMap<String, Ipld>) -> Invocation {
+pub(crate) fn invoke(w: &World, gw: &Running, cmd: &str, a: BTreeMap<String, Ipld>) -> Invocation {
     InvocationBuilder::new(w.operator.did(), Command::parse(cmd).unwrap(), a)
         .audience(gw.did.clone())
         .proofs(w.chain.iter().map(|d| d.cid()).collect())
@@ -291,9 +291,9 @@ async fn authorization_failures_answer_without_a_receipt() {
     )
     .await;
 
-    // Missing proof: 403 UnavailableProof.
+    // Missing proof, neither sent nor kept (refused invocations keep none): 510 UnavailableProof.
     let inv = invoke(&w, &gw, "/wasm/run", add_args(module.clone(), 1, 2));
-    refused(&gw, container(&inv, &w.chain[..1]), 403, "UnavailableProof").await;
+    refused(&gw, container(&inv, &w.chain[..1]), 510, "UnavailableProof").await;
 
     // Addressed to someone else: 403 InvalidAudience.
     let inv = InvocationBuilder::new(

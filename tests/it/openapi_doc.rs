@@ -181,6 +181,7 @@ async fn the_server_answers_as_documented() {
                             "Accept" => "application/json".to_owned(),
                             "Prefer" => "wait=0".to_owned(),
                             "x-request-id" => "doc-check".to_owned(),
+                            "Last-Event-ID" => cid.clone(),
                             other => panic!("no example for header {other}"),
                         };
                         let answer = send(&client, &method, &url, &[(name, value)]).await;

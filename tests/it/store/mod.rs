@@ -9,6 +9,8 @@ mod commits;
 mod intents;
 mod jobs;
 mod postgres;
+mod proofs;
+mod quotas;
 mod receipts;
 mod replay;
 mod revocations;
