@@ -1,5 +1,6 @@
 //! One [`Commit`] as one transaction. The statements run in the order that lets a refusal stop
-//! early: the replay key first (a replay writes nothing), then the intent, then the rest.
+//! early: the replay key first (a replay writes nothing), then the quotas, then the intent, then the
+//! rest, proofs last (kept best effort, within their issuer's cap).
 
 use cid::Cid;
 use sqlx::postgres::PgPool;
@@ -135,6 +136,10 @@ async fn apply(
             return Ok(Outcome::Replayed);
         }
     }
+    // Before anything else is written, so a quota used up costs the rest of the commit nothing.
+    if let Some(exceeded) = super::quotas::charge(&mut *conn, &c.quotas).await? {
+        return Ok(Outcome::QuotaExceeded(exceeded));
+    }
     if let Some(IntentChange::Open {
         task,
         invocation,
@@ -262,6 +267,7 @@ async fn apply(
             .execute(&mut *conn)
             .await?;
     }
+    super::proofs::keep(&mut *conn, &c.proofs, c.proofs_per_issuer).await?;
     Ok(Outcome::Committed)
 }
 

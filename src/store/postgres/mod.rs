@@ -23,6 +23,8 @@
 mod commit;
 mod notify;
 mod options;
+mod proofs;
+mod quotas;
 
 use std::sync::Arc;
 
@@ -490,6 +492,7 @@ mod tests {
     enum Param {
         Bytes,
         Int,
+        Text,
     }
 
     /// Every lookup can search an index, so none slows down as receipts and keys accumulate:
@@ -538,6 +541,8 @@ mod tests {
             (INTERRUPTED, Param::Int),
             (commit::INTENT, Param::Bytes),
             (commit::PENDING_JOB, Param::Bytes),
+            (proofs::PROOFS_OF, Param::Text),
+            (quotas::PURGE_QUOTAS, Param::Int),
         ];
         for (sql, param) in lookups {
             let explain =
@@ -545,10 +550,34 @@ mod tests {
             let explain = match param {
                 Param::Bytes => explain.bind(b"x".to_vec()),
                 Param::Int => explain.bind(1_i64),
+                Param::Text => explain.bind("did:key:x"),
             };
             let plan = explain.fetch_all(&mut *conn).await.unwrap().join("\n");
             assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
             assert!(plan.contains("Index"), "{sql}\n{plan}");
+        }
+        // Lookups of two parameters, the second a time.
+        let paired = [
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN {}",
+                proofs::PROOFS
+            )))
+            .bind(vec![b"x".to_vec()])
+            .bind(1_i64),
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN {}",
+                proofs::DELEGATED_TO
+            )))
+            .bind("did:key:x")
+            .bind(1_i64),
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {}", quotas::USED)))
+                .bind(b"x".to_vec())
+                .bind(1_i64),
+        ];
+        for explain in paired {
+            let plan = explain.fetch_all(&mut *conn).await.unwrap().join("\n");
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+            assert!(plan.contains("Index"), "{plan}");
         }
         drop(conn);
         let schema = url.rsplit("schema=").next().unwrap().to_owned();
