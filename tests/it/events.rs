@@ -12,7 +12,8 @@ use ucan_gateway::ucan::container::{Container, Format};
 
 use super::effects::{abi, effect, invoke, put_blob, reply, requesting, to_gateway};
 use super::gateway::{
-    ADD_WAT, World, container, receipt, serve_policy_with, wasm, world, write_policy,
+    ADD_WAT, World, container, receipt, replica_store, serve_policy_on, serve_policy_with, wasm,
+    world, write_policy,
 };
 
 /// One thing read from an event stream.
@@ -143,9 +144,11 @@ async fn a_workflow_streams_its_receipts_as_they_are_stored_on_any_replica_then_
         stream_heartbeat: Duration::from_millis(200),
         ..HttpArgs::default()
     };
-    let gw = serve(dir.path(), &w, http.clone()).await;
-    // A second replica sharing the store (and the key, kept in the same data directory).
-    let other = serve(dir.path(), &w, http).await;
+    // Two replicas sharing one store (and the key, kept in the same data directory).
+    let store = replica_store().await;
+    let policy = write_policy(dir.path(), &w.operator, "", "");
+    let gw = serve_policy_on(dir.path(), policy.clone(), http.clone(), store.clone()).await;
+    let other = serve_policy_on(dir.path(), policy, http, store).await;
     assert_eq!(other.did, gw.did);
 
     let adder = put_blob(&w, &gw, wasm(ADD_WAT)).await;

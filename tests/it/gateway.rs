@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ipld_core::ipld::Ipld;
-use ucan_gateway::cli::serve::{Running, ServeArgs, start};
+use ucan_gateway::cli::serve::{Running, ServeArgs, StoreArgs, start};
 use ucan_gateway::did::{KeyAlg, SigningKey};
 use ucan_gateway::receipt::{Out, Receipt};
 use ucan_gateway::ucan::container::{Container, Format};
@@ -86,6 +86,30 @@ pub(crate) async fn serve_policy_with(
     policy: std::path::PathBuf,
     http: ucan_gateway::cli::serve::HttpArgs,
 ) -> Running {
+    serve_policy_on(dir, policy, http, StoreArgs::default()).await
+}
+
+/// The store for replicas of one test to share: a fresh schema of the PostgreSQL test server when
+/// there is one (read again only on announcements, as `--store-refresh 60` leaves it), else the
+/// SQLite file in the data directory the replicas share.
+pub(crate) async fn replica_store() -> StoreArgs {
+    match crate::support::postgres::postgres_url("replicas over PostgreSQL; over SQLite instead") {
+        Some(base) => StoreArgs {
+            url: Some(crate::support::postgres::fresh_schema(&base).await),
+            store_refresh: std::time::Duration::from_secs(60),
+            ..StoreArgs::default()
+        },
+        None => StoreArgs::default(),
+    }
+}
+
+/// [`serve_policy_with`] over `store`.
+pub(crate) async fn serve_policy_on(
+    dir: &Path,
+    policy: std::path::PathBuf,
+    http: ucan_gateway::cli::serve::HttpArgs,
+    store: StoreArgs,
+) -> Running {
     start(ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
@@ -96,7 +120,7 @@ pub(crate) async fn serve_policy_with(
         bacalhau: None,
         log_format: ucan_gateway::cli::serve::LogFormat::Text,
         http,
-        store: Default::default(),
+        store,
     })
     .await
     .unwrap()

@@ -12,7 +12,10 @@ use ucan_gateway::ucan::delegation::DelegationBuilder;
 use ucan_gateway::ucan::validate::unix_now;
 use ucan_gateway::ucan::{Command, Delegation, Policy};
 
-use super::gateway::{ADD_WAT, World, add_args, container, gateway, invoke, receipt, wasm, world};
+use super::gateway::{
+    ADD_WAT, World, add_args, container, gateway, invoke, receipt, replica_store, serve_policy_on,
+    wasm, world, write_policy,
+};
 
 fn quota(n: i128, per: &str) -> BTreeMap<String, Ipld> {
     BTreeMap::from([(
@@ -80,8 +83,17 @@ fn cid(d: &Delegation) -> String {
 async fn a_quota_of_three_lets_exactly_three_through_across_two_replicas() {
     let dir = tempfile::tempdir().unwrap();
     let w = metered(None, Some((3, "1h")));
-    let a = gateway(dir.path(), &w.operator, "").await;
-    let b = gateway(dir.path(), &w.operator, "").await;
+    // Two replicas sharing one store (and the key, kept in the same data directory).
+    let store = replica_store().await;
+    let policy = write_policy(dir.path(), &w.operator, "", "");
+    let a = serve_policy_on(
+        dir.path(),
+        policy.clone(),
+        Default::default(),
+        store.clone(),
+    )
+    .await;
+    let b = serve_policy_on(dir.path(), policy, Default::default(), store).await;
     assert_eq!(a.did, b.did);
 
     // A refusal uses nothing: this one breaks the leaf's policy.
