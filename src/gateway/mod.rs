@@ -56,9 +56,9 @@ mod workflow;
 pub use answer::{Answer, Refusal, RefusalClass, Reply};
 pub use host::host;
 pub use jobs::PendingJob;
-pub use sharing::{DEFAULT_JOB_LEASE, DEFAULT_STORE_REFRESH, Sharing};
 pub use proofs::MAX_PROOFS_PER_ISSUER;
 pub use quota::{QUOTA_META, Quota};
+pub use sharing::{DEFAULT_JOB_LEASE, DEFAULT_STORE_REFRESH, Sharing};
 pub use workflow::{MAX_WORKFLOW_RECEIPTS, Step, Workflow};
 
 use authority::Authority;

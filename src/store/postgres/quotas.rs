@@ -15,8 +15,7 @@ const CHARGE: &str = "INSERT INTO quota_usage (key, window_start, window_end, us
     VALUES ($1, $2, $3, 1) \
     ON CONFLICT (key, window_start) DO UPDATE SET used = quota_usage.used + 1 \
     WHERE quota_usage.used < $4";
-pub(super) const USED: &str =
-    "SELECT used FROM quota_usage WHERE key = $1 AND window_start = $2";
+pub(super) const USED: &str = "SELECT used FROM quota_usage WHERE key = $1 AND window_start = $2";
 pub(super) const PURGE_QUOTAS: &str = "DELETE FROM quota_usage WHERE window_end < $1";
 
 /// Charges each quota one use (part of a commit); the first with none left, if any. The caller

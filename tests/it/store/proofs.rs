@@ -185,3 +185,31 @@ async fn expired_and_revoked_proofs_are_never_returned_and_are_purged() {
         assert_eq!(store.purge_proofs(101).await.unwrap(), 0);
     }
 }
+
+#[tokio::test]
+async fn commits_racing_on_two_stores_for_an_issuers_last_slots_keep_no_more_than_its_cap() {
+    for backend in super::backends().await {
+        let stores = [backend.open().await, backend.open().await];
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let store = std::sync::Arc::clone(&stores[i % 2]);
+            // Two delegations per commit, so the cap also holds within one.
+            let rows = vec![
+                proof(&format!("race{i}a"), "did:key:alice", "did:key:bob", None),
+                proof(&format!("race{i}b"), "did:key:alice", "did:key:bob", None),
+            ];
+            tasks.push(tokio::spawn(async move {
+                store.commit(Commit::default().with_proofs(rows, 3)).await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Outcome::Committed);
+        }
+        assert_eq!(
+            stores[0].proofs_of("did:key:alice").await.unwrap(),
+            3,
+            "{}",
+            backend.name()
+        );
+    }
+}
