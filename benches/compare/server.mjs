@@ -11,6 +11,7 @@ import * as Server from '@ucanto/server'
 import * as CAR from '@ucanto/transport/car'
 import { ed25519 } from '@ucanto/principal'
 import { CBOR } from '@ucanto/core'
+import { valueDerives } from '../../tests/ucanto/derives.mjs'
 
 const [keyFile, port] = process.argv.slice(2)
 if (!keyFile || !port) {
@@ -24,21 +25,9 @@ if (raw.length !== 34 || raw[0] !== 0x80 || raw[1] !== 0x26) {
 }
 const id = await ed25519.derive(raw.subarray(2))
 
-// ucanto's default `derives` compares caveats with JS `!=`, which refuses any list or bytes caveat
-// even when equal; this one compares them as encoded values (as tests/ucanto/interop.mjs does).
+// Caveats compared as values, as the gateway's interop tests do (tests/ucanto/derives.mjs says why).
 const { Schema } = Server
-const same = (a, b) => Buffer.compare(CBOR.encode(a), CBOR.encode(b)) === 0
-const derives = (claimed, delegated) => {
-  if (claimed.with !== delegated.with) {
-    return Schema.error(`Resource ${claimed.with} is not contained by ${delegated.with}`)
-  }
-  for (const [name, value] of Object.entries(delegated.nb || {})) {
-    if (value !== undefined && !same((claimed.nb || {})[name], value)) {
-      return Schema.error(`Constraint violation: ${name}`)
-    }
-  }
-  return { ok: true }
-}
+const derives = valueDerives({ CBOR, Schema })
 const Run = Server.capability({
   derives,
   can: 'wasm/run',

@@ -15,6 +15,7 @@ import * as HTTP from '@ucanto/transport/http'
 import { CBOR, delegate } from '@ucanto/core'
 import { Verifier, ed25519 } from '@ucanto/principal'
 import { ed25519From, p256 } from './principals.mjs'
+import { valueDerives } from './derives.mjs'
 
 const env = name => process.env[name] || (console.error(`${name} is required`), process.exit(2))
 const gateway = Verifier.parse(env('GATEWAY_DID'))
@@ -26,25 +27,10 @@ const connection = Client.connect({
   channel: HTTP.open({ url: new URL(env('GATEWAY_URL')), method: 'POST' }),
 })
 
-// The reference: @ucanto/server with a wasm/run handler that adds. Its `derives` is ucanto's default
-// rule with caveats compared as values: the default compares with JS `!=`, which refuses any list or
-// bytes caveat even when equal (so ucanto capabilities with such fields define their own derives).
+// The reference: @ucanto/server with a wasm/run handler that adds, its caveats compared as values
+// (derives.mjs says why).
 const { Schema } = Server
-const same = (a, b) => a !== undefined && b !== undefined && Buffer.compare(CBOR.encode(a), CBOR.encode(b)) === 0
-const derives = (claimed, delegated) => {
-  const contained = delegated.with.endsWith('*')
-    ? claimed.with.startsWith(delegated.with.slice(0, -1))
-    : claimed.with === delegated.with
-  if (!contained) {
-    return Schema.error(`Resource ${claimed.with} is not contained by ${delegated.with}`)
-  }
-  for (const [name, value] of Object.entries(delegated.nb || {})) {
-    if (value !== undefined && !same((claimed.nb || {})[name], value)) {
-      return Schema.error(`Constraint violation: ${name}`)
-    }
-  }
-  return { ok: true }
-}
+const derives = valueDerives({ CBOR, Schema })
 const Run = Server.capability({
   derives,
   can: 'wasm/run',
