@@ -16,7 +16,7 @@ use ucan_gateway::ucan::invocation::InvocationBuilder;
 use ucan_gateway::ucan::validate::unix_now;
 use ucan_gateway::ucan::{Command, Invocation};
 
-use crate::gateway::{args, container, error_name, wasm};
+use crate::gateway::{args, container, error_name, post_to, wasm};
 
 /// Spins until the task's time limit cuts it off.
 const SPIN_WAT: &str = r#"(module (func (export "spin") (loop (br 0))))"#;
@@ -70,14 +70,7 @@ impl Serving {
     }
 
     async fn post(&self, body: Vec<u8>) -> (u16, Vec<u8>) {
-        let response = reqwest::Client::new()
-            .post(format!("http://{}/", self.addr))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.bytes().await.unwrap().to_vec())
+        post_to(&self.addr, body).await
     }
 
     /// The receipt stored for invocation `cid`, if any.

@@ -193,8 +193,13 @@ pub(crate) fn invoke(w: &World, gw: &Running, cmd: &str, a: BTreeMap<String, Ipl
 }
 
 pub(crate) async fn post(gw: &Running, body: Vec<u8>) -> (u16, Vec<u8>) {
+    post_to(&gw.addr.to_string(), body).await
+}
+
+/// Posts `body` to `POST /` of the gateway at `addr`: the status and the body of the answer.
+pub(crate) async fn post_to(addr: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     let response = reqwest::Client::new()
-        .post(format!("http://{}/", gw.addr))
+        .post(format!("http://{addr}/"))
         .body(body)
         .send()
         .await
