@@ -41,7 +41,7 @@ mod writer;
 use self::commit::apply;
 use self::rows::{classify, db_error, decode_cid, intent_from_row, job_from_row, receipt_from_row};
 use self::schema::{configure, connect, migrate};
-use self::writer::{Job, Message, Read, checkpointer, write_loop};
+use self::writer::{Checkpoints, Job, Message, Read, checkpointer, write_loop};
 
 use super::{
     BlobStore, Commit, Intent, IntentChange, IntentState, IntentStore, JobEntry, JobStore, Outcome,
@@ -139,7 +139,7 @@ struct Inner {
     next_reader: AtomicUsize,
     closed: AtomicBool,
     /// Dropped (with the store) to stop the checkpointer thread.
-    _checkpoints: Option<std_mpsc::Sender<()>>,
+    _checkpoints: Option<Checkpoints>,
 }
 
 impl SqliteStore {
@@ -186,12 +186,16 @@ impl SqliteStore {
         path: Option<PathBuf>,
         writer: Connection,
         readers: Vec<Connection>,
-        checkpoints: Option<std_mpsc::Sender<()>>,
+        checkpoints: Option<Checkpoints>,
     ) -> Self {
         let (tx, rx) = std_mpsc::channel();
+        let wal_frames = checkpoints
+            .as_ref()
+            .map(|c| Arc::clone(&c.wal_frames))
+            .unwrap_or_default();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || write_loop(writer, rx, wal_frames))
             .expect("spawning the store's writer thread");
         let readers = readers.into_iter().map(Mutex::new).collect();
         SqliteStore {

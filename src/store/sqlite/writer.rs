@@ -2,7 +2,8 @@
 //! each in a savepoint of its own, and its caller is answered once the transaction is durable; and
 //! the checkpointer thread, which copies the WAL into the database file outside any commit.
 
-use std::sync::mpsc as std_mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -87,32 +88,60 @@ impl<T: Send, F: FnOnce(&Connection) -> Result<T> + Send> Write for Job<T, F> {
 const BATCH: usize = 512;
 
 /// How often the checkpointer copies committed WAL pages into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL frames (pages) past which the writer itself finishes a checkpoint between two batches, so
+/// the log starts over from its beginning: about 4 MiB with 1 KiB pages.
+const RESTART_FRAMES: u64 = 4_096;
+
+/// The checkpointer thread, and what it last saw of the WAL.
+pub(super) struct Checkpoints {
+    /// Dropped (with the store) to stop the thread.
+    _stop: std_mpsc::Sender<()>,
+    /// Frames in the WAL at the last checkpoint.
+    pub(super) wal_frames: Arc<AtomicU64>,
+}
 
 /// Copies committed pages from the WAL into the database file on a thread of its own, every
 /// [`CHECKPOINT_EVERY`], so commits never wait for it (the writer's own automatic checkpoint, which
 /// would run inside a commit, is turned off). Passive: it never blocks the writer or readers. Stops
-/// when the returned sender is dropped; closing the last connection checkpoints what is left.
-pub(super) fn checkpointer(conn: Connection) -> std_mpsc::Sender<()> {
+/// when the returned [`Checkpoints`] is dropped; closing the last connection checkpoints what is
+/// left.
+///
+/// Under steady load a passive checkpoint never catches up (the writer adds frames while it
+/// copies), and a WAL starts over only once every frame is copied; so the count it reports lets the
+/// writer finish the job between two batches (see [`RESTART_FRAMES`]), which keeps the WAL, and
+/// the index SQLite searches on every page read, bounded.
+pub(super) fn checkpointer(conn: Connection) -> Checkpoints {
     let (stop, stopped) = std_mpsc::channel::<()>();
+    let wal_frames = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&wal_frames);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while let Err(std_mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_EVERY)
             {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                    Ok(frames) => seen.store(u64::try_from(frames).unwrap_or(0), Ordering::Relaxed),
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
             }
         })
         .expect("spawning the store's checkpoint thread");
-    stop
+    Checkpoints {
+        _stop: stop,
+        wal_frames,
+    }
 }
 
 /// The writer thread: takes every message waiting, runs the writes in one transaction, commits,
 /// then answers each.
-pub(super) fn write_loop(conn: Connection, queue: std_mpsc::Receiver<Message>) {
+pub(super) fn write_loop(
+    conn: Connection,
+    queue: std_mpsc::Receiver<Message>,
+    wal_frames: Arc<AtomicU64>,
+) {
     let mut closers = Vec::new();
     while closers.is_empty() {
         let Ok(first) = queue.recv() else { break };
@@ -129,6 +158,14 @@ pub(super) fn write_loop(conn: Connection, queue: std_mpsc::Receiver<Message>) {
             }
         }
         run_batch(&conn, writes);
+        if wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES {
+            // No write runs meanwhile, so this copies every frame the checkpointer has not, and the
+            // next batch writes from the start of the WAL. Readers hold snapshots for microseconds.
+            wal_frames.store(0, Ordering::Relaxed);
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
     }
     drop(conn);
     for done in closers {
