@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use cid::Cid;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ipld_core::ipld::Ipld;
-use ucan_gateway::did::{KeyAlg, SigningKey};
+use ucan_gateway::did::{KeyAlg, PublicKey, SigningKey};
 use ucan_gateway::exec::wasm::{Limits, WasmEngine};
 use ucan_gateway::ipld::{RAW, cid_for};
 use ucan_gateway::receipt::{Effects, Out, Receipt, ReceiptBody};
@@ -36,9 +36,10 @@ const ADD_WASM: &[u8] = &[
     0x01, 0x07, 0x00, 0x20, 0x00, 0x20, 0x01, 0x6a, 0x0b,
 ];
 
-/// Delegations verified once, as the gateway keeps them; invocations are never cached.
+/// Delegations verified once and issuers' keys parsed once, as the gateway keeps them; invocations
+/// are never cached.
 #[derive(Default)]
-struct Delegations(Mutex<HashSet<Cid>>);
+struct Delegations(Mutex<HashSet<Cid>>, Mutex<HashMap<String, PublicKey>>);
 
 impl SignatureCache for Delegations {
     fn is_verified(&self, token: &Cid) -> bool {
@@ -46,6 +47,12 @@ impl SignatureCache for Delegations {
     }
     fn mark_verified(&self, token: &Cid) {
         self.0.lock().unwrap().insert(*token);
+    }
+    fn issuer_key(&self, did: &str) -> Option<PublicKey> {
+        self.1.lock().unwrap().get(did).cloned()
+    }
+    fn keep_issuer_key(&self, did: &str, key: &PublicKey) {
+        self.1.lock().unwrap().insert(did.to_owned(), key.clone());
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{Mutex, RwLock};
 use cid::Cid;
 
 use super::Refusal;
+use crate::did::PublicKey;
 use crate::ucan::validate::{self, Authorized, Chain, Options, Revocations, SignatureCache};
 use crate::ucan::{Delegation, Invocation, ValidationError};
 use crate::ucanto::capability::{self, Checked, Context, Denied};
@@ -161,28 +162,48 @@ impl Revocations for RevokedSet {
     }
 }
 
-/// Tokens whose signatures already verified. A CID binds the token's bytes, so a verified signature
-/// stays verified; popular delegations are then checked once, not on every request. Bounded: when
-/// full it is simply emptied (cheap, and the next requests re-fill it).
+/// Tokens whose signatures already verified, and the keys issuers' DIDs parsed to. A CID binds the
+/// token's bytes, so a verified signature stays verified; popular delegations are then checked once,
+/// not on every request, and a returning issuer's key is not parsed again. Bounded: when full, each
+/// is simply emptied (cheap, and the next requests re-fill it).
 #[derive(Default)]
-struct VerifiedCache(Mutex<HashSet<Cid>>);
+struct VerifiedCache {
+    tokens: Mutex<HashSet<Cid>>,
+    keys: Mutex<HashMap<String, PublicKey>>,
+}
 
 const VERIFIED_CACHE_MAX: usize = 65_536;
 
+/// Issuer keys kept; each entry is a bounded `did:key` string and its parsed key.
+const KEY_CACHE_MAX: usize = 4_096;
+
 impl SignatureCache for VerifiedCache {
     fn is_verified(&self, token: &Cid) -> bool {
-        self.0
+        self.tokens
             .lock()
             .map(|set| set.contains(token))
             .unwrap_or(false)
     }
 
     fn mark_verified(&self, token: &Cid) {
-        if let Ok(mut set) = self.0.lock() {
+        if let Ok(mut set) = self.tokens.lock() {
             if set.len() >= VERIFIED_CACHE_MAX {
                 set.clear();
             }
             set.insert(*token);
+        }
+    }
+
+    fn issuer_key(&self, did: &str) -> Option<PublicKey> {
+        self.keys.lock().ok()?.get(did).cloned()
+    }
+
+    fn keep_issuer_key(&self, did: &str, key: &PublicKey) {
+        if let Ok(mut keys) = self.keys.lock() {
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.clear();
+            }
+            keys.insert(did.to_owned(), key.clone());
         }
     }
 }

@@ -156,7 +156,7 @@ fn check_invocation<'u>(invocation: &'u Ucan, cx: &Context<'_>) -> Result<&'u Ca
     // 1c, 1d: @ucanto/validator checks the invocation as the first "proof" of its own claim, so
     // these failures are reported the same way, inside `Unauthorized`.
     // Never cached: an invocation is used once, and would push reused delegations out of the cache.
-    if let Err(e) = invocation.verify() {
+    if let Err(e) = verify_invocation(invocation, cx) {
         let line = format!(
             "Proof {} does not have a valid signature: {e}",
             invocation.cid
@@ -403,6 +403,19 @@ fn verify(token: &Ucan, cx: &Context<'_>) -> Result<(), TokenError> {
     token.verify()?;
     cx.verified.mark_verified(&token.cid);
     Ok(())
+}
+
+/// Verifies the invocation's signature, with its issuer's key parsed once per issuer.
+fn verify_invocation(invocation: &Ucan, cx: &Context<'_>) -> Result<(), TokenError> {
+    let key = match cx.verified.issuer_key(&invocation.iss) {
+        Some(key) => key,
+        None => {
+            let key = invocation.issuer_key()?;
+            cx.verified.keep_issuer_key(&invocation.iss, &key);
+            key
+        }
+    };
+    invocation.verify_with(&key)
 }
 
 fn time_bounds(token: &Ucan, cx: &Context<'_>) -> Result<(), Denied> {

@@ -142,8 +142,17 @@ impl Ucan {
 
     /// Verifies the signature against the issuer's `did:key`.
     pub fn verify(&self) -> Result<(), TokenError> {
-        let key = PublicKey::from_did(&self.iss)
-            .map_err(|e| TokenError::UnsupportedSignature(format!("issuer: {e}")))?;
+        self.verify_with(&self.issuer_key()?)
+    }
+
+    /// The issuer's key, parsed from its `did:key`.
+    pub fn issuer_key(&self) -> Result<PublicKey, TokenError> {
+        PublicKey::from_did(&self.iss)
+            .map_err(|e| TokenError::UnsupportedSignature(format!("issuer: {e}")))
+    }
+
+    /// Verifies the signature against `key`, the issuer's (see [`Ucan::issuer_key`]).
+    pub fn verify_with(&self, key: &PublicKey) -> Result<(), TokenError> {
         let expected = alg_code(key.alg());
         if expected != self.alg {
             return Err(TokenError::UnsupportedSignature(format!(
