@@ -1,5 +1,6 @@
 // The gateway's web viewer: decode tokens and containers (POST /inspect), follow receipts and the
-// effects they set off as they arrive (GET /receipts/{cid}), and show the gateway's description
+// effects they set off as they arrive (GET /receipts/{cid}/events, or long polls of
+// GET /receipts/{cid} where streams are not to be had), and show the gateway's description
 // (GET /). Plain DOM code with no dependencies; everything shown is written as text, never markup.
 
 const $ = (id) => document.getElementById(id);
@@ -170,31 +171,61 @@ function renderTokens(tokens) {
 }
 
 // ---------------------------------------------------------------- following receipts
+//
+// Each root (an invocation CID, task id or receipt CID) is followed with the gateway's event stream
+// (GET /receipts/{cid}/events?wait=), which sends its receipt and each receipt of its effects as
+// they are stored. Where EventSource is missing, or the gateway refuses the stream (an older
+// gateway without `wait`, the cap on streams, draining), the root is followed by long polls of
+// GET /receipts/{cid}?follow=join instead. Either way the receipts land in the same map, so the
+// tree is drawn the same way.
 
 const MAX_NODES = 128;
+// Browsers open at most six HTTP/1.1 connections to one host and each stream holds one for as long
+// as it lasts: beyond four, roots are followed by long polls (one at a time) so the page keeps a
+// connection for its other requests.
+const MAX_STREAMS = 4;
+const STREAM_WAIT_SECONDS = 120;
 const LONG_POLL_SECONDS = 10;
 const GIVE_UP_MS = 10 * 60 * 1000;
 let following = null;
 
-/** One receipt (or a receipt still to come) and the effects it asked for. */
-async function fetchNode(key, via, signal) {
-  const response = await fetch(`/receipts/${encodeURIComponent(key)}`, { headers: { Accept: 'application/json' }, signal });
-  const body = await response.json().catch(() => null);
-  if (response.status === 200 && body && body.receipt) return { key, via, state: body.receipt.out && 'ok' in body.receipt.out ? 'ok' : 'error', receipt: body.receipt };
-  if (response.status === 202 && body && body.pending) return { key, via, state: 'pending', job: body.pending };
-  if (response.status === 404) return { key, via, state: 'pending' };
-  const message = body && body.error ? `${body.error.name}: ${body.error.message}` : `HTTP ${response.status}`;
-  return { key, via, state: 'failed', message };
+/** What is known of one root's workflow. `transport` is how it is followed: `events` once its
+ * stream is open, `poll` for long polls, `null` while its stream is still connecting. */
+function newFlow(root) {
+  let finish;
+  const done = new Promise((resolve) => { finish = resolve; });
+  return { root, receipts: new Map(), cids: new Set(), jobs: new Map(), failed: new Map(), transport: null, complete: false, done, finish };
 }
 
-/** The tree under `root`, breadth first with a node budget, as a flat list with parent indices. */
-async function walk(root, signal) {
+function settle(flow) {
+  flow.complete = true;
+  flow.finish();
+}
+
+/** Keeps a receipt under every key a tree names receipts by: invocation, task id, receipt CID. */
+function remember(flow, key, receipt) {
+  flow.cids.add(receipt.cid);
+  for (const k of [key, receipt.cid, receipt.ran, receipt.task]) if (k) flow.receipts.set(k, receipt);
+  flow.jobs.delete(key);
+  flow.failed.delete(key);
+}
+
+function nodeFor(flow, key, via) {
+  const receipt = flow.receipts.get(key);
+  if (receipt) return { key, via, state: receipt.out && 'ok' in receipt.out ? 'ok' : 'error', receipt };
+  if (flow.failed.has(key)) return { key, via, state: 'failed', message: flow.failed.get(key) };
+  return { key, via, state: 'pending', job: flow.jobs.get(key) };
+}
+
+/** The tree under a flow's root as far as its receipts reach, breadth first with a node budget, as
+ * a flat list with parent indices. */
+function tree(flow) {
   const nodes = [];
-  const queue = [{ key: root, via: null, parent: null }];
+  const queue = [{ key: flow.root, via: null, parent: null }];
   const seen = new Set();
   while (queue.length && nodes.length < MAX_NODES) {
     const next = queue.shift();
-    const node = await fetchNode(next.key, next.via, signal);
+    const node = nodeFor(flow, next.key, next.via);
     node.parent = next.parent;
     const id = nodes.push(node) - 1;
     const receipt = node.receipt;
@@ -222,9 +253,11 @@ function outcome(node) {
   return `error ${e.name}: ${e.message}`;
 }
 
-function renderTree(root, nodes) {
+const TRANSPORTS = { events: 'event stream', poll: 'long polls' };
+
+function renderTree(flow, nodes) {
   const lists = [];
-  const top = el('ul', { class: 'tree', 'data-root': root });
+  const top = el('ul', { class: 'tree', 'data-root': flow.root, 'data-transport': flow.transport });
   nodes.forEach((node, id) => {
     const receipt = node.receipt;
     const item = el('li', { 'data-state': node.state, 'data-key': node.key, 'data-out': receipt && receipt.out && 'ok' in receipt.out ? JSON.stringify(receipt.out.ok) : null },
@@ -240,7 +273,155 @@ function renderTree(root, nodes) {
     lists[id] = children;
     (node.parent === null ? top : lists[node.parent]).append(item);
   });
-  return el('div', { class: 'receipt-tree' }, el('h3', {}, el('code', {}, root)), top);
+  const via = flow.transport ? el('span', { class: 'muted' }, ` · ${TRANSPORTS[flow.transport]}`) : null;
+  return el('div', { class: 'receipt-tree' }, el('h3', {}, el('code', {}, flow.root), via), top);
+}
+
+/** Redraws every tree and says where following stands. */
+function render(flows) {
+  const trees = flows.map((flow) => [flow, tree(flow)]);
+  $('receipt-trees').replaceChildren(...trees.map(([flow, nodes]) => renderTree(flow, nodes)));
+  const status = $('receipt-status');
+  status.dataset.transport = [...new Set(flows.map((f) => f.transport).filter(Boolean))].join(' ');
+  if (flows.every((f) => f.complete)) {
+    status.textContent = 'Complete: every task in view has its receipt.';
+    status.dataset.state = 'complete';
+  } else if (flows.some((f) => !f.transport)) {
+    status.textContent = 'Connecting…';
+    status.dataset.state = 'connecting';
+  } else {
+    const waiting = trees.flatMap(([, nodes]) => nodes).find((n) => n.state === 'pending');
+    const via = [...new Set(flows.filter((f) => !f.complete).map((f) => TRANSPORTS[f.transport]))].join(' and ');
+    status.textContent = `Live (${via}): waiting for the receipt of ${short(waiting ? waiting.key : '…', 24)}…`;
+    status.dataset.state = 'live';
+  }
+}
+
+/** Follows a flow with its event stream. Resolves `settled`, `stopped`, or `refused` when the
+ * stream could not be (re)opened, for long polls to take over from what it received. */
+function stream(flow, signal, redraw) {
+  return new Promise((resolve) => {
+    const source = new EventSource(`/receipts/${encodeURIComponent(flow.root)}/events?wait=${STREAM_WAIT_SECONDS}`);
+    const finish = (how) => {
+      source.close();
+      signal.removeEventListener('abort', stop);
+      resolve(how);
+    };
+    const stop = () => finish('stopped');
+    signal.addEventListener('abort', stop, { once: true });
+    source.addEventListener('open', () => {
+      flow.transport = 'events';
+      redraw();
+    });
+    source.addEventListener('receipt', (event) => {
+      let receipt = null;
+      try {
+        receipt = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (!receipt || !receipt.cid) return;
+      // The key it answers is not in the event; its own fields are the keys a tree uses.
+      remember(flow, receipt.cid, receipt);
+      redraw();
+      // The tree is drawn only so far; more receipts would not be shown.
+      if (flow.cids.size >= MAX_NODES) finish('settled');
+    });
+    source.addEventListener('end', (event) => {
+      let reason = '';
+      try {
+        reason = JSON.parse(event.data).reason;
+      } catch {
+        reason = '';
+      }
+      if (reason === 'settled' || reason === 'limit') finish('settled');
+      // Otherwise (shutdown, lifetime, missing, unavailable) the browser reconnects by itself,
+      // resuming after the last receipt with Last-Event-ID.
+    });
+    source.addEventListener('error', () => {
+      // While CONNECTING the browser retries by itself; CLOSED means the gateway refused.
+      if (source.readyState === EventSource.CLOSED) finish('refused');
+    });
+  });
+}
+
+/** Asks once for a receipt; whether one was found. */
+async function lookUp(flow, key, signal) {
+  const response = await fetch(`/receipts/${encodeURIComponent(key)}`, { headers: { Accept: 'application/json' }, signal });
+  const body = await response.json().catch(() => null);
+  if (response.status === 200 && body && body.receipt) {
+    remember(flow, key, body.receipt);
+    return true;
+  }
+  flow.failed.delete(key);
+  if (response.status === 202 && body && body.pending) flow.jobs.set(key, body.pending);
+  else if (response.status !== 404) flow.failed.set(key, body && body.error ? `${body.error.name}: ${body.error.message}` : `HTTP ${response.status}`);
+  return false;
+}
+
+const sleep = (ms, signal) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+});
+
+/** A wake-up call: `wait()` resolves at the next `ring()`, or once `signal` aborts. */
+function bell(signal) {
+  let pending = null;
+  let ring = () => {};
+  signal.addEventListener('abort', () => ring(), { once: true });
+  return {
+    wait: () => {
+      if (signal.aborted) return Promise.resolve();
+      pending = pending || new Promise((resolve) => {
+        ring = () => {
+          pending = null;
+          resolve();
+        };
+      });
+      return pending;
+    },
+    ring: () => ring(),
+  };
+}
+
+/** Follows the flows in `polled` by long polls, one at a time, until stopped. More flows may join
+ * while it runs (a stream refused); `joined` rings when one does. */
+async function poll(polled, signal, redraw, joined) {
+  while (!signal.aborted) {
+    const live = polled.filter((f) => !f.complete);
+    if (!live.length) {
+      await joined.wait();
+      continue;
+    }
+    let waiting = null;
+    for (const flow of live) {
+      // Until a pass finds nothing new: each receipt found may name effects to look up.
+      for (let pass = 0; pass < MAX_NODES; pass += 1) {
+        let found = false;
+        for (const node of tree(flow).filter((n) => !n.receipt)) found = (await lookUp(flow, node.key, signal)) || found;
+        if (!found) break;
+      }
+      flow.transport = 'poll';
+      const pending = tree(flow).find((n) => n.state === 'pending');
+      if (!pending) settle(flow);
+      else if (!waiting) waiting = pending;
+    }
+    redraw();
+    if (!waiting) continue;
+    // The gateway answers as soon as that receipt is stored (or after the wait), so the tree is
+    // redrawn when something happened rather than on a timer; the pause bounds a fast loop.
+    // A flow that joins cuts the wait short, so it is not left undrawn for a whole long poll.
+    const round = new AbortController();
+    const cut = () => round.abort();
+    signal.addEventListener('abort', cut, { once: true });
+    await Promise.race([
+      fetch(`/receipts/${encodeURIComponent(waiting.key)}?follow=join&wait=${LONG_POLL_SECONDS}`, { headers: { Accept: 'application/json' }, signal: round.signal }).catch(() => {}),
+      joined.wait(),
+    ]);
+    cut();
+    signal.removeEventListener('abort', cut);
+    await sleep(300, signal);
+  }
 }
 
 function stopFollowing() {
@@ -249,12 +430,7 @@ function stopFollowing() {
   $('stop').hidden = true;
 }
 
-const sleep = (ms, signal) => new Promise((resolve) => {
-  const timer = setTimeout(resolve, ms);
-  signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
-});
-
-/** Follows the receipts under each root until every node has one, the user stops, or time is up. */
+/** Follows the receipts under each root until every one has settled, the user stops, or time is up. */
 async function follow(roots) {
   stopFollowing();
   const control = new AbortController();
@@ -262,33 +438,47 @@ async function follow(roots) {
   const { signal } = control;
   $('stop').hidden = false;
   const status = $('receipt-status');
-  const started = Date.now();
-  try {
-    while (!signal.aborted) {
-      const trees = [];
-      for (const root of roots) trees.push([root, await walk(root, signal)]);
-      $('receipt-trees').replaceChildren(...trees.map(([root, nodes]) => renderTree(root, nodes)));
-      const waiting = trees.flatMap(([, nodes]) => nodes).find((n) => n.state === 'pending');
-      if (!waiting) {
-        status.textContent = 'Complete: every task in view has its receipt.';
-        status.dataset.state = 'complete';
-        break;
-      }
-      if (Date.now() - started > GIVE_UP_MS) {
-        status.textContent = 'Stopped waiting after ten minutes; follow again to resume.';
-        break;
-      }
-      status.textContent = `Live: waiting for the receipt of ${short(waiting.key, 24)}…`;
-      status.dataset.state = 'live';
-      // The gateway answers as soon as that receipt is stored (or after the wait), so the tree is
-      // redrawn when something happened rather than on a timer; the pause bounds a fast loop.
-      await fetch(`/receipts/${encodeURIComponent(waiting.key)}?follow=join&wait=${LONG_POLL_SECONDS}`, { headers: { Accept: 'application/json' }, signal }).catch(() => {});
-      await sleep(300, signal);
+  const flows = roots.map(newFlow);
+  const redraw = () => { if (!signal.aborted) render(flows); };
+
+  const polled = [];
+  const joined = bell(signal);
+  const byPolling = (flow) => {
+    flow.transport = 'poll';
+    polled.push(flow);
+    joined.ring();
+  };
+  const streams = typeof EventSource === 'function' ? flows.slice(0, MAX_STREAMS) : [];
+  for (const flow of flows) {
+    if (!streams.includes(flow)) {
+      byPolling(flow);
+      continue;
     }
-  } catch (e) {
-    if (!signal.aborted) status.textContent = `Could not follow: ${e.message}`;
+    stream(flow, signal, redraw).then((how) => {
+      if (how === 'settled') settle(flow);
+      else if (how === 'refused') byPolling(flow);
+      redraw();
+    });
+  }
+  redraw();
+  const timer = setTimeout(() => {
+    control.abort();
+    status.textContent = 'Stopped waiting after ten minutes; follow again to resume.';
+  }, GIVE_UP_MS);
+  const stopped = new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+  const polling = poll(polled, signal, redraw, joined).catch((e) => {
+    if (!signal.aborted) {
+      status.textContent = `Could not follow: ${e.message}`;
+      control.abort();
+    }
+  });
+  try {
+    await Promise.race([Promise.all(flows.map((f) => f.done)), stopped]);
   } finally {
+    clearTimeout(timer);
     if (following === control) stopFollowing();
+    control.abort();
+    await polling;
   }
 }
 

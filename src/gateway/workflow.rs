@@ -91,6 +91,24 @@ impl Gateway {
         Ok(flow)
     }
 
+    /// [`Gateway::workflow`] once the receipt under `cid` is stored, waiting until `deadline` for
+    /// it (a client may start following before it sends the invocation); `NotFound` if it was
+    /// not stored by then.
+    pub async fn workflow_once_stored(
+        &self,
+        cid: &Cid,
+        resume_after: Option<Cid>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Workflow, Refusal> {
+        if self.ledger.wait_receipt(*cid, deadline).await?.is_none() {
+            return Err(Refusal::not_found(
+                "NotFound",
+                format!("no receipt for {cid}"),
+            ));
+        }
+        self.workflow(cid, resume_after).await
+    }
+
     /// The next receipt of `flow`, waiting for one to be stored if none is ready. The caller bounds
     /// the wait (shutdown, the stream's lifetime); dropping the call loses nothing.
     pub async fn next_in_workflow(&self, flow: &mut Workflow) -> Result<Step, Refusal> {

@@ -50,7 +50,8 @@ use error::{ApiError, edge_error};
 /// The OpenAPI document of this API, as written in `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-/// The longest `wait` of `GET /receipts/{cid}?follow=join`, in seconds.
+/// The longest `wait` of `GET /receipts/{cid}?follow=join` and of `GET /receipts/{cid}/events`,
+/// in seconds.
 pub const MAX_WAIT_SECS: u64 = 120;
 /// The `wait` of a `follow=join` that names none, in seconds.
 pub const DEFAULT_WAIT_SECS: u64 = 30;

@@ -2,7 +2,9 @@
 // tests/it/browser.rs, which starts the gateway and checks the lines printed here.
 //
 // CASE=viewer: decode a pasted pipeline container, follow its receipts live (the test posts the
-//   pipeline only after the page says it is waiting), and check the receipts and the join effect.
+//   pipeline only after the page says it is waiting), and check the receipts and the join effect,
+//   and that they came over the event stream: every receipt request the page makes is counted, and
+//   a single long poll or plain receipt fetch (the fallback) fails the check.
 // CASE=cross-origin: from a page served on another port, post a container to the gateway and read
 //   its receipt back (both need CORS: the post is preflighted, and reading any answer needs
 //   Access-Control-Allow-Origin).
@@ -53,6 +55,19 @@ async function viewer() {
     if (m.type() === 'error' && !m.text().includes('status of 404')) problems.push(`console: ${m.text()}`);
   });
 
+  // How the page asked for receipts: event streams, or the long-polling fallback.
+  const asked = { streams: [], other: [] };
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (!url.pathname.startsWith('/receipts/')) return;
+    (url.pathname.endsWith('/events') ? asked.streams : asked.other).push(`${url.pathname}${url.search}`);
+  });
+  const transports = async () => ({
+    page: await page.locator('#receipt-status').getAttribute('data-transport'),
+    trees: await page.locator('ul.tree').evaluateAll((trees) => trees.map((t) => t.dataset.transport)),
+  });
+  const streamed = (t, roots) => t.page === 'events' && t.trees.length === roots && t.trees.every((x) => x === 'events') && asked.other.length === 0;
+
   await page.goto(`${gateway}/ui`);
   const did = await page.locator('[data-field=did]').textContent({ timeout: 10000 });
   report('description', did === env('GATEWAY_DID'), { did });
@@ -77,8 +92,14 @@ async function viewer() {
   // show them when the gateway stores them.
   await page.click('#follow-decoded');
   await page.locator('#receipt-status[data-state=live]').waitFor({ timeout: 10000 });
+  // Both roots are followed by open streams, which wait for receipts not stored yet.
+  const before = await transports();
+  const opened = [...asked.streams];
+  const streamedBefore = streamed(before, steps.length) && steps.every((s) => opened.some((u) => u.startsWith(`/receipts/${s.cid}/events?wait=`)));
+  // Listening before saying so: the test posts as soon as it reads `waiting`.
+  const posted = nextLine();
   report('waiting', true, { status: await page.locator('#receipt-status').textContent() });
-  await nextLine(); // the test has posted the pipeline
+  await posted; // the test has posted the pipeline
   await page.locator('#receipt-status[data-state=complete]').waitFor({ timeout: 30000 });
   const found = [];
   for (const step of steps) {
@@ -93,6 +114,8 @@ async function viewer() {
   const joinVia = await join.locator('.via').first().textContent();
   const joinOut = await join.first().getAttribute('data-out');
   report('join effect', joinVia.startsWith('join /wasm/run') && JSON.parse(joinOut) === effectOut, { joinVia, joinOut });
+  const after = await transports();
+  report('stream', streamedBefore && streamed(after, steps.length), { before, after, asked });
   await page.locator('#receipts').screenshot({ path: path.join(outDir, 'viewer-receipts.png') });
   await page.screenshot({ path: path.join(outDir, 'viewer-page.png'), fullPage: true });
 
@@ -101,7 +124,8 @@ async function viewer() {
   await page.click('#follow');
   await page.locator(`#receipt-status[data-state=complete]`).waitFor({ timeout: 10000 });
   const typed = await page.locator(`ul.tree[data-root="${steps[0].cid}"] > li`).getAttribute('data-out');
-  report('typed cid', JSON.parse(typed) === steps[0].out, { typed });
+  const typedVia = await transports();
+  report('typed cid', JSON.parse(typed) === steps[0].out && streamed(typedVia, 1), { typed, typedVia, asked });
   report('no page errors', problems.length === 0, problems);
 }
 

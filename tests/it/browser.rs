@@ -1,8 +1,9 @@
 //! The web viewer in a real browser: `tests/browser/viewer.mjs` drives Debian's Chromium with
 //! playwright-core against a gateway started here. It decodes a pasted pipeline container, follows
-//! its receipts live (the pipeline is posted only once the page says it is waiting) down to the
-//! join effect one step set off, and, from a page on another port, posts a container and reads a
-//! receipt (which needs CORS). Screenshots go to `target/browser/`.
+//! its receipts live over the event stream (the pipeline is posted only once the page says it is
+//! waiting; the check fails if the page fell back to long polls) down to the join effect one step
+//! set off, and, from a page on another port, posts a container and reads a receipt (which needs
+//! CORS). Screenshots go to `target/browser/`.
 //!
 //! Needs node and `/usr/bin/chromium`; without them the run prints one SKIPPED line and they pass,
 //! unless `UCAN_GATEWAY_REQUIRE_BROWSER=1` (set by `.ci/run`) makes a skip a failure. The npm
@@ -192,6 +193,7 @@ async fn the_viewer_decodes_a_container_and_follows_a_pipeline_live() {
         "chain",
         "receipts",
         "join effect",
+        "stream",
         "typed cid",
         "no page errors",
     ] {

@@ -1,7 +1,7 @@
 //! Live workflow streams over real HTTP: `GET /receipts/{cid}/events` sends the receipt, then each
 //! receipt of its effects as it is stored (on this replica or another sharing the store), then
-//! `end`; heartbeats while quiet; `Last-Event-ID` resumption; a cap on open streams; the end on
-//! shutdown.
+//! `end`; heartbeats while quiet; `Last-Event-ID` resumption; with `wait`, a receipt still to
+//! come waited for; a cap on open streams; the end on shutdown.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use ucan_gateway::cli::serve::{HttpArgs, Running};
 use ucan_gateway::ucan::Invocation;
 use ucan_gateway::ucan::container::{Container, Format};
 
-use super::effects::{abi, effect, invoke, put_blob, reply, requesting, to_gateway};
+use super::effects::{abi, add, effect, invoke, put_blob, reply, requesting, to_gateway};
 use super::gateway::{
     ADD_WAT, World, container, receipt, replica_store, serve_policy_on, serve_policy_with, wasm,
     world, write_policy,
@@ -41,8 +41,16 @@ impl Stream {
         cid: &str,
         last: Option<&str>,
     ) -> Result<Stream, (u16, serde_json::Value)> {
-        let mut request =
-            reqwest::Client::new().get(format!("http://{}/receipts/{cid}/events", gw.addr));
+        Stream::get(gw, &format!("{cid}/events"), last).await
+    }
+
+    /// Opens `GET /receipts/{path}`: the CID, `/events` and any query.
+    async fn get(
+        gw: &Running,
+        path: &str,
+        last: Option<&str>,
+    ) -> Result<Stream, (u16, serde_json::Value)> {
+        let mut request = reqwest::Client::new().get(format!("http://{}/receipts/{path}", gw.addr));
         if let Some(last) = last {
             request = request.header("last-event-id", last);
         }
@@ -275,6 +283,113 @@ async fn streams_are_capped_unknown_receipts_are_404_and_shutdown_ends_them() {
         ("end", &serde_json::json!({"reason": "shutdown"}))
     );
     assert_eq!(open.event().await, None);
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown finishes")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn with_wait_a_stream_waits_for_a_receipt_still_to_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let http = HttpArgs {
+        stream_heartbeat: Duration::from_millis(200),
+        ..HttpArgs::default()
+    };
+    let gw = serve(dir.path(), &w, http).await;
+    let inv = invoke(
+        &w,
+        &gw,
+        add(Ipld::Bytes(wasm(ADD_WAT)), 20.into(), 3.into()),
+        b"later",
+    );
+
+    // Followed before it is sent: heartbeats while waiting, then its receipt once stored.
+    let mut stream = Stream::get(&gw, &format!("{}/events?wait=30", inv.cid()), None)
+        .await
+        .unwrap();
+    assert_eq!(stream.next().await, Some(Item::Comment));
+    let stored = receipt(&gw, container(&inv, &w.chain)).await;
+    let (event, id, data) = stream.event().await.unwrap();
+    assert_eq!(
+        (event.as_str(), id),
+        ("receipt", Some(stored.cid().to_string()))
+    );
+    assert_eq!(data["out"]["ok"], 23);
+    let (event, _, data) = stream.event().await.unwrap();
+    assert_eq!(
+        (event.as_str(), &data),
+        ("end", &serde_json::json!({"reason": "settled"}))
+    );
+    assert_eq!(stream.event().await, None);
+
+    // A receipt that never comes: the stream ends with `missing` once the wait is over.
+    let unknown = ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, b"never ran");
+    let started = std::time::Instant::now();
+    let mut stream = Stream::get(&gw, &format!("{unknown}/events?wait=1"), None)
+        .await
+        .unwrap();
+    let (event, _, data) = stream.event().await.unwrap();
+    assert_eq!(
+        (event.as_str(), &data),
+        ("end", &serde_json::json!({"reason": "missing"}))
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(stream.event().await, None);
+    // Without `wait` (or with 0) it is 404 as before; a wait past the longest is refused.
+    for query in ["", "?wait=0"] {
+        let (status, _) = Stream::get(&gw, &format!("{unknown}/events{query}"), None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(status, 404, "{query}");
+    }
+    for query in ["wait=121", "wait=abc", "wait=-1", "wait="] {
+        let (status, json) = Stream::get(&gw, &format!("{unknown}/events?{query}"), None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (status, json["error"]["name"].as_str()),
+            (400, Some("InvalidQuery")),
+            "{query}"
+        );
+    }
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_waiting_stream_holds_its_slot_and_ends_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let http = HttpArgs {
+        max_streams: 1,
+        stream_heartbeat: Duration::from_millis(200),
+        ..HttpArgs::default()
+    };
+    let gw = serve(dir.path(), &w, http).await;
+    let unknown = ucan_gateway::ipld::cid_for(ucan_gateway::ipld::RAW, b"not yet");
+    let path = format!("{unknown}/events?wait=120");
+    let mut waiting = Stream::get(&gw, &path, None).await.unwrap();
+    assert_eq!(waiting.next().await, Some(Item::Comment));
+
+    // Waiting counts towards the cap, so waits cannot pile up past it.
+    let (status, json) = Stream::get(&gw, &path, None).await.err().unwrap();
+    assert_eq!(
+        (status, json["error"]["name"].as_str()),
+        (503, Some("TooManyStreams"))
+    );
+
+    // Shutdown ends the wait at once, with its reason.
+    let stopping = tokio::spawn(gw.stop());
+    let (event, _, data) = waiting.event().await.unwrap();
+    assert_eq!(
+        (event.as_str(), &data),
+        ("end", &serde_json::json!({"reason": "shutdown"}))
+    );
+    assert_eq!(waiting.event().await, None);
     tokio::time::timeout(Duration::from_secs(10), stopping)
         .await
         .expect("shutdown finishes")
