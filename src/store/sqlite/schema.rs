@@ -45,12 +45,13 @@ pub(super) fn configure(conn: &Connection, writer: bool) -> rusqlite::Result<()>
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Reads of the database file map it, so the page cache mostly holds pages read from the WAL
-    // and the writer's dirty pages. Not larger: every commit walks the writer's cache to drop pages
-    // past the end of the file, in time that grows with the cache (at 64 MiB that walk was an
-    // eighth of the writer's time).
+    // Not larger: every commit walks the writer's cache to drop pages past the end of the file,
+    // in time that grows with the cache (at 64 MiB that walk was an eighth of the writer's time).
     conn.pragma_update(None, "cache_size", if writer { -8_192 } else { -16_384 })?;
-    conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
+    // No memory map: the file grows with every batch, and a reader's next snapshot then remaps
+    // it (an unmap, TLB shootdowns on every core, page faults), which cost more than reading the
+    // few pages of a lookup. A reader's page cache is dropped with each new snapshot either way.
+    conn.pragma_update(None, "mmap_size", 0)?;
     if writer {
         // Small pages: a commit dirties one leaf of each index it inserts into (the keys are
         // random CIDs), and each dirty page is written to the WAL whole, so the page size is most
