@@ -143,6 +143,7 @@ fn fetch_receipt(args: super::ReceiptArgs, output: Output) -> anyhow::Result<Exi
             &args.cid,
             &did,
             output == Output::Json,
+            args.wait,
         ))?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -15,19 +15,23 @@ use super::tree::{Node, label};
 /// How many times a stream ended early is resumed before giving up.
 const MAX_RESUMES: usize = 10;
 
-/// Follows the workflow under `cid` until it settles.
+/// Follows the workflow under `cid` until it settles, waiting up to `wait` seconds for its first
+/// receipt if it is not stored yet.
 pub async fn follow(
     remote: &Remote,
     cid: &str,
     gateway_did: &str,
     json: bool,
+    wait: Option<u64>,
 ) -> anyhow::Result<()> {
     // Each effect's task id: its depth in the tree and how its parent asked for it.
     let mut placed: HashMap<String, (usize, String)> = HashMap::new();
     let mut printed: HashSet<String> = HashSet::new();
     let mut last: Option<String> = None;
     for _ in 0..=MAX_RESUMES {
-        let mut response = remote.events(cid, last.as_deref()).await?;
+        // Once a receipt came, the workflow exists: a resumed stream need not wait.
+        let waiting = if last.is_none() { wait } else { None };
+        let mut response = remote.events(cid, last.as_deref(), waiting).await?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response.bytes().await.unwrap_or_default();
@@ -65,6 +69,10 @@ pub async fn follow(
             Some("shutdown" | "lifetime" | "limit") | None => {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
+            Some("missing") => bail!(
+                "no receipt under {cid} after waiting {} s",
+                wait.unwrap_or(0)
+            ),
             Some(other) => bail!("the gateway ended the stream: {other}"),
         }
     }

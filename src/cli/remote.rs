@@ -136,14 +136,24 @@ impl Remote {
     }
 
     /// Opens the event stream of the workflow under `cid` (`GET /receipts/{cid}/events`),
-    /// resuming after the receipt `last`. No overall timeout: a stream lasts as long as the
-    /// workflow (the gateway sends heartbeats and ends it itself).
-    pub async fn events(&self, cid: &str, last: Option<&str>) -> anyhow::Result<reqwest::Response> {
+    /// resuming after the receipt `last`, waiting up to `wait` seconds for a first receipt not
+    /// stored yet. No overall timeout: a stream lasts as long as the workflow (the gateway sends
+    /// heartbeats and ends it itself).
+    pub async fn events(
+        &self,
+        cid: &str,
+        last: Option<&str>,
+        wait: Option<u64>,
+    ) -> anyhow::Result<reqwest::Response> {
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .context("building the HTTP client")?;
-        let mut request = client.get(format!("{}/receipts/{cid}/events", self.base));
+        let mut url = format!("{}/receipts/{cid}/events", self.base);
+        if let Some(wait) = wait {
+            url.push_str(&format!("?wait={wait}"));
+        }
+        let mut request = client.get(url);
         if let Some(last) = last {
             request = request.header("last-event-id", last);
         }

@@ -449,6 +449,69 @@ async fn the_cli_follows_the_tree_as_it_grows() {
 }
 
 #[tokio::test]
+async fn the_cli_may_follow_an_invocation_before_it_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    let gw = serve(dir.path(), &w, HttpArgs::default()).await;
+    let adder = put_blob(&w, &gw, wasm(ADD_WAT)).await;
+    let guest = requesting(vec![effect(adder, 1, b"a")]);
+    let inv = invoke(&w, &gw, abi(Ipld::Bytes(guest)), b"1");
+    let follow = |wait: Option<&str>| {
+        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"));
+        cli.args(["receipts", &inv.cid().to_string(), "--tree", "--follow"])
+            .args(["--url", &format!("http://{}", gw.addr)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(wait) = wait {
+            cli.args(["--wait", wait]);
+        }
+        cli.spawn().unwrap()
+    };
+
+    // Without --wait, a CID with no receipt yet fails at once.
+    let early = tokio::task::spawn_blocking({
+        let child = follow(None);
+        move || child.wait_with_output().unwrap()
+    });
+    let early = tokio::time::timeout(Duration::from_secs(20), early)
+        .await
+        .expect("fails at once")
+        .unwrap();
+    assert!(!early.status.success());
+    assert!(String::from_utf8_lossy(&early.stderr).contains("404"));
+
+    // With it, the CLI waits, then draws the tree once the invocation is sent.
+    let child = follow(Some("60"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut proofs = w.chain.clone();
+    proofs.push(to_gateway(&w, &gw));
+    let (_, effects, delegations) = reply(&gw, container(&inv, &proofs)).await;
+    proofs.extend(delegations.into_values());
+    let forked = submit(&gw, &effects[0], &proofs).await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the CLI ends once the workflow settles")
+    .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("ran {}", inv.cid())),
+        "{stdout}"
+    );
+    assert!(lines[1].contains(&format!("receipt {forked}")), "{stdout}");
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_page_on_another_origin_may_resume_a_stream() {
     let dir = tempfile::tempdir().unwrap();
     let w = world();
