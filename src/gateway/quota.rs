@@ -19,7 +19,7 @@ use cid::Cid;
 use ipld_core::ipld::Ipld;
 
 use super::{Gateway, Refusal};
-use crate::store::QuotaCharge;
+use crate::store::{Metered, QuotaCharge};
 use crate::ucan::Delegation;
 
 /// The `meta` key a quota is written under.
@@ -81,7 +81,8 @@ impl Quota {
             key,
             window,
             until: window.saturating_add(self.per),
-            limit: self.invocations,
+            invocations: Some(self.invocations),
+            metered: Metered::default(),
         }
     }
 }
@@ -92,7 +93,9 @@ pub(crate) fn exceeded(charge: &QuotaCharge, now: i64) -> Refusal {
         "QuotaExceeded",
         format!(
             "delegation {} allows {} invocations per window, all used; the window ends at {}",
-            charge.key, charge.limit, charge.until
+            charge.key,
+            charge.invocations.unwrap_or(0),
+            charge.until
         ),
         u64::try_from(charge.until.saturating_sub(now)).unwrap_or(1),
     )
@@ -122,8 +125,9 @@ impl Gateway {
                 .ledger
                 .store()
                 .quota_used(charge.key, charge.window)
-                .await?;
-            if used >= charge.limit {
+                .await?
+                .invocations;
+            if used >= charge.invocations.unwrap_or(0) {
                 return Err(exceeded(charge, now));
             }
         }
