@@ -218,6 +218,7 @@ impl Gateway {
             task: effect.task_id(),
             deadline: awaited.deadline,
             since: unix_now(),
+            note: None,
         };
         Ok(Some(JobEntry {
             key: record.task,
@@ -409,11 +410,7 @@ impl Gateway {
             if let Out::Error { details, .. } = &mut out {
                 details.insert("job".to_owned(), Ipld::String(job.job_id.clone()));
             }
-            return Some(Executed {
-                out,
-                fuel_used: None,
-                effects: Effects::default(),
-            });
+            return Some(Executed::finished(out));
         }
         match executor.status(&job.job_id).await {
             Ok(JobStatus::Finished(executed)) => Some(*executed),

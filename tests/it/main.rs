@@ -23,6 +23,7 @@ mod fixtures;
 mod gateway;
 mod gateway_edges;
 mod limits;
+mod metering;
 mod openapi_doc;
 #[cfg(feature = "otel")]
 mod otel;
