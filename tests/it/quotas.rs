@@ -221,7 +221,10 @@ fn delegate_writes_a_quota_the_gateway_reads() {
     assert_eq!(
         Quota::of(&dlg),
         Ok(Some(Quota {
-            invocations: 100,
+            invocations: Some(100),
+            fuel: None,
+            cpu_seconds: None,
+            jobs: None,
             per: 3600
         }))
     );
