@@ -31,6 +31,7 @@ mod policy;
 mod promise;
 mod proofs;
 mod quotas;
+mod quotas_metered;
 mod rate_limits;
 mod receipt;
 mod replicas;
