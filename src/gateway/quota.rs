@@ -208,10 +208,12 @@ impl Quota {
         *slot = Some(limit);
     }
 
-    /// The start and end of the window holding `now`.
+    /// The start and end of the window holding `now`. A parsed quota's window is at least a
+    /// second; one built by hand with less counts per second rather than dividing by zero.
     fn window(&self, now: i64) -> (i64, i64) {
-        let start = now - now.rem_euclid(self.per);
-        (start, start.saturating_add(self.per))
+        let per = self.per.max(1);
+        let start = now - now.rem_euclid(per);
+        (start, start.saturating_add(per))
     }
 
     /// The first resource whose limit `usage` has reached, with the count.
