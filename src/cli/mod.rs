@@ -12,6 +12,7 @@ mod follow;
 mod hints;
 mod logging;
 mod manual;
+mod quotas;
 pub mod remote;
 pub mod serve;
 mod times;
