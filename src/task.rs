@@ -164,6 +164,10 @@ pub struct Task {
     /// How long the caller is prepared to wait for a result before taking a receipt that points at
     /// the pending work (HTTP `Prefer: wait=N`); `None` leaves it to the backend.
     pub wait: Option<Duration>,
+    /// What the gateway asks to have written down with any job the task hands to an external
+    /// backend ([`crate::exec::journal::JobRecord::note`]): the quotas the job counts against.
+    /// Executors copy it into the job's record and never read it.
+    pub journal_note: Option<Ipld>,
 }
 
 impl Task {
@@ -208,6 +212,7 @@ impl Task {
             expires: auth.expires,
             meta: inv.meta.clone().unwrap_or_default(),
             wait: None,
+            journal_note: None,
         })
     }
 }

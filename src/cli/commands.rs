@@ -297,8 +297,8 @@ fn delegate(args: DelegateArgs, output: Output) -> anyhow::Result<ExitCode> {
         .policy(policy)
         .expires(exp)
         .not_before(nbf);
-    if let Some(quota) = &args.quota {
-        builder = builder.meta(quota_meta(quota)?);
+    if !args.quotas.is_empty() {
+        builder = builder.meta(super::quotas::quota_meta(&args.quotas)?);
     }
     let dlg = builder.sign(&key)?;
     match output {
@@ -507,28 +507,6 @@ fn invoke(args: InvokeArgs, output: Output) -> anyhow::Result<ExitCode> {
     }
     write_output(args.out.as_deref(), &bytes)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--quota N/DURATION` as the delegation's `meta`: `{"gateway/quota": {"invocations": N, "per":
-/// DURATION}}`, checked to read back as the gateway will read it.
-fn quota_meta(text: &str) -> anyhow::Result<BTreeMap<String, Ipld>> {
-    let (n, per) = text
-        .split_once('/')
-        .ok_or_else(|| anyhow!("--quota {text:?}: write N/DURATION, e.g. 100/1h"))?;
-    let n: i128 = n
-        .trim()
-        .parse()
-        .map_err(|_| anyhow!("--quota {text:?}: {n:?} is not a whole number"))?;
-    let quota = Ipld::Map(BTreeMap::from([
-        ("invocations".to_owned(), Ipld::Integer(n)),
-        ("per".to_owned(), Ipld::String(per.trim().to_owned())),
-    ]));
-    // Read back as the gateway reads it, so a quota it would refuse fails here.
-    crate::gateway::Quota::parse(&quota).map_err(|e| anyhow!("--quota {text:?}: {e}"))?;
-    Ok(BTreeMap::from([(
-        crate::gateway::QUOTA_META.to_owned(),
-        quota,
-    )]))
 }
 
 /// The CIDs a 510 `UnavailableProof` names as missing, if `refusal` is one.

@@ -12,6 +12,7 @@ mod follow;
 mod hints;
 mod logging;
 mod manual;
+mod quotas;
 pub mod remote;
 pub mod serve;
 mod times;
@@ -174,11 +175,13 @@ pub struct DelegateArgs {
     /// Make the token even if its expiry is not in the future or not after --nbf.
     #[arg(long)]
     pub force: bool,
-    /// A quota on the invocations this delegation may prove, N per duration (e.g. 100/1h),
-    /// written into its signed meta as "gateway/quota"; ucan-gateway counts every invocation whose
-    /// chain includes it. Other UCAN libraries ignore the key.
-    #[arg(long)]
-    pub quota: Option<String>,
+    /// A quota on what this delegation may prove per window, as [RESOURCE=]N/DURATION: 100/1h
+    /// (invocations), fuel=5000000/1d (Wasm fuel), cpu_seconds=600/1d (run time), jobs=10/1d
+    /// (Bacalhau jobs). Repeat it to limit several resources over one window. Written into the
+    /// signed meta as "gateway/quota"; ucan-gateway counts every invocation whose chain includes
+    /// it. Other UCAN libraries ignore the key.
+    #[arg(long = "quota", value_name = "[RESOURCE=]N/DURATION")]
+    pub quotas: Vec<String>,
     /// Delegations that give the delegator its authority (checked to lead to the delegator).
     #[arg(long = "proof")]
     pub proofs: Vec<PathBuf>,

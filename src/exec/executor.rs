@@ -1,6 +1,8 @@
 //! The small traits every backend implements: [`Executor`] runs a task, and a backend whose jobs
 //! outlive a request also offers [`Jobs`], so the gateway can watch them without knowing the backend.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use super::{ExecError, Limits};
@@ -14,16 +16,26 @@ pub struct Executed {
     pub out: Out,
     /// Wasm fuel consumed, where the backend measures it.
     pub fuel_used: Option<u64>,
+    /// How long the task ran, where the backend measures it: a Wasm guest's call, or the
+    /// executions of a finished job as the backend reports them.
+    pub run_time: Option<Duration>,
     /// Further work the task asks for.
     pub effects: Effects,
 }
 
 impl Executed {
-    /// An error outcome with no fuel used and no effects.
+    /// An error outcome with nothing consumed and no effects.
     pub fn failed(name: &str, message: impl Into<String>) -> Self {
+        Executed::finished(Out::error(name, message))
+    }
+
+    /// An outcome reached without running anything that is measured (arguments refused, a blob
+    /// stored), with no effects.
+    pub fn finished(out: Out) -> Self {
         Executed {
-            out: Out::error(name, message),
+            out,
             fuel_used: None,
+            run_time: None,
             effects: Effects::default(),
         }
     }
@@ -79,18 +91,25 @@ pub enum JobStatus {
 impl From<super::Outcome> for Executed {
     fn from(outcome: super::Outcome) -> Self {
         match outcome {
-            super::Outcome::Ok { value, fuel_used } => Executed {
+            super::Outcome::Ok {
+                value,
+                fuel_used,
+                run_time,
+            } => Executed {
                 out: Out::Ok(value),
                 fuel_used: Some(fuel_used),
+                run_time: Some(run_time),
                 effects: Effects::default(),
             },
             super::Outcome::Err {
                 name,
                 message,
                 fuel_used,
+                run_time,
             } => Executed {
                 out: Out::error(name, message),
                 fuel_used: Some(fuel_used),
+                run_time: Some(run_time),
                 effects: Effects::default(),
             },
         }

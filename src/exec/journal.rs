@@ -13,7 +13,7 @@ use cid::Cid;
 use ipld_core::ipld::Ipld;
 
 /// The payload of a pending entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     /// Whether the job was only submitted (the request still owes the receipt), rather than awaited
     /// through an issued effect.
@@ -26,21 +26,32 @@ pub struct JobRecord {
     pub deadline: i64,
     /// When the job was recorded (Unix seconds), for the receipt's duration.
     pub since: i64,
+    /// What the gateway asked to have written down with the job (the task's
+    /// [`crate::task::Task::journal_note`]), kept for it to read when the job is recorded and when
+    /// it ends; executors copy it and never read it.
+    pub note: Option<Ipld>,
 }
 
 impl JobRecord {
-    /// DAG-CBOR `{kind, ran, task, deadline, since}`.
+    /// DAG-CBOR `{kind, ran, task, deadline, since, note?}`.
     pub fn encode(&self) -> Vec<u8> {
         let kind = if self.submitted { "submitted" } else { "await" };
-        let map = Ipld::Map(BTreeMap::from([
+        let mut map = BTreeMap::from([
             ("kind".to_owned(), Ipld::String(kind.to_owned())),
             ("ran".to_owned(), Ipld::Link(self.ran)),
             ("task".to_owned(), Ipld::Link(self.task)),
             ("deadline".to_owned(), Ipld::Integer(self.deadline.into())),
             ("since".to_owned(), Ipld::Integer(self.since.into())),
-        ]));
-        // A map of a string, links and integers always encodes.
-        crate::ipld::to_dag_cbor(&map).unwrap_or_default()
+        ]);
+        if let Some(note) = &self.note {
+            map.insert("note".to_owned(), note.clone());
+        }
+        // A map of a string, links and integers always encodes; a note that does not (a float
+        // that is not finite, which the gateway never writes) is left out.
+        crate::ipld::to_dag_cbor(&Ipld::Map(map.clone())).unwrap_or_else(|_| {
+            map.remove("note");
+            crate::ipld::to_dag_cbor(&Ipld::Map(map)).unwrap_or_default()
+        })
     }
 
     /// Reads a payload written by [`JobRecord::encode`]; `None` for anything else.
@@ -66,6 +77,7 @@ impl JobRecord {
             task: link("task")?,
             deadline: int("deadline")?,
             since: int("since")?,
+            note: m.get("note").cloned(),
         })
     }
 }
@@ -127,8 +139,14 @@ mod tests {
                 task: cid,
                 deadline: 10,
                 since: 5,
+                note: None,
             };
-            assert_eq!(JobRecord::decode(&r.encode()), Some(r));
+            assert_eq!(JobRecord::decode(&r.encode()), Some(r.clone()));
+            let noted = JobRecord {
+                note: Some(Ipld::List(vec![Ipld::Bool(true)])),
+                ..r
+            };
+            assert_eq!(JobRecord::decode(&noted.encode()), Some(noted));
         }
         assert_eq!(JobRecord::decode(b"junk"), None);
         let other = crate::ipld::to_dag_cbor(&Ipld::Map(BTreeMap::from([(

@@ -72,11 +72,7 @@ pub(crate) fn invalid(message: impl Into<String>) -> Out {
 
 /// An outcome reached without the engine (bad arguments, a blob stored).
 fn finished(out: Out) -> Executed {
-    Executed {
-        out,
-        fuel_used: None,
-        effects: Effects::default(),
-    }
+    Executed::finished(out)
 }
 
 /// Finds the module a task names: inline bytes, or a link to a stored blob.

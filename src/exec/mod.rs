@@ -93,6 +93,8 @@ pub enum Outcome {
         value: Ipld,
         /// Fuel (Wasm instructions, roughly) the task consumed; goes into receipts and metrics.
         fuel_used: u64,
+        /// How long the guest ran (instantiation and call).
+        run_time: Duration,
     },
     /// The task failed; `name` is one of the [`Failure`] names.
     Err {
@@ -103,16 +105,24 @@ pub enum Outcome {
         /// Fuel consumed before the failure; a lower bound for failures that stop the guest in
         /// the middle of a function, such as a timeout (see `docs/wasm-abi.md`).
         fuel_used: u64,
+        /// How long the guest ran before it failed; zero when it never started.
+        run_time: Duration,
     },
 }
 
 impl Outcome {
-    /// A failed outcome of kind `failure`.
-    pub fn failed(failure: Failure, message: impl Into<String>, fuel_used: u64) -> Self {
+    /// A failed outcome of kind `failure`, after the guest ran for `run_time`.
+    pub fn failed(
+        failure: Failure,
+        message: impl Into<String>,
+        fuel_used: u64,
+        run_time: Duration,
+    ) -> Self {
         Outcome::Err {
             name: failure.name(),
             message: message.into(),
             fuel_used,
+            run_time,
         }
     }
 
@@ -120,6 +130,13 @@ impl Outcome {
     pub fn fuel_used(&self) -> u64 {
         match self {
             Outcome::Ok { fuel_used, .. } | Outcome::Err { fuel_used, .. } => *fuel_used,
+        }
+    }
+
+    /// How long the guest ran, whether the task succeeded or not.
+    pub fn run_time(&self) -> Duration {
+        match self {
+            Outcome::Ok { run_time, .. } | Outcome::Err { run_time, .. } => *run_time,
         }
     }
 

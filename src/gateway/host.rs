@@ -10,7 +10,10 @@ use cid::Cid;
 use crate::exec::journal::JobRecord;
 use crate::exec::wasm::WasmEngine;
 use crate::exec::{Blobs, Host, HostError, Journal};
-use crate::store::{Store, StoreError};
+use crate::store::{Commit, JobEntry, Store, StoreError};
+use crate::ucan::validate::unix_now;
+
+use super::quota::JobNote;
 
 /// The host executors run in: blobs and the job journal in `store`, the process's Wasm `engine`,
 /// and the gateway's DID.
@@ -55,11 +58,23 @@ impl Journal for Kept {
         job: &str,
         record: &JobRecord,
     ) -> Result<(), HostError> {
-        // Keyed by the invocation: the request that submitted it removes it once answered.
-        self.0
-            .put_pending(record.ran, backend, job, record.encode())
-            .await
-            .map(drop)
-            .map_err(host_error)
+        // Keyed by the invocation: the request that submitted it removes it once answered. The
+        // job counts against the quotas its record notes, in the commit that records it.
+        let entry = JobEntry {
+            key: record.ran,
+            backend: backend.to_owned(),
+            job_id: job.to_owned(),
+            payload: record.encode(),
+        };
+        let quotas = record
+            .note
+            .as_ref()
+            .and_then(JobNote::read)
+            .map_or_else(Vec::new, |note| note.submission_charges(unix_now()));
+        let commit = Commit {
+            quotas,
+            ..Commit::default().with_job(entry)
+        };
+        self.0.commit(commit).await.map(drop).map_err(host_error)
     }
 }

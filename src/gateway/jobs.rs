@@ -28,6 +28,7 @@ use futures_util::StreamExt;
 use ipld_core::ipld::Ipld;
 
 use super::ledger::Record;
+use super::quota::JobNote;
 use super::{Gateway, Refusal, RefusalClass};
 use crate::exec::journal::{AwaitedJob, JobRecord};
 use crate::exec::{Executed, JobStatus};
@@ -196,11 +197,14 @@ impl Gateway {
 
     /// The pending job an issued await effect stands for, to be committed with the receipt holding
     /// the effect so the watcher finishes it; `None` for any other effect. An await effect without a
-    /// job fails the receipt: the caller would otherwise wait for a receipt that never comes.
+    /// job fails the receipt: the caller would otherwise wait for a receipt that never comes. The
+    /// `note` (the quotas the task's run counts against) is kept with it, for the final receipt to
+    /// charge what the job consumed.
     pub(crate) fn awaited_job(
         &self,
         effect: &Effect,
         issued: &Invocation,
+        note: Option<Ipld>,
     ) -> Result<Option<JobEntry>, Refusal> {
         if !self.awaits_job(effect.cmd.as_str()) {
             return Ok(None);
@@ -218,6 +222,7 @@ impl Gateway {
             task: effect.task_id(),
             deadline: awaited.deadline,
             since: unix_now(),
+            note,
         };
         Ok(Some(JobEntry {
             key: record.task,
@@ -409,10 +414,12 @@ impl Gateway {
             if let Out::Error { details, .. } = &mut out {
                 details.insert("job".to_owned(), Ipld::String(job.job_id.clone()));
             }
+            // The backend reports nothing of a job stopped unfinished: it counts as running from
+            // when it was recorded until now.
+            let ran = u64::try_from(unix_now().saturating_sub(record.since)).unwrap_or(0);
             return Some(Executed {
-                out,
-                fuel_used: None,
-                effects: Effects::default(),
+                run_time: Some(Duration::from_secs(ran)),
+                ..Executed::finished(out)
             });
         }
         match executor.status(&job.job_id).await {
@@ -434,8 +441,9 @@ impl Gateway {
         }
     }
 
-    /// Signs and stores the final receipt of an awaited job, then forgets the job. A receipt already
-    /// stored for the await invocation (a crash after storing it) is kept, not issued twice.
+    /// Signs and stores the final receipt of an awaited job, then forgets the job, charging what the
+    /// job consumed to the quotas its record notes, in the same commit. A receipt already stored
+    /// for the await invocation (a crash after storing it) is kept, not issued twice.
     async fn settle(
         &self,
         job: &JobEntry,
@@ -443,7 +451,9 @@ impl Gateway {
         executed: Executed,
     ) -> Result<(), Refusal> {
         if !self.ledger.answered(record.ran).await? {
-            let elapsed = u64::try_from(unix_now().saturating_sub(record.since)).unwrap_or(0);
+            let now = unix_now();
+            let elapsed = u64::try_from(now.saturating_sub(record.since)).unwrap_or(0);
+            let used = super::quota::consumed(&executed);
             let body = ReceiptBody {
                 ran: record.ran,
                 task: record.task,
@@ -451,8 +461,16 @@ impl Gateway {
                 fx: Effects::default(),
                 meta: gateway_meta(&job.backend, None, Duration::from_secs(elapsed), None),
             };
+            let quotas = record
+                .note
+                .as_ref()
+                .and_then(JobNote::read)
+                .map_or_else(Vec::new, |note| note.settle_charges(now, used));
             let record = Record::unshared(record.ran, record.task, None);
-            let commit = Commit::default().without_job(job.key);
+            let commit = Commit {
+                quotas,
+                ..Commit::default().without_job(job.key)
+            };
             let receipt = self.commit(record, body, commit).await?;
             let ok = receipt.body.out.is_ok();
             tracing::info!(job = %job.job_id, receipt = %receipt.cid(), ok, "awaited job settled");

@@ -162,7 +162,9 @@ impl Ledger {
                 format!("invocation {invocation} was already received"),
             )),
             // Another replica took the last use while this task ran: its receipt is not stored.
-            Outcome::QuotaExceeded(charge) => Err(super::quota::exceeded(&charge, unix_now())),
+            Outcome::QuotaExceeded(charge) => {
+                Err(super::quota::no_invocation_left(&charge, unix_now()))
+            }
             outcome => {
                 if stores_receipt && outcome == Outcome::Committed {
                     self.stored.notify_waiters();

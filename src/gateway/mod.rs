@@ -57,7 +57,7 @@ pub use answer::{Answer, Refusal, RefusalClass, Reply};
 pub use host::host;
 pub use jobs::PendingJob;
 pub use proofs::MAX_PROOFS_PER_ISSUER;
-pub use quota::{QUOTA_META, Quota};
+pub use quota::{QUOTA_META, Quota, Resource};
 pub use sharing::{DEFAULT_JOB_LEASE, DEFAULT_STORE_REFRESH, Sharing};
 pub use workflow::{MAX_WORKFLOW_RECEIPTS, Step, Workflow};
 

@@ -16,12 +16,13 @@ use ipld_core::ipld::Ipld;
 
 use super::inbound::{Claim, Inbound, Replay};
 use super::ledger::{Record, Running};
+use super::quota::Quotas;
 use super::{Answer, Gateway, REVOKE_COMMAND, Refusal, RefusalClass};
 use crate::config::Limits;
 use crate::config::Route;
 use crate::promise::Resolved;
 use crate::receipt::{Effects, Receipt, ReceiptBody, gateway_meta};
-use crate::store::{Commit, IntentChange};
+use crate::store::{Commit, IntentChange, Metered};
 use crate::task::{EffectClass, ExecConfig, Task};
 use crate::ucan::ValidationError;
 use crate::ucan::validate::{Authorized, unix_now};
@@ -41,8 +42,8 @@ pub(crate) struct Admitted<'r> {
     pub claimed: bool,
     /// Delegations of the chain to keep by CID with the receipt (proofs by reference).
     pub proofs: Vec<crate::store::StoredDelegation>,
-    /// Uses of delegation quotas to charge with the receipt.
-    pub quotas: Vec<crate::store::QuotaCharge>,
+    /// The chain's delegation quotas, checked before the run and charged as it goes.
+    pub quotas: Quotas,
     /// Keeps the replay key in flight in this process until the answer is committed.
     _running: Running<'r>,
 }
@@ -167,17 +168,20 @@ impl Gateway {
         // Held until the answer is committed: the invocation's tasks count as running till then.
         let _permit = permit;
         let proofs = completed.as_deref();
-        // delegation quotas: an exhausted one is refused before anything runs; each use is
-        // charged in the commit of the receipt
+        // delegation quotas: one with any limit reached is refused before anything runs; the
+        // invocation and what its run consumed are charged in the commit of the receipt
         let quotas = match proofs {
-            Some(proofs) => self.quota_charges(&auth.chain, proofs, now).await?,
-            None => Vec::new(),
+            Some(proofs) => self.quotas(&auth.chain, proofs, now).await?,
+            None => Quotas::default(),
         };
 
         // task
         let mut task = Task::new(&auth, payload, route.effect)
             .map_err(|e| Refusal::malformed("InvalidConfig", e.to_string()))?;
         task.wait = wait;
+        // A job the task hands to a backend is counted when it is recorded, and its run when it
+        // ends, wherever that is; a destructive task's intent counts the job instead.
+        task.journal_note = quotas.job_note(route.effect != EffectClass::Destructive);
 
         // admission, input size and replay
         let replay = Replay {
@@ -203,21 +207,24 @@ impl Gateway {
             }
             _ => None,
         };
-        let body = match (once, resolution) {
-            (Some(earlier), _) => earlier,
+        let (body, used) = match (once, resolution) {
+            (Some(earlier), _) => (earlier, Metered::default()),
             (None, Ok(_)) => self.run(&admitted, started).await,
-            (None, Err(mismatch)) => ReceiptBody {
-                ran: admitted.task.invocation,
-                task: admitted.task.id,
-                out: mismatch.to_out(),
-                fx: Effects::default(),
-                meta: gateway_meta(&route.backend, None, started.elapsed(), None),
-            },
+            (None, Err(mismatch)) => {
+                let body = ReceiptBody {
+                    ran: admitted.task.invocation,
+                    task: admitted.task.id,
+                    out: mismatch.to_out(),
+                    fx: Effects::default(),
+                    meta: gateway_meta(&route.backend, None, started.elapsed(), None),
+                };
+                (body, Metered::default())
+            }
         };
 
         // effects: only with authority the invoker passed on, or the gateway's own
         let (body, cited) = self.authorize_effects(body, route, &auth, proofs, now);
-        let mut answer = self.finish(&admitted, body).await?;
+        let mut answer = self.finish(&admitted, body, used).await?;
         answer.proofs = cited;
         Ok(answer)
     }
@@ -265,27 +272,29 @@ impl Gateway {
             until: self.authority.seen_until(auth.expires),
             claimed: false,
             proofs: Vec::new(),
-            quotas: Vec::new(),
+            quotas: Quotas::default(),
             _running: running,
         })
     }
 
     /// Runs an admitted task, or answers it from an earlier run of the same pure work, and gives the
-    /// body of its receipt. Never fails: a task that cannot run has an error outcome.
-    async fn run(&self, admitted: &Admitted<'_>, started: Instant) -> ReceiptBody {
+    /// body of its receipt and what the run consumed (nothing, for an earlier run's answer). Never
+    /// fails: a task that cannot run has an error outcome.
+    async fn run(&self, admitted: &Admitted<'_>, started: Instant) -> (ReceiptBody, Metered) {
         let (route, task) = (admitted.route, &admitted.task);
 
         // memo: pure work already done is answered from the store
         if task.effect == EffectClass::Pure
             && let Some((prior, origin)) = self.ledger.memoized(task.work_id).await
         {
-            return ReceiptBody {
+            let body = ReceiptBody {
                 ran: task.invocation,
                 task: task.id,
                 out: prior.body.out,
                 fx: prior.body.fx,
                 meta: gateway_meta(&route.backend, None, started.elapsed(), Some(origin)),
             };
+            return (body, Metered::default());
         }
 
         // executor (retried on host failures unless destructive)
@@ -298,19 +307,27 @@ impl Gateway {
                 .with_label_values(&[route.command.as_str()])
                 .inc_by(fuel);
         }
-        ReceiptBody {
+        let used = super::quota::consumed(&executed);
+        let body = ReceiptBody {
             ran: task.invocation,
             task: task.id,
             out: executed.out,
             fx: executed.effects,
             meta: gateway_meta(&route.backend, executed.fuel_used, started.elapsed(), None),
-        }
+        };
+        (body, used)
     }
 
     /// Signs the receipt, issues its effects, then commits in one transaction the receipt, the
     /// replay key (unless the intent claimed it), the intent's completion, the jobs its effects await,
-    /// and the end of the record of a job the task submitted.
-    async fn finish(&self, admitted: &Admitted<'_>, body: ReceiptBody) -> Result<Answer, Refusal> {
+    /// the end of the record of a job the task submitted, and the quota charges of the invocation
+    /// and of what its run consumed (`used`).
+    async fn finish(
+        &self,
+        admitted: &Admitted<'_>,
+        body: ReceiptBody,
+        used: Metered,
+    ) -> Result<Answer, Refusal> {
         let task = &admitted.task;
         let record = Record {
             ran: task.invocation,
@@ -328,7 +345,7 @@ impl Gateway {
                 .map_err(receipt_failed)?;
             // An effect awaiting an external job is watched until the job ends; recorded with the
             // receipt pointing at it, so no stored receipt ever points at a job nobody watches.
-            if let Some(job) = self.awaited_job(effect, &issued)? {
+            if let Some(job) = self.awaited_job(effect, &issued, task.journal_note.clone())? {
                 commit = commit.with_job(job);
             }
             effects.push(issued);
@@ -348,7 +365,7 @@ impl Gateway {
         }
         // The chain that proved it, kept by CID for invocations to come.
         commit = commit.with_proofs(admitted.proofs.clone(), super::MAX_PROOFS_PER_ISSUER);
-        commit.quotas = admitted.quotas.clone();
+        commit.quotas = admitted.quotas.receipt_charges(used);
         self.ledger.commit(commit, task.invocation).await?;
         self.kept.mark(admitted.proofs.iter().map(|p| p.cid));
         Ok(Answer::new(receipt, effects))

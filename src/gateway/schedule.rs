@@ -86,10 +86,12 @@ impl Gateway {
         let now = unix_now();
         let run = route.limits.timeout.saturating_add(RUN_SLACK).as_secs();
         let until = now.saturating_add(i64::try_from(run).unwrap_or(i64::MAX));
-        // A destructive task's quota uses are charged with its intent, before it runs: a race for
-        // a window's last use is settled before anything is destroyed, not after.
+        // A destructive task's invocation (and the job it will hand a backend) is charged with its
+        // intent, before it runs: a race for a window's last invocation is settled before anything
+        // is destroyed, not after. What the run consumes is charged with its receipt.
+        let job = self.jobs_of(&route.backend).is_some();
         let commit = Commit {
-            quotas: admitted.quotas.clone(),
+            quotas: admitted.quotas.intent_charges(job),
             ..Commit::default()
                 .with_claim(admitted.replay.key, admitted.until)
                 .with_intent(IntentChange::Open {
@@ -102,7 +104,7 @@ impl Gateway {
             Outcome::IntentExists(intent) => intent,
             _ => {
                 admitted.claimed = true;
-                admitted.quotas.clear();
+                admitted.quotas.charged_with_intent();
                 return Ok(None);
             }
         };

@@ -285,23 +285,57 @@ pub struct Commit {
     pub proofs: Vec<StoredDelegation>,
     /// How many delegations of one issuer may be kept at most (0: none of `proofs` is kept).
     pub proofs_per_issuer: usize,
-    /// Quotas to charge one use each. If any is used up, nothing of the commit is written
-    /// ([`Outcome::QuotaExceeded`]): of any number of commits racing for a quota's last use, on
-    /// any number of processes, exactly as many as it has left are applied.
+    /// Quotas to charge. A charge that counts an invocation is applied only while its window has
+    /// one left; if any has none, nothing of the commit is written ([`Outcome::QuotaExceeded`]):
+    /// of any number of commits racing for a quota's last invocation, on any number of processes,
+    /// exactly as many as it has left are applied. Metered use is added as it is.
     pub quotas: Vec<QuotaCharge>,
 }
 
-/// One use of a quota, charged by a commit.
+/// What one commit charges one quota: an invocation, counted exactly, and what a run consumed,
+/// added whatever the window holds already (it has been consumed; only the next run can be
+/// refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaCharge {
     /// What the quota belongs to (a delegation's CID).
     pub key: Cid,
     /// The start of the window being charged (Unix seconds).
     pub window: i64,
-    /// The end of that window, after which its count may be forgotten.
+    /// The end of that window, after which its counts may be forgotten.
     pub until: i64,
-    /// How many uses the window allows.
-    pub limit: u64,
+    /// When this charge counts an invocation: how many the window allows. The commit adds one only
+    /// while fewer have been counted. `None` counts none.
+    pub invocations: Option<u64>,
+    /// Metered use to add.
+    pub metered: Metered,
+}
+
+/// What runs consume that is known only once they have run: added to a window's counts, never
+/// refused by the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metered {
+    /// Wasm fuel.
+    pub fuel: u64,
+    /// Run time, in milliseconds.
+    pub cpu_ms: u64,
+    /// Jobs handed to an external backend.
+    pub jobs: u64,
+}
+
+impl Metered {
+    /// Whether there is nothing to add.
+    pub fn is_zero(&self) -> bool {
+        *self == Metered::default()
+    }
+}
+
+/// What one window of a quota has counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaUsage {
+    /// Invocations.
+    pub invocations: u64,
+    /// Metered use.
+    pub metered: Metered,
 }
 
 /// How a commit changes an intent.
@@ -391,7 +425,7 @@ pub enum Outcome {
     Replayed,
     /// An intent for the task existed; nothing was written.
     IntentExists(Box<Intent>),
-    /// This quota charge had no use left; nothing was written.
+    /// This quota charge's window had no invocation left; nothing was written.
     QuotaExceeded(QuotaCharge),
 }
 
@@ -499,11 +533,12 @@ pub trait ProofStore: Send + Sync {
     async fn purge_proofs(&self, before: i64) -> Result<u64>;
 }
 
-/// Uses counted against quotas, by key and window.
+/// What quotas have counted, by key and window.
 #[async_trait]
 pub trait QuotaStore: Send + Sync {
-    /// How many uses of `key`'s quota the window starting at `window` has had.
-    async fn quota_used(&self, key: Cid, window: i64) -> Result<u64>;
+    /// What `key`'s quota has counted in the window starting at `window` (nothing for a window
+    /// never charged).
+    async fn quota_used(&self, key: Cid, window: i64) -> Result<QuotaUsage>;
 
     /// Forgets the counts of windows that ended before `now`, returning how many.
     async fn purge_quotas(&self, now: i64) -> Result<u64>;

@@ -357,6 +357,7 @@ async fn a_thousand_pending_jobs_are_each_polled_within_a_few_seconds() {
             task: cid_for(RAW, format!("task {i}").as_bytes()),
             deadline: ucan_gateway::ucan::validate::unix_now() + 600,
             since: ucan_gateway::ucan::validate::unix_now(),
+            note: None,
         };
         commit = commit.with_job(JobEntry {
             key: record.task,

@@ -23,6 +23,7 @@ mod fixtures;
 mod gateway;
 mod gateway_edges;
 mod limits;
+mod metering;
 mod openapi_doc;
 #[cfg(feature = "otel")]
 mod otel;
@@ -30,6 +31,7 @@ mod policy;
 mod promise;
 mod proofs;
 mod quotas;
+mod quotas_metered;
 mod rate_limits;
 mod receipt;
 mod replicas;

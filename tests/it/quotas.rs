@@ -221,12 +221,61 @@ fn delegate_writes_a_quota_the_gateway_reads() {
     assert_eq!(
         Quota::of(&dlg),
         Ok(Some(Quota {
-            invocations: 100,
+            invocations: Some(100),
+            fuel: None,
+            cpu_seconds: None,
+            jobs: None,
             per: 3600
         }))
     );
-    for bad in ["100", "x/1h", "-1/1h", "5/0s", "5/forever"] {
-        let refused = run(&[
+    // Several resources over one window, each in its own option.
+    let made = run(&[
+        "delegate",
+        "--key",
+        key.to_str().unwrap(),
+        "--to",
+        &to,
+        "--cmd",
+        "/wasm/run",
+        "--quota",
+        "fuel=5000000/1d",
+        "--quota",
+        "cpu_seconds=600/24h",
+        "--quota",
+        "jobs=0/1d",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let envelope = ucan_gateway::ucan::envelope::Envelope::decode(&std::fs::read(&out).unwrap());
+    let dlg = Delegation::from_envelope(envelope.unwrap()).unwrap();
+    assert_eq!(
+        Quota::of(&dlg),
+        Ok(Some(Quota {
+            invocations: None,
+            fuel: Some(5_000_000),
+            cpu_seconds: Some(600),
+            jobs: Some(0),
+            per: 86_400
+        }))
+    );
+    for bad in [
+        &["100"][..],
+        &["x/1h"],
+        &["-1/1h"],
+        &["5/0s"],
+        &["5/forever"],
+        &["gpus=1/1h"],
+        &["fuel=1.5/1h"],
+        &["fuel=1/1h", "jobs=1/1d"],
+        &["fuel=1/1h", "fuel=2/1h"],
+        &["5/1h", "invocations=6/1h"],
+    ] {
+        let mut args = vec![
             "delegate",
             "--key",
             key.to_str().unwrap(),
@@ -234,12 +283,14 @@ fn delegate_writes_a_quota_the_gateway_reads() {
             &to,
             "--cmd",
             "/wasm/run",
-            &format!("--quota={bad}"),
-        ]);
-        assert_eq!(refused.status.code(), Some(2), "{bad}");
+        ];
+        let options: Vec<String> = bad.iter().map(|q| format!("--quota={q}")).collect();
+        args.extend(options.iter().map(String::as_str));
+        let refused = run(&args);
+        assert_eq!(refused.status.code(), Some(2), "{bad:?}");
         assert!(
             String::from_utf8_lossy(&refused.stderr).contains("--quota"),
-            "{bad}"
+            "{bad:?}"
         );
     }
 }

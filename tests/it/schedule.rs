@@ -13,7 +13,7 @@ use ucan_gateway::config::{Limits, OperatorPolicy};
 use ucan_gateway::did::{KeyAlg, SigningKey};
 use ucan_gateway::exec::{ExecError, ExecErrorKind, Executed, Executor};
 use ucan_gateway::gateway::Gateway;
-use ucan_gateway::receipt::{Effects, Out, Receipt};
+use ucan_gateway::receipt::{Out, Receipt};
 use ucan_gateway::store::{Commit, IntentChange, Outcome};
 use ucan_gateway::store::{SqliteStore, Store};
 use ucan_gateway::task::Task;
@@ -37,11 +37,7 @@ impl Executor for Flaky {
         if call <= self.failures {
             return Err(ExecError::new(ExecErrorKind::Host, "backend unreachable"));
         }
-        Ok(Executed {
-            out: Out::Ok(Ipld::Integer(call as i128)),
-            fuel_used: None,
-            effects: Effects::default(),
-        })
+        Ok(Executed::finished(Out::Ok(Ipld::Integer(call as i128))))
     }
 }
 

@@ -175,6 +175,7 @@ impl ucan_gateway::exec::Executor for Forker {
         Ok(ucan_gateway::exec::Executed {
             out: Out::Ok(Ipld::Integer(1)),
             fuel_used: None,
+            run_time: None,
             effects: Effects {
                 fork: vec![effect("/wasm/run")],
                 join: Some(effect("/blob/put")),

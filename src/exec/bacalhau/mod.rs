@@ -138,10 +138,9 @@ impl BacalhauExecutor {
     /// The outcome of a job in a terminal `state`.
     async fn outcome(&self, id: &str, job: &Value) -> Result<Executed, BacalhauError> {
         let state = state_name(job);
-        let executions: Vec<Ipld> = self
-            .client
-            .executions(id)
-            .await?
+        let all = self.client.executions(id).await?;
+        let run_time = run_time(&all);
+        let executions: Vec<Ipld> = all
             .iter()
             .filter(|e| matches!(e["ComputeState"]["StateType"].as_u64(), Some(9 | 10)))
             .map(execution)
@@ -152,7 +151,10 @@ impl BacalhauExecutor {
                 ("state", Ipld::String(state)),
                 ("executions", Ipld::List(executions)),
             ]);
-            return Ok(done(Out::Ok(out)));
+            return Ok(Executed {
+                run_time,
+                ..done(Out::Ok(out))
+            });
         }
         let message = job["Job"]["State"]["Message"]
             .as_str()
@@ -175,7 +177,10 @@ impl BacalhauExecutor {
         } else {
             "JobFailed"
         };
-        Ok(done(Out::error_with(name, message, details)))
+        Ok(Executed {
+            run_time,
+            ..done(Out::error_with(name, message, details))
+        })
     }
 
     /// The answer while the job runs on: its state, and the effect that awaits it.
@@ -199,15 +204,14 @@ impl BacalhauExecutor {
             exp: None,
         });
         Executed {
-            out: Out::Ok(map([
-                ("job", Ipld::String(id.to_owned())),
-                ("state", Ipld::String(state)),
-            ])),
-            fuel_used: None,
             effects: Effects {
                 fork: Vec::new(),
                 join: join.ok(),
             },
+            ..done(Out::Ok(map([
+                ("job", Ipld::String(id.to_owned())),
+                ("state", Ipld::String(state)),
+            ])))
         }
     }
 }
@@ -262,11 +266,27 @@ impl BacalhauExecutor {
 }
 
 fn done(out: Out) -> Executed {
-    Executed {
-        out,
-        fuel_used: None,
-        effects: Effects::default(),
+    Executed::finished(out)
+}
+
+/// How long a job's executions ran, as Bacalhau reports them: for each that ended (completed,
+/// failed or cancelled), the time from its `CreateTime` (scheduled on its node) to its
+/// `ModifyTime` (its last change, which ended it), in nanoseconds since the epoch. `None` when no
+/// execution that ended carries both.
+fn run_time(executions: &[Value]) -> Option<Duration> {
+    let mut total: Option<u64> = None;
+    for e in executions {
+        if !matches!(e["ComputeState"]["StateType"].as_u64(), Some(9..=11)) {
+            continue;
+        }
+        let (Some(created), Some(modified)) = (e["CreateTime"].as_i64(), e["ModifyTime"].as_i64())
+        else {
+            continue;
+        };
+        let ran = u64::try_from(modified.saturating_sub(created)).unwrap_or(0);
+        total = Some(total.unwrap_or(0).saturating_add(ran));
     }
+    total.map(Duration::from_nanos)
 }
 
 fn map<const N: usize>(entries: [(&str, Ipld); N]) -> Ipld {
@@ -443,6 +463,7 @@ impl Executor for BacalhauExecutor {
             task: task.id,
             deadline,
             since: crate::ucan::validate::unix_now(),
+            note: task.journal_note.clone(),
         };
         if let Err(e) = self
             .journal
@@ -549,5 +570,36 @@ impl Jobs for BacalhauExecutor {
             .stop(job, reason)
             .await
             .map_err(|e| ExecError::new(ExecErrorKind::Backend, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_time_adds_up_the_executions_that_ended() {
+        let execution = |state: u64, created: i64, modified: i64| {
+            serde_json::json!({
+                "ComputeState": { "StateType": state },
+                "CreateTime": created,
+                "ModifyTime": modified,
+            })
+        };
+        let executions = [
+            execution(9, 1_000_000_000, 3_500_000_000),
+            execution(10, 0, 1_000_000),
+            // Still running, or never run: not counted.
+            execution(6, 0, 9_000_000_000),
+            execution(8, 0, 9_000_000_000),
+            // A clock that went backwards counts nothing rather than wrapping.
+            execution(11, 5, 1),
+        ];
+        assert_eq!(run_time(&executions), Some(Duration::from_millis(2501)));
+        assert_eq!(
+            run_time(&[serde_json::json!({"ComputeState": {"StateType": 9}})]),
+            None
+        );
+        assert_eq!(run_time(&[]), None);
     }
 }

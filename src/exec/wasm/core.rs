@@ -26,8 +26,14 @@ impl Fail {
         }
     }
 
-    pub(super) fn into_outcome(self, fuel_used: u64) -> Outcome {
-        Outcome::failed(self.failure, self.message, fuel_used)
+    /// The outcome of a run that failed after consuming `fuel_used` over `run_time`.
+    pub(super) fn into_outcome(self, fuel_used: u64, run_time: std::time::Duration) -> Outcome {
+        Outcome::failed(self.failure, self.message, fuel_used, run_time)
+    }
+
+    /// The outcome of a run that failed before the guest started.
+    pub(super) fn never_ran(self) -> Outcome {
+        self.into_outcome(0, std::time::Duration::ZERO)
     }
 }
 

@@ -128,11 +128,12 @@ impl WasmEngine {
     ) -> Result<Outcome, ExecError> {
         let pre = match self.core_pre(cid, bytes)? {
             Ok(pre) => pre,
-            Err(fail) => return Ok(fail.into_outcome(0)),
+            Err(fail) => return Ok(fail.never_ran()),
         };
         let mut store = self.new_store(CoreState::new(&limits), &limits)?;
+        let meter = Meter::start(&store);
         let result = self::core::call(&mut store, &pre, func, args);
-        Ok(finish(&store, &limits, result))
+        Ok(meter.finish(&store, result))
     }
 
     /// Calls export `func` through the DAG-CBOR ABI (`docs/wasm-abi.md`), passing `input` and
@@ -147,18 +148,19 @@ impl WasmEngine {
     ) -> Result<Outcome, ExecError> {
         let pre = match self.core_pre(cid, bytes)? {
             Ok(pre) => pre,
-            Err(fail) => return Ok(fail.into_outcome(0)),
+            Err(fail) => return Ok(fail.never_ran()),
         };
         let input = match crate::ipld::to_dag_cbor(input) {
             Ok(bytes) => bytes,
             Err(e) => {
                 let fail = Fail::new(Failure::InvalidArgs, format!("input is not DAG-CBOR: {e}"));
-                return Ok(fail.into_outcome(0));
+                return Ok(fail.never_ran());
             }
         };
         let mut store = self.new_store(CoreState::new(&limits), &limits)?;
+        let meter = Meter::start(&store);
         let result = abi::call(&mut store, &pre, func, &input, limits.max_output_bytes);
-        Ok(finish(&store, &limits, result))
+        Ok(meter.finish(&store, result))
     }
 
     /// Runs a WASI preview-1 command module's `_start` with `request` as its whole world; the
@@ -176,15 +178,16 @@ impl WasmEngine {
         };
         let pre = match pre {
             Ok(pre) => pre,
-            Err(fail) => return Ok(fail.into_outcome(0)),
+            Err(fail) => return Ok(fail.never_ran()),
         };
         let (state, pipes) = match wasi::WasiState::new(cid, request, &limits) {
             Ok(built) => built,
-            Err(fail) => return Ok(fail.into_outcome(0)),
+            Err(fail) => return Ok(fail.never_ran()),
         };
         let mut store = self.new_store(state, &limits)?;
+        let meter = Meter::start(&store);
         let result = wasi::call(&mut store, &pre, &pipes);
-        Ok(finish(&store, &limits, result))
+        Ok(meter.finish(&store, result))
     }
 
     /// Current counters of the compiled-module cache.
@@ -297,13 +300,34 @@ fn check_cid(cid: &Cid, bytes: &[u8]) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Turns a run's result into an outcome, reading the fuel left in the store.
-fn finish<T>(store: &Store<T>, limits: &Limits, result: Result<Ipld, Fail>) -> Outcome {
-    let left = store.get_fuel().unwrap_or(0);
-    let fuel_used = limits.fuel.saturating_sub(left);
-    match result {
-        Ok(value) => Outcome::Ok { value, fuel_used },
-        Err(fail) => fail.into_outcome(fuel_used),
+/// What a store held when the guest started (its fuel) and when that was, so a run's outcome says
+/// what it consumed: the fuel taken from the store, and the time from instantiation (which runs the
+/// guest's start function) to the end of the call.
+struct Meter {
+    fuel: u64,
+    started: Instant,
+}
+
+impl Meter {
+    fn start<T>(store: &Store<T>) -> Meter {
+        Meter {
+            fuel: store.get_fuel().unwrap_or(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Turns a run's result into an outcome, with what it consumed.
+    fn finish<T>(self, store: &Store<T>, result: Result<Ipld, Fail>) -> Outcome {
+        let run_time = self.started.elapsed();
+        let fuel_used = self.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        match result {
+            Ok(value) => Outcome::Ok {
+                value,
+                fuel_used,
+                run_time,
+            },
+            Err(fail) => fail.into_outcome(fuel_used, run_time),
+        }
     }
 }
 

@@ -10,11 +10,12 @@ use super::classify;
 use crate::store::{Result, StoreError, StoreErrorKind};
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_commits.sql"),
     include_str!("../../../migrations/sqlite/0003_proofs.sql"),
     include_str!("../../../migrations/sqlite/0004_quotas.sql"),
+    include_str!("../../../migrations/sqlite/0005_quota_resources.sql"),
 ];
 
 /// How long a statement waits for a lock held by another process before failing as unavailable.

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ucan_gateway::store::{
-    Commit, Outcome, PostgresStore, ReceiptStore, ReplayStore, Store, StoreErrorKind,
+    Commit, Metered, Outcome, PostgresStore, QuotaCharge, QuotaStore, ReceiptStore, ReplayStore,
+    Store, StoreErrorKind,
 };
 
 use super::{cid, fresh_schema, postgres_url, receipt};
@@ -94,6 +95,83 @@ async fn a_schema_from_a_newer_build_is_refused() {
     .unwrap();
     let err = PostgresStore::open(&url).await.unwrap_err();
     assert_eq!(err.kind, StoreErrorKind::Migrate, "{err}");
+}
+
+#[tokio::test]
+async fn quota_counts_of_a_schema_from_before_metered_quotas_are_kept() {
+    let Some(base) = postgres_url("PostgreSQL store tests") else {
+        return;
+    };
+    let url = fresh_schema(&base).await;
+    let schema = url.rsplit("schema=").next().unwrap().to_owned();
+    // The schema as the build before metered quotas left it: its two migrations applied, by the
+    // same migrator, so their checksums are the ones recorded.
+    let older = tempfile::tempdir().unwrap();
+    for name in ["0001_init.sql", "0002_proofs_quotas.sql"] {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations/postgres")
+            .join(name);
+        std::fs::copy(from, older.path().join(name)).unwrap();
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    for sql in [
+        format!("CREATE SCHEMA \"{schema}\""),
+        format!("SET search_path TO \"{schema}\""),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO quota_usage (key, window_start, window_end, used) VALUES ($1, 0, 60, 3)",
+    )
+    .bind(cid("old quota").to_bytes())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    let store = PostgresStore::open(&url).await.unwrap();
+    let used = store.quota_used(cid("old quota"), 0).await.unwrap();
+    assert_eq!(used.invocations, 3, "the count is kept");
+    assert_eq!(
+        used.metered,
+        Metered::default(),
+        "metered counts start at zero"
+    );
+    let charge = QuotaCharge {
+        key: cid("old quota"),
+        window: 0,
+        until: 60,
+        invocations: Some(4),
+        metered: Metered {
+            jobs: 1,
+            ..Metered::default()
+        },
+    };
+    let commit = Commit {
+        quotas: vec![charge],
+        ..Commit::default()
+    };
+    assert_eq!(
+        store.commit(commit.clone()).await.unwrap(),
+        Outcome::Committed
+    );
+    assert_eq!(
+        store.commit(commit).await.unwrap(),
+        Outcome::QuotaExceeded(charge)
+    );
+    let used = store.quota_used(cid("old quota"), 0).await.unwrap();
+    assert_eq!((used.invocations, used.metered.jobs), (4, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //! build, rows damaged by another program, a write-ahead log that must not grow with the load.
 
 use rusqlite::Connection;
-use ucan_gateway::store::{Commit, IntentState, Outcome, SqliteStore, Store, StoreErrorKind};
+use ucan_gateway::store::{
+    Commit, IntentState, Metered, Outcome, QuotaCharge, SqliteStore, Store, StoreErrorKind,
+};
 
 use super::{cid, receipt};
 
@@ -76,6 +78,61 @@ async fn a_database_of_the_earlier_store_is_brought_up_to_date() {
         store.mark_seen(cid("k"), None).await.unwrap(),
         "the new schema works"
     );
+}
+
+#[tokio::test]
+async fn quota_counts_of_a_database_from_before_metered_quotas_are_kept() {
+    // A file at schema version 4: quotas counted invocations only.
+    let db = Db::new();
+    let raw = db.raw();
+    for sql in [
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../../migrations/sqlite/0002_commits.sql"),
+        include_str!("../../../migrations/sqlite/0003_proofs.sql"),
+        include_str!("../../../migrations/sqlite/0004_quotas.sql"),
+    ] {
+        raw.execute_batch(sql).unwrap();
+    }
+    raw.pragma_update(None, "user_version", 4).unwrap();
+    raw.execute(
+        "INSERT INTO quota_usage (key, window_start, window_end, used) VALUES (?1, 0, 60, 3)",
+        [cid("old quota").to_bytes()],
+    )
+    .unwrap();
+    drop(raw);
+    let store = db.open().await;
+    let used = store.quota_used(cid("old quota"), 0).await.unwrap();
+    assert_eq!(used.invocations, 3, "the count is kept");
+    assert_eq!(
+        used.metered,
+        Metered::default(),
+        "metered counts start at zero"
+    );
+    let charge = QuotaCharge {
+        key: cid("old quota"),
+        window: 0,
+        until: 60,
+        invocations: Some(4),
+        metered: Metered {
+            fuel: 9,
+            ..Metered::default()
+        },
+    };
+    let commit = Commit {
+        quotas: vec![charge],
+        ..Commit::default()
+    };
+    assert_eq!(
+        store.commit(commit.clone()).await.unwrap(),
+        Outcome::Committed
+    );
+    assert_eq!(
+        store.commit(commit).await.unwrap(),
+        Outcome::QuotaExceeded(charge),
+        "the old count still limits"
+    );
+    let used = store.quota_used(cid("old quota"), 0).await.unwrap();
+    assert_eq!((used.invocations, used.metered.fuel), (4, 9));
 }
 
 #[tokio::test]

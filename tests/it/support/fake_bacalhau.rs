@@ -3,7 +3,8 @@
 //! `BACALHAU_`, `ResultPaths` need a publisher, input sources need a type and target), its
 //! defaults (CPU `500m`, Memory `512Mb`, namespace, name = id), a job that resubmitted under the same
 //! `Name` stays one job, states Pending → Queued → Running → Completed/Failed driven by time with
-//! history events and `NextToken` paging, executions with run output and a published result, stop
+//! history events and `NextToken` paging, executions with run output, a published result and
+//! `CreateTime`/`ModifyTime` (nanoseconds: when the job began running and when it ended), stop
 //! with a JSON reason, nodes, agent alive/version, and Bacalhau's error body
 //! `{Status, Message, RequestID, Code, Component}`.
 //!
@@ -51,6 +52,8 @@ struct Job {
     id: String,
     spec: Value,
     created: Instant,
+    /// `created` on the wall clock, in nanoseconds since the epoch, for the times executions report.
+    created_ns: i64,
     behaviour: Behaviour,
     stopped: Option<(Duration, String)>,
 }
@@ -533,6 +536,9 @@ fn submit(g: &mut Inner, body: &[u8], request: u64) -> Response {
         id: id.clone(),
         spec: job,
         created: Instant::now(),
+        created_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
         behaviour,
         stopped: None,
     });
@@ -569,6 +575,19 @@ fn executions(job: &Job, step: Duration) -> Vec<Value> {
         "Failed" => 10,
         _ => 11,
     };
+    // Created when the job began running, last modified when it ended (or now, while it runs).
+    let timeline = job.timeline(step);
+    let began = timeline
+        .iter()
+        .find(|(s, _)| *s == "Running")
+        .map(|(_, at)| *at);
+    let ended = timeline
+        .last()
+        .filter(|(s, _)| matches!(*s, "Completed" | "Failed" | "Stopped"))
+        .map(|(_, at)| *at);
+    let at = |d: Duration| job.created_ns + i64::try_from(d.as_nanos()).unwrap_or(0);
+    let created = began.or(ended).unwrap_or_default();
+    let modified = ended.unwrap_or_else(|| job.created.elapsed());
     let mut e = json!({
         "ID": format!("e-{}", job.id),
         "JobID": job.id,
@@ -576,6 +595,8 @@ fn executions(job: &Job, step: Duration) -> Vec<Value> {
         "NodeID": "node-0",
         "ComputeState": { "StateType": compute, "Message": "" },
         "DesiredState": { "StateType": if compute == 6 { 1 } else { 2 }, "Message": "" },
+        "CreateTime": at(created),
+        "ModifyTime": at(modified.max(created)),
     });
     let image = job.spec["Tasks"][0]["Engine"]["Params"]["Image"]
         .as_str()
