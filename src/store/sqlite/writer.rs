@@ -160,10 +160,19 @@ pub(super) fn write_loop(
         run_batch(&conn, writes);
         if wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES {
             // No write runs meanwhile, so this copies every frame the checkpointer has not, and the
-            // next batch writes from the start of the WAL. Readers hold snapshots for microseconds.
-            wal_frames.store(0, Ordering::Relaxed);
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
+            // next batch writes from the start of the WAL. It may find the checkpointer (or a
+            // reader's older snapshot) in the way; then it is tried again after the next batch.
+            let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+            match done {
+                Ok((0, log, copied)) if copied >= log => wal_frames.store(0, Ordering::Relaxed),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         }
     }

@@ -177,7 +177,7 @@ async fn damaged_rows_are_reported_as_corrupt_not_panics() {
 /// hold every commit since the store opened (about 11 KiB each here).
 #[tokio::test]
 async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
-    const COMMITS: usize = 4_000;
+    const COMMITS: usize = 8_000;
     const CALLERS: usize = 16;
     let db = Db::new();
     let store = db.open().await;
@@ -205,7 +205,7 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
         .unwrap()
         .len();
     let written = (COMMITS * 1024) as u64;
-    // The receipts alone are 4 MiB; every page they dirty again is more. A WAL starting over keeps
+    // The receipts alone are 8 MiB; every page they dirty again is more. A WAL starting over keeps
     // to the frames of about one checkpoint interval.
     assert!(
         wal < 4 * written,
