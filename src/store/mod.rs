@@ -45,7 +45,7 @@ pub use postgres::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_STATEMENT_TIMEOUT, PostgresOptions,
     PostgresStore,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, Tuning as SqliteTuning};
 
 /// The store URLs [`open`] knows, for messages.
 pub const STORE_URLS: &str = "sqlite:PATH, postgres://… or postgresql://…";

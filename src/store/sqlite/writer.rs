@@ -90,10 +90,6 @@ const BATCH: usize = 512;
 /// How often the checkpointer copies committed WAL pages into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// WAL frames (pages) past which the writer itself finishes a checkpoint between two batches, so
-/// the log starts over from its beginning: about 4 MiB with 1 KiB pages.
-const RESTART_FRAMES: u64 = 4_096;
-
 /// The checkpointer thread, and what it last saw of the WAL.
 pub(super) struct Checkpoints {
     /// Dropped (with the store) to stop the thread.
@@ -110,7 +106,7 @@ pub(super) struct Checkpoints {
 ///
 /// Under steady load a passive checkpoint never catches up (the writer adds frames while it
 /// copies), and a WAL starts over only once every frame is copied; so the count it reports lets the
-/// writer finish the job between two batches (see [`RESTART_FRAMES`]), which keeps the WAL, and
+/// writer finish the job between two batches (see [`super::Tuning::wal_restart_frames`]), which keeps the WAL, and
 /// the index SQLite searches on every page read, bounded.
 pub(super) fn checkpointer(conn: Connection) -> Checkpoints {
     let (stop, stopped) = std_mpsc::channel::<()>();
@@ -141,6 +137,7 @@ pub(super) fn write_loop(
     conn: Connection,
     queue: std_mpsc::Receiver<Message>,
     wal_frames: Arc<AtomicU64>,
+    restart_frames: u64,
 ) {
     let mut closers = Vec::new();
     while closers.is_empty() {
@@ -158,7 +155,7 @@ pub(super) fn write_loop(
             }
         }
         run_batch(&conn, writes);
-        if wal_frames.load(Ordering::Relaxed) >= RESTART_FRAMES {
+        if wal_frames.load(Ordering::Relaxed) >= restart_frames {
             // No write runs meanwhile, so this copies every frame the checkpointer has not, and the
             // next batch writes from the start of the WAL. It may find the checkpointer (or a
             // reader's older snapshot) in the way; then it is tried again after the next batch.

@@ -3,7 +3,8 @@
 
 use rusqlite::Connection;
 use ucan_gateway::store::{
-    Commit, IntentState, Metered, Outcome, QuotaCharge, SqliteStore, Store, StoreErrorKind,
+    Commit, IntentState, Metered, Outcome, QuotaCharge, SqliteStore, SqliteTuning, Store,
+    StoreErrorKind,
 };
 
 use super::{cid, receipt};
@@ -180,7 +181,12 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     const COMMITS: usize = 8_000;
     const CALLERS: usize = 16;
     let db = Db::new();
-    let store = db.open().await;
+    // A low bound, so a test can tell it from unbounded growth; the default is the same mechanism.
+    let tuning = SqliteTuning {
+        wal_restart_frames: 4_096,
+    };
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SqliteStore::open_tuned(&db.path, tuning).await.unwrap());
     let callers: Vec<_> = (0..CALLERS)
         .map(|caller| {
             let store = std::sync::Arc::clone(&store);
