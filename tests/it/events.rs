@@ -397,6 +397,35 @@ async fn a_waiting_stream_holds_its_slot_and_ends_on_shutdown() {
         .unwrap();
 }
 
+/// `receipts CID --tree --follow` (with `--wait SECONDS` if given) against `gw`, running.
+fn follow_cli(gw: &Running, cid: &str, wait: Option<&str>) -> std::process::Child {
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"));
+    cli.args(["receipts", cid, "--tree", "--follow"])
+        .args(["--url", &format!("http://{}", gw.addr)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(wait) = wait {
+        cli.args(["--wait", wait]);
+    }
+    cli.spawn().unwrap()
+}
+
+/// What the CLI printed once it ended: its status and its standard output and error.
+async fn ended(child: std::process::Child) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the CLI ends")
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn the_cli_follows_the_tree_as_it_grows() {
     let dir = tempfile::tempdir().unwrap();
@@ -410,30 +439,13 @@ async fn the_cli_follows_the_tree_as_it_grows() {
     let (_, effects, delegations) = reply(&gw, container(&inv, &proofs)).await;
     proofs.extend(delegations.into_values());
 
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
-        .args(["receipts", &inv.cid().to_string(), "--tree", "--follow"])
-        .args(["--url", &format!("http://{}", gw.addr)])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = follow_cli(&gw, &inv.cid().to_string(), None);
     // The CLI is following before the effects run: it can only end once they have receipts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let first = submit(&gw, &effects[0], &proofs).await;
     let second = submit(&gw, &effects[1], &proofs).await;
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("the CLI ends once the workflow settles")
-    .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = ended(child).await;
+    assert!(ok, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(
@@ -456,51 +468,22 @@ async fn the_cli_may_follow_an_invocation_before_it_is_sent() {
     let adder = put_blob(&w, &gw, wasm(ADD_WAT)).await;
     let guest = requesting(vec![effect(adder, 1, b"a")]);
     let inv = invoke(&w, &gw, abi(Ipld::Bytes(guest)), b"1");
-    let follow = |wait: Option<&str>| {
-        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"));
-        cli.args(["receipts", &inv.cid().to_string(), "--tree", "--follow"])
-            .args(["--url", &format!("http://{}", gw.addr)])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        if let Some(wait) = wait {
-            cli.args(["--wait", wait]);
-        }
-        cli.spawn().unwrap()
-    };
+    let cid = inv.cid().to_string();
 
     // Without --wait, a CID with no receipt yet fails at once.
-    let early = tokio::task::spawn_blocking({
-        let child = follow(None);
-        move || child.wait_with_output().unwrap()
-    });
-    let early = tokio::time::timeout(Duration::from_secs(20), early)
-        .await
-        .expect("fails at once")
-        .unwrap();
-    assert!(!early.status.success());
-    assert!(String::from_utf8_lossy(&early.stderr).contains("404"));
+    let (ok, _, stderr) = ended(follow_cli(&gw, &cid, None)).await;
+    assert!(!ok && stderr.contains("404"), "{stderr}");
 
     // With it, the CLI waits, then draws the tree once the invocation is sent.
-    let child = follow(Some("60"));
+    let child = follow_cli(&gw, &cid, Some("60"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut proofs = w.chain.clone();
     proofs.push(to_gateway(&w, &gw));
     let (_, effects, delegations) = reply(&gw, container(&inv, &proofs)).await;
     proofs.extend(delegations.into_values());
     let forked = submit(&gw, &effects[0], &proofs).await;
-    let out = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("the CLI ends once the workflow settles")
-    .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, stdout, stderr) = ended(child).await;
+    assert!(ok, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
