@@ -105,9 +105,9 @@ pub(super) struct Checkpoints {
 /// left.
 ///
 /// Under steady load a passive checkpoint never catches up (the writer adds frames while it
-/// copies), and a WAL starts over only once every frame is copied; so the count it reports lets the
-/// writer finish the job between two batches (see [`super::Tuning::wal_restart_frames`]), which keeps the WAL, and
-/// the index SQLite searches on every page read, bounded.
+/// copies), and a WAL starts over only once every frame is copied; so the count it reports lets
+/// the writer finish the job between two batches (see [`super::Tuning::wal_restart_frames`]),
+/// which keeps the WAL, and the index SQLite searches on every page read, bounded.
 pub(super) fn checkpointer(conn: Connection) -> Checkpoints {
     let (stop, stopped) = std_mpsc::channel::<()>();
     let wal_frames = Arc::new(AtomicU64::new(0));
