@@ -87,10 +87,10 @@ pub struct ReceiptArgs {
     /// effect has its receipt; with --output json, one JSON line per receipt.
     #[arg(long, requires = "tree")]
     pub follow: bool,
-    /// With --follow: wait up to this many seconds (at most 120) for a receipt not stored yet,
-    /// e.g. of an invocation about to be sent, instead of failing at once.
+    /// With --follow: wait up to this many seconds (at most 120, the gateway's longest wait) for
+    /// a receipt not stored yet, e.g. of an invocation about to be sent, instead of failing at once.
     #[arg(long, requires = "follow", value_name = "SECONDS",
-          value_parser = clap::value_parser!(u64).range(0..=120))]
+          value_parser = clap::value_parser!(u64).range(0..=crate::server::MAX_WAIT_SECS))]
     pub wait: Option<u64>,
     /// Print the same tree as a Graphviz DOT digraph.
     #[arg(long)]

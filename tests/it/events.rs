@@ -470,9 +470,12 @@ async fn the_cli_may_follow_an_invocation_before_it_is_sent() {
     let inv = invoke(&w, &gw, abi(Ipld::Bytes(guest)), b"1");
     let cid = inv.cid().to_string();
 
-    // Without --wait, a CID with no receipt yet fails at once.
+    // Without --wait, a CID with no receipt yet fails at once; a wait past the gateway's
+    // longest is refused before anything is sent.
     let (ok, _, stderr) = ended(follow_cli(&gw, &cid, None)).await;
     assert!(!ok && stderr.contains("404"), "{stderr}");
+    let (ok, _, stderr) = ended(follow_cli(&gw, &cid, Some("121"))).await;
+    assert!(!ok && stderr.contains("121"), "{stderr}");
 
     // With it, the CLI waits, then draws the tree once the invocation is sent.
     let child = follow_cli(&gw, &cid, Some("60"));
