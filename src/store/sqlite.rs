@@ -36,6 +36,7 @@ mod proofs;
 mod quotas;
 mod rows;
 mod schema;
+mod vfs;
 mod writer;
 
 use self::commit::apply;

@@ -28,7 +28,19 @@ pub(super) fn connect(path: &Path, writer: bool) -> Result<Connection> {
     if writer {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+    // The writing connections gather each commit's WAL frames into one write (see `vfs`).
+    let opened = match writer.then(super::vfs::register) {
+        Some(Ok(vfs)) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+        Some(Err(rc)) => {
+            tracing::warn!(
+                rc,
+                "the WAL write layer could not be registered; writing without it"
+            );
+            Connection::open_with_flags(path, flags)
+        }
+        None => Connection::open_with_flags(path, flags),
+    };
+    let conn = opened.map_err(|e| {
         let kind = match classify(&e) {
             StoreErrorKind::Unavailable => StoreErrorKind::Unavailable,
             _ => StoreErrorKind::Open,
