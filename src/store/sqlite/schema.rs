@@ -28,7 +28,7 @@ pub(super) fn connect(path: &Path, writer: bool) -> Result<Connection> {
     if writer {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
-    // The writing connections gather each commit's WAL frames into one write (see `vfs`).
+    // The writing connections gather each commit's WAL frames into a few writes (see `vfs`).
     let opened = match writer.then(super::vfs::register) {
         Some(Ok(vfs)) => Connection::open_with_flags_and_vfs(path, flags, vfs),
         Some(Err(rc)) => {

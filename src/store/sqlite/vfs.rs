@@ -187,8 +187,8 @@ unsafe fn flush(file: *mut ffi::sqlite3_file) -> c_int {
         let len = c_int::try_from(wal.pending.len()).unwrap_or(c_int::MAX);
         let rc = write_below(inner, wal.pending.as_ptr().cast(), len, wal.start);
         wal.writes += 1;
-        // Kept on failure too: SQLite rolls back and rewrites what it needs; holding bytes that
-        // failed to write would only replay the failure at the next call.
+        // Dropped on failure too: SQLite rolls the transaction back and writes again what it
+        // needs; holding bytes that failed to write would only repeat the failure at the next call.
         wal.pending.clear();
         rc
     }
