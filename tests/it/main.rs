@@ -25,8 +25,6 @@ mod gateway_edges;
 mod limits;
 mod metering;
 mod openapi_doc;
-#[cfg(feature = "otel")]
-mod otel;
 mod policy;
 mod promise;
 mod proofs;

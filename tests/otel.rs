@@ -1,6 +1,7 @@
 //! With the `otel` feature, the real binary exports request spans over OTLP/HTTP to the endpoint
 //! in `OTEL_EXPORTER_OTLP_ENDPOINT`, continuing the caller's W3C trace. Only built with
-//! `cargo test --features otel` (`.ci/run` does).
+//! `cargo test --features otel --test otel` (`.ci/run` does). A test target of its own, so that
+//! building it with the feature does not rebuild the whole integration suite.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
