@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example store_bench -- [SECONDS] [CALLERS…]     # defaults: 3 1 32 256
+//! cargo run --release --example store_bench -- --fresh-proof [SECONDS] [CALLERS…]
 //! UCAN_GATEWAY_STORE=postgres://… cargo run --release --example store_bench   # another backend
 //! ```
 //!
@@ -9,16 +10,22 @@
 //! replay key and its receipt (a 1 KiB token) in one commit, synchronous=FULL on SQLite. Each caller commits
 //! distinct invocations back to back for the given time; the figure is commits per second over all
 //! callers. The store is fresh (a temporary SQLite file, or the database URL given).
+//!
+//! With `--fresh-proof` every commit also keeps the delegation its invocation rested on, a new one
+//! each time from one issuer, as when a service delegates to every new client: past the first
+//! [`MAX_PROOFS_PER_ISSUER`] the issuer is at its cap, and each commit checks it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use ucan_gateway::gateway::MAX_PROOFS_PER_ISSUER;
 use ucan_gateway::ipld::{DAG_CBOR, RAW, cid_for};
-use ucan_gateway::store::{Commit, Outcome, SqliteStore, Store, StoredReceipt};
+use ucan_gateway::store::{Commit, Outcome, SqliteStore, Store, StoredDelegation, StoredReceipt};
 
-/// One invocation's durable state, as the gateway writes it.
-async fn commit(store: &dyn Store, n: u64) -> anyhow::Result<()> {
+/// One invocation's durable state, as the gateway writes it; with `fresh_proof`, with a new
+/// delegation to keep.
+async fn commit(store: &dyn Store, n: u64, fresh_proof: bool) -> anyhow::Result<()> {
     let ran = cid_for(RAW, format!("invocation {n}").as_bytes());
     let mut bytes = vec![0u8; 1024];
     bytes[..8].copy_from_slice(&n.to_be_bytes());
@@ -32,9 +39,20 @@ async fn commit(store: &dyn Store, n: u64) -> anyhow::Result<()> {
         created_at: 1_800_000_000,
         bytes,
     };
-    let commit = Commit::default()
+    let mut commit = Commit::default()
         .with_claim(ran, Some(1_800_000_600))
         .with_receipt(receipt);
+    if fresh_proof {
+        let bytes = vec![7u8; 400];
+        let proof = StoredDelegation {
+            cid: cid_for(DAG_CBOR, format!("delegation {n}").as_bytes()),
+            issuer: "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp".into(),
+            audience: format!("did:key:client{n}"),
+            expires_at: Some(1_800_000_600),
+            bytes,
+        };
+        commit = commit.with_proofs(vec![proof], MAX_PROOFS_PER_ISSUER);
+    }
     anyhow::ensure!(
         store.commit(commit).await? == Outcome::Committed,
         "replayed"
@@ -44,7 +62,8 @@ async fn commit(store: &dyn Store, n: u64) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut argv = std::env::args().skip(1);
+    let mut argv = std::env::args().skip(1).peekable();
+    let fresh_proof = argv.next_if(|a| a == "--fresh-proof").is_some();
     let seconds: u64 = argv.next().map_or(Ok(3), |s| s.parse())?;
     let mut callers: Vec<usize> = argv.map(|s| s.parse()).collect::<Result<_, _>>()?;
     if callers.is_empty() {
@@ -68,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     while Instant::now() < stop {
                         let n = next.fetch_add(1, Ordering::Relaxed);
-                        commit(store.as_ref(), n).await?;
+                        commit(store.as_ref(), n, fresh_proof).await?;
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     anyhow::Ok(())
