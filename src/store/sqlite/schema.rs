@@ -10,12 +10,13 @@ use super::classify;
 use crate::store::{Result, StoreError, StoreErrorKind};
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_commits.sql"),
     include_str!("../../../migrations/sqlite/0003_proofs.sql"),
     include_str!("../../../migrations/sqlite/0004_quotas.sql"),
     include_str!("../../../migrations/sqlite/0005_quota_resources.sql"),
+    include_str!("../../../migrations/sqlite/0006_proof_counts.sql"),
 ];
 
 /// How long a statement waits for a lock held by another process before failing as unavailable.

@@ -183,6 +183,22 @@ async fn expired_and_revoked_proofs_are_never_returned_and_are_purged() {
             vec![lasting.cid]
         );
         assert_eq!(store.purge_proofs(101).await.unwrap(), 0);
+        // The freed slots take new delegations: with a cap of 3, two more fit and a third does not.
+        let more: Vec<StoredDelegation> = (0..3)
+            .map(|i| proof(&format!("more{i}"), "did:key:alice", "did:key:erin", None))
+            .collect();
+        store
+            .commit(Commit::default().with_proofs(more.clone(), 3))
+            .await
+            .unwrap();
+        assert_eq!(store.proofs_of("did:key:alice").await.unwrap(), 3);
+        let more_cids: Vec<Cid> = more.iter().map(|p| p.cid).collect();
+        assert_eq!(
+            store.proofs(&more_cids, 0).await.unwrap().len(),
+            2,
+            "{}",
+            backend.name()
+        );
     }
 }
 

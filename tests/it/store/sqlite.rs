@@ -137,6 +137,53 @@ async fn quota_counts_of_a_database_from_before_metered_quotas_are_kept() {
 }
 
 #[tokio::test]
+async fn delegations_kept_before_issuers_were_counted_still_count_against_the_cap() {
+    // A file at schema version 5: the cap per issuer was checked by counting `proofs` rows.
+    let db = Db::new();
+    let raw = db.raw();
+    for sql in [
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+        include_str!("../../../migrations/sqlite/0002_commits.sql"),
+        include_str!("../../../migrations/sqlite/0003_proofs.sql"),
+        include_str!("../../../migrations/sqlite/0004_quotas.sql"),
+        include_str!("../../../migrations/sqlite/0005_quota_resources.sql"),
+    ] {
+        raw.execute_batch(sql).unwrap();
+    }
+    raw.pragma_update(None, "user_version", 5).unwrap();
+    for tag in ["old 1", "old 2"] {
+        raw.execute(
+            "INSERT INTO proofs (cid, issuer, audience, bytes) \
+             VALUES (?1, 'did:key:alice', 'did:key:bob', x'00')",
+            [cid(tag).to_bytes()],
+        )
+        .unwrap();
+    }
+    drop(raw);
+    let store = db.open().await;
+    assert_eq!(store.proofs_of("did:key:alice").await.unwrap(), 2);
+    let kept = |tag: &str| ucan_gateway::store::StoredDelegation {
+        cid: cid(tag),
+        issuer: "did:key:alice".into(),
+        audience: "did:key:carol".into(),
+        expires_at: None,
+        bytes: vec![1],
+    };
+    let commit = Commit::default().with_proofs(vec![kept("new 1"), kept("new 2")], 3);
+    assert_eq!(store.commit(commit).await.unwrap(), Outcome::Committed);
+    assert_eq!(
+        store.proofs_of("did:key:alice").await.unwrap(),
+        3,
+        "the two kept before and one of the new ones: the old rows count"
+    );
+    let found = store
+        .proofs(&[cid("new 1"), cid("new 2")], 0)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+}
+
+#[tokio::test]
 async fn damaged_rows_are_reported_as_corrupt_not_panics() {
     let db = Db::new();
     let store = db.open().await;
