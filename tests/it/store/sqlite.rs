@@ -30,6 +30,23 @@ impl Db {
     fn raw(&self) -> Connection {
         Connection::open(&self.path).unwrap()
     }
+
+    /// A raw connection to the file at schema version `version`, as an older build left it.
+    fn at_version(&self, version: usize) -> Connection {
+        const MIGRATIONS: [&str; 5] = [
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../../migrations/sqlite/0002_commits.sql"),
+            include_str!("../../../migrations/sqlite/0003_proofs.sql"),
+            include_str!("../../../migrations/sqlite/0004_quotas.sql"),
+            include_str!("../../../migrations/sqlite/0005_quota_resources.sql"),
+        ];
+        let raw = self.raw();
+        for sql in &MIGRATIONS[..version] {
+            raw.execute_batch(sql).unwrap();
+        }
+        raw.pragma_update(None, "user_version", version).unwrap();
+        raw
+    }
 }
 
 #[tokio::test]
@@ -85,16 +102,7 @@ async fn a_database_of_the_earlier_store_is_brought_up_to_date() {
 async fn quota_counts_of_a_database_from_before_metered_quotas_are_kept() {
     // A file at schema version 4: quotas counted invocations only.
     let db = Db::new();
-    let raw = db.raw();
-    for sql in [
-        include_str!("../../../migrations/sqlite/0001_init.sql"),
-        include_str!("../../../migrations/sqlite/0002_commits.sql"),
-        include_str!("../../../migrations/sqlite/0003_proofs.sql"),
-        include_str!("../../../migrations/sqlite/0004_quotas.sql"),
-    ] {
-        raw.execute_batch(sql).unwrap();
-    }
-    raw.pragma_update(None, "user_version", 4).unwrap();
+    let raw = db.at_version(4);
     raw.execute(
         "INSERT INTO quota_usage (key, window_start, window_end, used) VALUES (?1, 0, 60, 3)",
         [cid("old quota").to_bytes()],
@@ -140,17 +148,7 @@ async fn quota_counts_of_a_database_from_before_metered_quotas_are_kept() {
 async fn delegations_kept_before_issuers_were_counted_still_count_against_the_cap() {
     // A file at schema version 5: the cap per issuer was checked by counting `proofs` rows.
     let db = Db::new();
-    let raw = db.raw();
-    for sql in [
-        include_str!("../../../migrations/sqlite/0001_init.sql"),
-        include_str!("../../../migrations/sqlite/0002_commits.sql"),
-        include_str!("../../../migrations/sqlite/0003_proofs.sql"),
-        include_str!("../../../migrations/sqlite/0004_quotas.sql"),
-        include_str!("../../../migrations/sqlite/0005_quota_resources.sql"),
-    ] {
-        raw.execute_batch(sql).unwrap();
-    }
-    raw.pragma_update(None, "user_version", 5).unwrap();
+    let raw = db.at_version(5);
     for tag in ["old 1", "old 2"] {
         raw.execute(
             "INSERT INTO proofs (cid, issuer, audience, bytes) \
