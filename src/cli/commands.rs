@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -47,7 +48,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect(args, output),
         Command::Serve(args) => {
             let _logging = super::logging::init(args.log_format)?;
-            runtime()?.block_on(super::serve::serve(args))?;
+            runtime_with(args.worker_threads)?.block_on(super::serve::serve(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Receipt(args) => fetch_receipt(args, output),
@@ -106,7 +107,16 @@ fn refusal_name(refusal: &serde_json::Value) -> Option<&str> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+/// The async runtime with `workers` worker threads (default: one per core).
+fn runtime_with(workers: Option<NonZeroUsize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers.get());
+    }
+    builder
         .enable_all()
         .build()
         .context("starting the async runtime")

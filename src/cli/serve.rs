@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// The store, and how replicas sharing one keep up with each other.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Threads that answer requests (the async runtime's workers). Default: one per core. The
+    /// SQLite writer and Wasm calls run on threads of their own besides these.
+    #[arg(long, env = "UCAN_GATEWAY_WORKER_THREADS")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
 }
 
 /// Where the durable state lives, and how a replica follows what the others sharing it do.

@@ -41,6 +41,7 @@ async fn serve_bacalhau_routes_the_three_commands_and_the_default_policy_has_non
     let serve = async |dir: &Path, bacalhau: Option<String>| {
         start(ServeArgs {
             listen: "127.0.0.1:0".parse().unwrap(),
+            worker_threads: None,
             data_dir: dir.to_path_buf(),
             key: None,
             policy: None,
@@ -371,6 +372,7 @@ async fn a_thousand_pending_jobs_are_each_polled_within_a_few_seconds() {
 
     let gw = start(ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
+        worker_threads: None,
         data_dir: dir.path().to_path_buf(),
         key: None,
         policy: None,

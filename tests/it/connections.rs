@@ -361,6 +361,8 @@ async fn the_binary_logs_request_ids_as_json_and_exits_on_sigterm_within_the_dea
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ucan-gateway"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(["--drain-timeout", "2", "--header-read-timeout", "120"])
+        // One async worker: the gateway must not need a second to make progress.
+        .args(["--worker-threads", "1"])
         .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "info")

@@ -112,6 +112,7 @@ pub(crate) async fn serve_policy_on(
 ) -> Running {
     start(ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
+        worker_threads: None,
         data_dir: dir.to_path_buf(),
         key: None,
         policy: Some(policy),
@@ -686,6 +687,7 @@ async fn preloaded_modules_run_by_cid_and_shutdown_finishes_in_flight_work() {
     .unwrap();
     let gw = start(ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
+        worker_threads: None,
         data_dir: dir.path().join("data"),
         key: None,
         policy: Some(policy),
