@@ -61,6 +61,7 @@ pub struct ServeArgs {
     pub store: StoreArgs,
     /// Threads that answer requests (the async runtime's workers). Default: one per core. The
     /// SQLite writer and Wasm calls run on threads of their own besides these.
+    // Read by the `serve` command when it builds its runtime; `start` runs on the caller's.
     #[arg(long, env = "UCAN_GATEWAY_WORKER_THREADS")]
     pub worker_threads: Option<std::num::NonZeroUsize>,
 }
