@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let gateway = start(ServeArgs {
         listen: "127.0.0.1:0".parse()?,
+        worker_threads: None,
         data_dir: dir.path().to_path_buf(),
         key: None,
         policy: Some(policy),
