@@ -1,6 +1,7 @@
 //! CLI conventions through the real binary: `--output json` on every command that prints a result,
 //! `key generate` never replacing a key unless forced, one grammar for `--exp`/`--nbf` with useless
-//! expiries refused in readable times, completions and a man page, and the hint for a missing proof.
+//! expiries refused in readable times, completions and a man page, the hint for a missing proof, and
+//! `serve` refusing a worker count of zero.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -290,4 +291,31 @@ async fn probe_exits_0_only_for_a_2xx_answer() {
         assert_eq!(said["healthy"], code == 0);
     }
     gw.stop().await.unwrap();
+}
+
+#[test]
+fn serve_refuses_zero_worker_threads_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--worker-threads",
+            "0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--worker-threads"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Refused by the parser: nothing was created.
+    assert!(!dir.path().join("data").exists());
 }
