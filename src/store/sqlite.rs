@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cid::Cid;
@@ -153,12 +154,20 @@ pub struct Tuning {
     /// throughput under heavy load (measured with `examples/store_bench`: 4,096 frames lost about
     /// a third of the commits per second at 256 callers, 65,536 about a sixth).
     pub wal_restart_frames: u64,
+    /// How often the checkpointer thread copies committed WAL pages into the database file. A
+    /// checkpoint copies only the newest frame of each page, and under load almost every batch
+    /// writes the same pages again (the ends of the tables, the upper levels of every index):
+    /// checkpointing once a second instead of ten times took a third of the checkpointer's CPU
+    /// for the same commits (`docs/performance.md`). The bound above is checked against the checkpointer's last count, so it may
+    /// be passed by up to one interval's writes.
+    pub checkpoint_every: Duration,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             wal_restart_frames: 65_536,
+            checkpoint_every: Duration::from_secs(1),
         }
     }
 }
@@ -191,7 +200,7 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(connect(&path, false)?);
         }
-        let checkpoints = checkpointer(connect(&path, true)?);
+        let checkpoints = checkpointer(connect(&path, true)?, tuning.checkpoint_every);
         Ok(SqliteStore::start(
             Some(path),
             writer,

@@ -87,9 +87,6 @@ impl<T: Send, F: FnOnce(&Connection) -> Result<T> + Send> Write for Job<T, F> {
 /// Most commits one transaction carries, which bounds how long the write lock is held.
 const BATCH: usize = 512;
 
-/// How often the checkpointer copies committed WAL pages into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-
 /// The checkpointer thread, and what it last saw of the WAL.
 pub(super) struct Checkpoints {
     /// Dropped (with the store) to stop the thread.
@@ -98,8 +95,8 @@ pub(super) struct Checkpoints {
     pub(super) wal_frames: Arc<AtomicU64>,
 }
 
-/// Copies committed pages from the WAL into the database file on a thread of its own, every
-/// [`CHECKPOINT_EVERY`], so commits never wait for it (the writer's own automatic checkpoint, which
+/// Copies committed pages from the WAL into the database file on a thread of its own, once
+/// every `every` ([`super::Tuning::checkpoint_every`]), so commits never wait for it (the writer's own automatic checkpoint, which
 /// would run inside a commit, is turned off). Passive: it never blocks the writer or readers. Stops
 /// when the returned [`Checkpoints`] is dropped; closing the last connection checkpoints what is
 /// left.
@@ -108,16 +105,14 @@ pub(super) struct Checkpoints {
 /// copies), and a WAL starts over only once every frame is copied; so the count it reports lets
 /// the writer finish the job between two batches (see [`super::Tuning::wal_restart_frames`]),
 /// which keeps the WAL, and the index SQLite searches on every page read, bounded.
-pub(super) fn checkpointer(conn: Connection) -> Checkpoints {
+pub(super) fn checkpointer(conn: Connection, every: Duration) -> Checkpoints {
     let (stop, stopped) = std_mpsc::channel::<()>();
     let wal_frames = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&wal_frames);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
-            while let Err(std_mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(CHECKPOINT_EVERY)
-            {
+            while let Err(std_mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
                 match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
                     Ok(frames) => seen.store(u64::try_from(frames).unwrap_or(0), Ordering::Relaxed),
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),

@@ -226,9 +226,11 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     const COMMITS: usize = 8_000;
     const CALLERS: usize = 16;
     let db = Db::new();
-    // A low bound, so a test can tell it from unbounded growth; the default is the same mechanism.
+    // A low bound and a short interval, so a test's few thousand commits can tell it from
+    // unbounded growth; the defaults are the same mechanism.
     let tuning = SqliteTuning {
         wal_restart_frames: 4_096,
+        checkpoint_every: std::time::Duration::from_millis(100),
     };
     let store: std::sync::Arc<dyn Store> =
         std::sync::Arc::new(SqliteStore::open_tuned(&db.path, tuning).await.unwrap());
