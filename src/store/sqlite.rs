@@ -32,6 +32,7 @@ use cid::Cid;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+mod absent;
 mod commit;
 mod proofs;
 mod quotas;
@@ -40,6 +41,7 @@ mod schema;
 mod vfs;
 mod writer;
 
+use self::absent::Absent;
 use self::commit::apply;
 use self::rows::{classify, db_error, decode_cid, intent_from_row, job_from_row, receipt_from_row};
 use self::schema::{configure, connect, migrate};
@@ -142,6 +144,8 @@ struct Inner {
     closed: AtomicBool,
     /// Dropped (with the store) to stop the checkpointer thread.
     _checkpoints: Option<Checkpoints>,
+    /// What the replay-key and memo lookups can answer without SQL; none in memory.
+    absent: Option<Arc<Absent>>,
 }
 
 /// How a SQLite store is tuned; [`SqliteStore::open`] takes the defaults.
@@ -158,9 +162,14 @@ pub struct Tuning {
     /// checkpoint copies only the newest frame of each page, and under load almost every batch
     /// writes the same pages again (the ends of the tables, the upper levels of every index):
     /// checkpointing once a second instead of ten times took a third of the checkpointer's CPU
-    /// for the same commits (`docs/performance.md`). The bound above is checked against the checkpointer's last count, so it may
-    /// be passed by up to one interval's writes.
+    /// for the same commits (`docs/performance.md`). The bound above is checked against the
+    /// checkpointer's last count, so the WAL may pass it by up to one interval's writes.
     pub checkpoint_every: Duration,
+    /// Replay keys and reusable work ids the in-memory filters take before they are filled again
+    /// from the tables (8 MiB each; see `src/store/sqlite/absent.rs`); 0 turns them off, and
+    /// every lookup reads the database. With more than half this many stored, they turn
+    /// themselves off.
+    pub filter_capacity: u64,
 }
 
 impl Default for Tuning {
@@ -168,6 +177,7 @@ impl Default for Tuning {
         Tuning {
             wal_restart_frames: 65_536,
             checkpoint_every: Duration::from_secs(1),
+            filter_capacity: absent::CAPACITY,
         }
     }
 }
@@ -201,11 +211,18 @@ impl SqliteStore {
             readers.push(connect(&path, false)?);
         }
         let checkpoints = checkpointer(connect(&path, true)?, tuning.checkpoint_every);
+        let absent = (tuning.filter_capacity > 0).then(|| {
+            let absent = Absent::new(path.clone(), tuning.filter_capacity);
+            // Before the writer's first batch, as filling requires.
+            absent.fill();
+            absent
+        });
         Ok(SqliteStore::start(
             Some(path),
             writer,
             readers,
             Some(checkpoints),
+            absent,
             tuning,
         ))
     }
@@ -220,6 +237,7 @@ impl SqliteStore {
             conn,
             Vec::new(),
             None,
+            None,
             Tuning::default(),
         ))
     }
@@ -229,6 +247,7 @@ impl SqliteStore {
         writer: Connection,
         readers: Vec<Connection>,
         checkpoints: Option<Checkpoints>,
+        absent: Option<Arc<Absent>>,
         tuning: Tuning,
     ) -> Self {
         let (tx, rx) = std_mpsc::channel();
@@ -238,7 +257,10 @@ impl SqliteStore {
             .unwrap_or_default();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, rx, wal_frames, tuning.wal_restart_frames))
+            .spawn({
+                let absent = absent.clone();
+                move || write_loop(writer, rx, wal_frames, tuning.wal_restart_frames, absent)
+            })
             .expect("spawning the store's writer thread");
         let readers = readers.into_iter().map(Mutex::new).collect();
         SqliteStore {
@@ -249,6 +271,7 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 _checkpoints: checkpoints,
+                absent,
             }),
         }
     }
@@ -339,6 +362,12 @@ impl SqliteStore {
         .await
     }
 
+    /// Whether the filters say for certain that a lookup would find nothing (on an open store).
+    fn lacks(&self, absent: impl FnOnce(&Absent) -> bool) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+            && self.inner.absent.as_deref().is_some_and(absent)
+    }
+
     /// Whether `sql` finds a row with `cid` bound.
     async fn exists(&self, op: &'static str, sql: &'static str, cid: Cid) -> Result<bool> {
         self.read(op, move |conn| {
@@ -388,6 +417,9 @@ impl ReceiptStore for SqliteStore {
     }
 
     async fn memoized(&self, work_id: Cid) -> Result<Option<StoredReceipt>> {
+        if self.lacks(|a| a.lacks_work(&work_id)) {
+            return Ok(None);
+        }
         self.receipt("memoized", MEMOIZED, work_id).await
     }
 
@@ -404,6 +436,9 @@ impl ReceiptStore for SqliteStore {
 #[async_trait]
 impl ReplayStore for SqliteStore {
     async fn seen(&self, key: Cid) -> Result<bool> {
+        if self.lacks(|a| a.lacks_key(&key)) {
+            return Ok(false);
+        }
         self.exists("seen", SEEN, key).await
     }
 
@@ -544,8 +579,15 @@ impl JobStore for SqliteStore {
 impl Store for SqliteStore {
     async fn commit(&self, commit: Commit) -> Result<Outcome> {
         let applied = |outcome: &Outcome| *outcome == Outcome::Committed;
-        self.write("commit", applied, move |conn| apply(conn, &commit))
-            .await
+        let absent = self.inner.absent.clone();
+        self.write("commit", applied, move |conn| {
+            // On the writer thread, before the batch's COMMIT (see `absent`).
+            if let Some(absent) = &absent {
+                absent.add(&commit);
+            }
+            apply(conn, &commit)
+        })
+        .await
     }
 
     async fn health(&self) -> Result<()> {

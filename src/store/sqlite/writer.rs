@@ -133,6 +133,7 @@ pub(super) fn write_loop(
     queue: std_mpsc::Receiver<Message>,
     wal_frames: Arc<AtomicU64>,
     restart_frames: u64,
+    absent: Option<Arc<super::Absent>>,
 ) {
     let mut closers = Vec::new();
     while closers.is_empty() {
@@ -150,6 +151,9 @@ pub(super) fn write_loop(
             }
         }
         run_batch(&conn, writes);
+        if let Some(absent) = &absent {
+            absent.between_batches();
+        }
         if wal_frames.load(Ordering::Relaxed) >= restart_frames {
             // No write runs meanwhile, so this copies every frame the checkpointer has not, and the
             // next batch writes from the start of the WAL. It may find the checkpointer (or a

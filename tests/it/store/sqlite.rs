@@ -266,3 +266,83 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     );
     store.close().await;
 }
+
+/// The in-memory filters that let lookups skip SQL never change an answer: not on a reopened
+/// database, whose filters are filled from its tables, and not while they are filled again and
+/// again (a small capacity) as commits race each scan.
+#[tokio::test]
+async fn lookups_answer_the_same_while_their_filters_are_filled_again() {
+    const CALLERS: usize = 16;
+    const COMMITS: usize = 6_000;
+    let db = Db::new();
+    let tuning = SqliteTuning {
+        filter_capacity: 1_000,
+        ..SqliteTuning::default()
+    };
+    let kept = |n: usize| n % 40 == 0;
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SqliteStore::open_tuned(&db.path, tuning).await.unwrap());
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                for n in (caller..COMMITS).step_by(CALLERS) {
+                    let ran = cid(&format!("race {n}"));
+                    // Most keys have expired and are purged, so the tables stay small while the
+                    // filters take a key per commit and are filled again every 1,000.
+                    let commit = if kept(n) {
+                        let work = cid(&format!("work {n}"));
+                        Commit::default()
+                            .with_claim(ran, None)
+                            .with_receipt(receipt(
+                                &format!("race {n}"),
+                                ran,
+                                ran,
+                                Some(work),
+                                true,
+                                true,
+                                1,
+                            ))
+                    } else {
+                        Commit::default().with_claim(ran, Some(1))
+                    };
+                    assert_eq!(store.commit(commit).await.unwrap(), Outcome::Committed);
+                    if n % 200 == 0 {
+                        store.purge_seen(2).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let check = |store: std::sync::Arc<dyn Store>| async move {
+        for n in (0..COMMITS).filter(|&n| kept(n)) {
+            let (key, work) = (cid(&format!("race {n}")), cid(&format!("work {n}")));
+            assert!(store.seen(key).await.unwrap(), "key {n} was stored");
+            assert!(
+                store.memoized(work).await.unwrap().is_some(),
+                "work {n} was stored"
+            );
+        }
+        for n in 0..500 {
+            let fresh = cid(&format!("never stored {n}"));
+            assert!(!store.seen(fresh).await.unwrap());
+            assert!(store.memoized(fresh).await.unwrap().is_none());
+        }
+    };
+    check(std::sync::Arc::clone(&store)).await;
+    // Once the last scan (of a few hundred rows) has ended, too.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    check(std::sync::Arc::clone(&store)).await;
+    store.close().await;
+    drop(store);
+
+    // Reopened: checked both while the first scan may still run and after it ended.
+    let store = db.open().await;
+    check(std::sync::Arc::clone(&store)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    check(std::sync::Arc::clone(&store)).await;
+    store.close().await;
+}
