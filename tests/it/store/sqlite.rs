@@ -231,6 +231,7 @@ async fn the_write_ahead_log_stays_bounded_under_steady_writes() {
     let tuning = SqliteTuning {
         wal_restart_frames: 4_096,
         checkpoint_every: std::time::Duration::from_millis(100),
+        ..SqliteTuning::default()
     };
     let store: std::sync::Arc<dyn Store> =
         std::sync::Arc::new(SqliteStore::open_tuned(&db.path, tuning).await.unwrap());
@@ -279,7 +280,7 @@ async fn lookups_answer_the_same_while_their_filters_are_filled_again() {
         filter_capacity: 1_000,
         ..SqliteTuning::default()
     };
-    let kept = |n: usize| n % 40 == 0;
+    let kept = |n: usize| n.is_multiple_of(40);
     let store: std::sync::Arc<dyn Store> =
         std::sync::Arc::new(SqliteStore::open_tuned(&db.path, tuning).await.unwrap());
     let callers: Vec<_> = (0..CALLERS)
