@@ -308,6 +308,15 @@ async fn lookups_answer_the_same_while_their_filters_are_filled_again() {
                         Commit::default().with_claim(ran, Some(1))
                     };
                     assert_eq!(store.commit(commit).await.unwrap(), Outcome::Committed);
+                    if kept(n) {
+                        // Found at once, whichever filters answer while a scan races the commit.
+                        assert!(
+                            store.seen(ran).await.unwrap(),
+                            "key {n} right after its commit"
+                        );
+                        let work = cid(&format!("work {n}"));
+                        assert!(store.memoized(work).await.unwrap().is_some(), "work {n}");
+                    }
                     if n % 200 == 0 {
                         store.purge_seen(2).await.unwrap();
                     }
