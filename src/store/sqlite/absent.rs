@@ -41,7 +41,7 @@ const PROBES: u32 = 7;
 /// [`PROBES`], at most about one key in 50 that is not there is looked up all the same.
 pub(super) const CAPACITY: u64 = 8_000_000;
 
-/// One Bloom filter over CIDs in their binary form.
+/// One Bloom filter over CIDs.
 struct Filter {
     words: Box<[AtomicU64]>,
 }
@@ -124,12 +124,9 @@ impl Absent {
         })
     }
 
+    /// Hashes the CID's fields, not its binary form, so a lookup allocates nothing.
     fn hash(&self, cid: &Cid) -> u64 {
-        self.hasher.hash_one(cid.to_bytes().as_slice())
-    }
-
-    fn hash_bytes(&self, bytes: &[u8]) -> u64 {
-        self.hasher.hash_one(bytes)
+        self.hasher.hash_one(cid)
     }
 
     fn ready(&self) -> Option<Arc<Filters>> {
@@ -262,20 +259,20 @@ impl Absent {
         }
     }
 
-    /// Adds the binary CID in the first column of every row of `sql` to `filter`; how many.
+    /// Adds the binary CID in the first column of every row of `sql` to `filter`; how many. A row
+    /// that is not a CID fails the scan, and with it the filters.
     fn scan_into(&self, conn: &Connection, sql: &str, filter: &Filter) -> Result<u64> {
-        let fail = super::db_error("fill filters");
-        let mut statement = conn.prepare(sql).map_err(fail)?;
-        let mut rows = statement
-            .query([])
-            .map_err(super::db_error("fill filters"))?;
+        const OP: &str = "fill filters";
+        let fail = super::db_error(OP);
+        let mut statement = conn.prepare(sql).map_err(&fail)?;
+        let mut rows = statement.query([]).map_err(&fail)?;
         let mut n = 0;
-        while let Some(row) = rows.next().map_err(super::db_error("fill filters"))? {
+        while let Some(row) = rows.next().map_err(&fail)? {
             let bytes = row
                 .get_ref(0)
                 .and_then(|v| Ok(v.as_blob()?))
-                .map_err(super::db_error("fill filters"))?;
-            filter.add(self.hash_bytes(bytes));
+                .map_err(&fail)?;
+            filter.add(self.hash(&super::decode_cid(OP, bytes)?));
             n += 1;
         }
         Ok(n)
@@ -291,7 +288,7 @@ mod tests {
     fn a_filter_holds_what_was_added_and_little_else() {
         let hasher = RandomState::new();
         let filter = Filter::new();
-        let hash = |n: u32| hasher.hash_one(cid_for(RAW, &n.to_be_bytes()).to_bytes().as_slice());
+        let hash = |n: u32| hasher.hash_one(cid_for(RAW, &n.to_be_bytes()));
         for n in 0..20_000 {
             filter.add(hash(n));
         }

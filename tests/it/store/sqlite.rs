@@ -289,10 +289,10 @@ async fn lookups_answer_the_same_while_their_filters_are_filled_again() {
             tokio::spawn(async move {
                 for n in (caller..COMMITS).step_by(CALLERS) {
                     let ran = cid(&format!("race {n}"));
+                    let work = cid(&format!("work {n}"));
                     // Most keys have expired and are purged, so the tables stay small while the
                     // filters take a key per commit and are filled again every 1,000.
                     let commit = if kept(n) {
-                        let work = cid(&format!("work {n}"));
                         Commit::default()
                             .with_claim(ran, None)
                             .with_receipt(receipt(
@@ -314,7 +314,6 @@ async fn lookups_answer_the_same_while_their_filters_are_filled_again() {
                             store.seen(ran).await.unwrap(),
                             "key {n} right after its commit"
                         );
-                        let work = cid(&format!("work {n}"));
                         assert!(store.memoized(work).await.unwrap().is_some(), "work {n}");
                     }
                     if n % 200 == 0 {
