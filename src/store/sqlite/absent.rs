@@ -340,4 +340,45 @@ mod tests {
         assert!((100..200).all(|n| absent.lacks_work(&key(n))));
         store.close().await;
     }
+
+    /// A stored key that is not a CID fails the scan: the store stops answering from filters and
+    /// every lookup reads the database, which still finds what is stored.
+    #[tokio::test]
+    async fn a_scan_that_meets_a_damaged_row_leaves_every_lookup_to_sql() {
+        use crate::store::{Commit, ReplayStore, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        let key = cid_for(RAW, b"stored");
+        let store = super::super::SqliteStore::open(&path).await.unwrap();
+        store
+            .commit(Commit::default().with_claim(key, None))
+            .await
+            .unwrap();
+        store.close().await;
+        drop(store);
+        Connection::open(&path)
+            .unwrap()
+            .execute("INSERT INTO seen (key) VALUES (x'ffff')", [])
+            .unwrap();
+
+        let store = super::super::SqliteStore::open(&path).await.unwrap();
+        let absent = store
+            .inner
+            .absent
+            .clone()
+            .expect("a store on a file has filters");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !absent.gave_up.load(Ordering::Relaxed) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scan never gave up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(!absent.is_ready());
+        assert!(!absent.lacks_key(&cid_for(RAW, b"never stored")));
+        assert!(store.seen(key).await.unwrap());
+        assert!(!store.seen(cid_for(RAW, b"never stored")).await.unwrap());
+        store.close().await;
+    }
 }
